@@ -1,0 +1,160 @@
+"""Frozen configuration dataclasses shared by training, export and rendering.
+
+Everything that defines a trained model lives here and travels inside checkpoints and bundle
+manifests as plain JSON (``to_dict`` / ``from_dict``), so loading never needs pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+
+class Fold(enum.Enum):
+    """How a style image is continued beyond its border when tiling the memory templates."""
+
+    WRAP = "wrap"  # periodic tiling
+    MIRROR = "mirror"  # reflect at every border (kaleidoscope), seamless for any image
+
+
+class NoisePlacement(enum.Enum):
+    BOTTLENECK = "bottleneck"  # one value per bottleneck cell (2^depth pixels), as in the paper
+    INPUT = "input"  # one value per pixel, concatenated to the generator input
+
+
+class BlendMode(enum.Enum):
+    """How the final image is formed from the painted image I_G and the copied image I_M."""
+
+    BLEND = "blend"  # I = alpha * I_G + (1 - alpha) * I_M (the paper)
+    COPY = "copy"  # I = I_M: pure mosaic from memory
+    PAINT = "paint"  # I = I_G: purely parametric (also forced when n_templates == 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseConfig:
+    n_global: int = 0  # constant over the canvas, per (seed, channel)
+    n_local: int = 0  # per cell, counter-based hash of (seed, channel, cell y, cell x)
+    n_periodic: int = 0  # sin of a seeded plane wave over cell coordinates
+    placement: NoisePlacement = NoisePlacement.BOTTLENECK
+
+    @property
+    def channels(self) -> int:
+        return self.n_global + self.n_local + self.n_periodic
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of the FAMOS U-Net (the paper's defaults)."""
+
+    depth: int = 4  # number of stride-2 levels; alignment is 2**depth
+    width: int = 80  # channels of the first level, doubling per level
+    kernel: int = 5
+    skip: bool = True  # U-Net skip connections
+    bottleneck_width: int | None = None  # channels at the bottleneck (default: doubling rule)
+    coord_copy: bool = True  # concatenate psi (average-pooled) at every level
+    noise: NoiseConfig = NoiseConfig()
+    n_res_blocks: int = 0  # residual blocks after each decoder up-convolution
+    n_templates: int = 30  # N; 0 is the purely parametric U-Net
+    blend: BlendMode = BlendMode.BLEND
+
+    def __post_init__(self) -> None:
+        _require(self.depth >= 1, "depth", self.depth, "must be >= 1")
+        _require(self.width >= 1, "width", self.width, "must be >= 1")
+        _require(self.kernel >= 1 and self.kernel % 2 == 1, "kernel", self.kernel, "must be odd")
+        _require(self.n_templates >= 0, "n_templates", self.n_templates, "must be >= 0")
+        _require(self.n_res_blocks >= 0, "n_res_blocks", self.n_res_blocks, "must be >= 0")
+        if self.n_templates == 0 and self.blend is not BlendMode.PAINT:
+            raise ValueError("n_templates = 0 (parametric U-Net) needs blend mode 'paint'")
+
+    @property
+    def alignment(self) -> int:
+        return 2**self.depth
+
+    def level_width(self, level: int) -> int:
+        """Channels of encoder level ``level`` (1-based); the bottleneck may be overridden."""
+        if level == self.depth and self.bottleneck_width is not None:
+            return self.bottleneck_width
+        return self.width * 2 ** (level - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class CanvasConfig:
+    """The output image a model is trained for, and how its memory templates tile it."""
+
+    height: int  # delivered pixels
+    width: int
+    style_scale: float = 1.0  # style pixels per canvas pixel in the templates
+    fold: Fold = Fold.MIRROR
+    template_seed: int = 0  # seeds the per-template offsets eta_n
+
+    def __post_init__(self) -> None:
+        _require(self.height >= 1, "canvas height", self.height, "must be positive")
+        _require(self.width >= 1, "canvas width", self.width, "must be positive")
+        _require(self.style_scale > 0, "style_scale", self.style_scale, "must be positive")
+
+    def aligned(self, alignment: int) -> tuple[int, int]:
+        """Canvas size rounded up to the alignment: what the generator actually computes."""
+        return align_up(self.height, alignment), align_up(self.width, alignment)
+
+
+def align_up(value: int, alignment: int) -> int:
+    return -(-value // alignment) * alignment
+
+
+def align_down(value: int, alignment: int) -> int:
+    return (value // alignment) * alignment
+
+
+def _require(ok: bool, field: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ValueError(f"{field} = {value!r} {why}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass tree as plain JSON values (Enums by value)."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[field.name] = value
+    return out
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Inverse of ``to_dict``; unknown keys are an error naming the key."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kind = hints[name]
+        base = _plain_type(kind)
+        if dataclasses.is_dataclass(base) and isinstance(value, dict):
+            value = from_dict(base, value)
+        elif isinstance(base, type) and issubclass(base, enum.Enum):
+            value = base(value)
+        elif base is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _plain_type(hint: Any) -> Any:
+    """``X | None`` -> X; other hints unchanged."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        return args[0]
+    return origin or hint

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny models with random weights and randomized BatchNorm statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from famos.canvas import to_unit_range  # noqa: E402
+from famos.config import CanvasConfig, GeneratorConfig  # noqa: E402
+
+
+def randomize_batchnorm(model, seed: int = 0) -> None:
+    """Eval-mode BatchNorm with non-trivial running statistics, so exactness tests can fail."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
+            module.bias.data.copy_(torch.rand(n, generator=gen) - 0.5)
+
+
+def random_styles(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [
+        rng.integers(0, 256, (48, 72, 3), dtype=np.uint8),
+        rng.integers(0, 256, (37, 29, 3), dtype=np.uint8),
+    ]
+
+
+def random_content(seed: int = 1, shape=(90, 130)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return to_unit_range(rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+
+
+def tiny_model(config: GeneratorConfig, canvas: CanvasConfig, seed: int = 0):
+    from famos.eager import build_generator
+
+    torch.manual_seed(seed)
+    model = build_generator(config, canvas, random_styles(seed))
+    randomize_batchnorm(model, seed)
+    return model.eval()

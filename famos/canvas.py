@@ -14,10 +14,11 @@ import pathlib
 import numpy as np
 
 from famos.config import CanvasConfig, Fold, NoiseConfig
+from famos.errors import UserError
 from famos.planning import Rect
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An input image is missing, unreadable or unusable; the message names the file."""
 
 

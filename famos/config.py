@@ -98,6 +98,30 @@ class CanvasConfig:
         return align_up(self.height, alignment), align_up(self.width, alignment)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild a generator before loading its weights."""
+
+    generator: GeneratorConfig
+    canvas: CanvasConfig
+    style_sizes: tuple[tuple[int, int], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generator": to_dict(self.generator),
+            "canvas": to_dict(self.canvas),
+            "style_sizes": [list(s) for s in self.style_sizes],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(
+            generator=from_dict(GeneratorConfig, data["generator"]),
+            canvas=from_dict(CanvasConfig, data["canvas"]),
+            style_sizes=tuple((int(h), int(w)) for h, w in data["style_sizes"]),
+        )
+
+
 def align_up(value: int, alignment: int) -> int:
     return -(-value // alignment) * alignment
 

@@ -1,0 +1,114 @@
+"""Self-describing model files: safetensors weights + JSON metadata, never pickle.
+
+A checkpoint (training) and the generator part of it (export) share this layout:
+
+    tensors   "generator.<name>"   generator state dict (style images included, as buffers)
+              "content_image"      uint8 (H, W, 3) default content of the canvas
+              anything else the writer adds (discriminator, optimizer moments, RNG states)
+    metadata  "famos" -> JSON: {"format", "code_version", "generator", "canvas", "style_sizes", ...}
+
+Loading needs only the file: the configs rebuild the module, then weights load into it.
+Writes are atomic (temporary file, fsync, rename) so an interrupted save never damages the
+previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from famos import __version__
+from famos.config import ModelSpec
+from famos.errors import UserError
+from famos.generator import FamosGenerator
+
+FORMAT = "famos-checkpoint/1"
+GENERATOR_PREFIX = "generator."
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint is missing, truncated, tampered with or of another format; names the file."""
+
+
+def spec_of(model: FamosGenerator, style_sizes: list[tuple[int, int]]) -> ModelSpec:
+    return ModelSpec(model.config, model.canvas, tuple(tuple(s) for s in style_sizes))
+
+
+def empty_generator(spec: ModelSpec) -> FamosGenerator:
+    """A generator of the right shape whose weights and style buffers are about to be loaded."""
+    styles = [np.zeros((h, w, 3), dtype=np.float32) for h, w in spec.style_sizes]
+    offsets = np.zeros((spec.generator.n_templates, 2), dtype=np.int64)
+    return FamosGenerator(spec.generator, spec.canvas, styles, offsets)
+
+
+def save(path: str | pathlib.Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Atomically write tensors + JSON metadata (the "famos" key) as safetensors."""
+    from safetensors.torch import save as to_bytes
+
+    path = pathlib.Path(path)
+    header = {"format": FORMAT, "code_version": __version__, **metadata}
+    blob = to_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"famos": json.dumps(header)})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a checkpoint; a clear CheckpointError for anything unusable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as from_bytes
+
+    path = pathlib.Path(path)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from None
+    try:
+        tensors = from_bytes(blob)
+        header = _safetensors_metadata(blob)
+    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable famos checkpoint (truncated or corrupt: {err})") from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")
+    return tensors, header
+
+
+def _safetensors_metadata(blob: bytes) -> dict[str, Any]:
+    size = int.from_bytes(blob[:8], "little")
+    if size <= 0 or 8 + size > len(blob):
+        raise ValueError("header length out of range")
+    meta = json.loads(blob[8 : 8 + size]).get("__metadata__") or {}
+    if "famos" not in meta:
+        raise ValueError("no famos metadata")
+    return json.loads(meta["famos"])
+
+
+def generator_tensors(model: FamosGenerator) -> dict[str, torch.Tensor]:
+    return {GENERATOR_PREFIX + k: v for k, v in model.state_dict().items()}
+
+
+def load_generator(path: str | pathlib.Path) -> tuple[FamosGenerator, dict[str, Any], dict[str, torch.Tensor]]:
+    """The eval-mode generator of a checkpoint, its metadata, and all its tensors."""
+    tensors, header = load(path)
+    try:
+        spec = ModelSpec.from_json(header)
+        model = empty_generator(spec)
+        state = {k[len(GENERATOR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(GENERATOR_PREFIX)}
+        model.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: generator does not match its configuration ({err})") from None
+    return model.eval(), header, tensors

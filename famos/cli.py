@@ -1,0 +1,60 @@
+"""The `famos` command: one front door, a subcommand per capability.
+
+Each subcommand lives in its own part of the project and is imported only when used, so
+`famos client ...` needs no torch and `famos --help` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with main(argv) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("famos.demo", "render a random-weight generator over a bundled sample to PNG"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from famos import __version__
+
+        print(f"famos {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"famos: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return run_reporting_errors(f"famos {name}", lambda: module.main(rest))
+
+
+def run_reporting_errors(prog: str, body) -> int:
+    """Run a command body; user mistakes and interrupts become one line on stderr, not a traceback."""
+    from famos.errors import UserError
+
+    try:
+        return int(body() or 0)
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as err:  # disk full, permission denied, ...: the message names the file
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _usage() -> str:
+    lines = ["usage: famos <command> [options]   (famos <command> --help for details)", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""FAMOS render server: streaming renderer, TIFF output and the gRPC service."""

@@ -1,0 +1,442 @@
+"""Streaming, constant-memory tiled TIFF writer for rendered canvases.
+
+The renderer yields row strips of arbitrary height; this module re-slices them into rows of tiles
+and hands tifffile a generator of tiles (its "generator of tiles" pattern), so host memory stays
+O(one strip + one tile row) whatever the canvas height. A reduced-resolution pyramid is built on
+the fly and spooled to temporary memory-mapped files on disk, then written as SubIFDs. Output
+goes to a temporary name and is renamed only when complete: a crash, cancel or full disk never
+leaves a truncated file at the final path.
+
+numpy, tifffile, imagecodecs and Pillow are imported inside the functions that need them, so that
+importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import json
+import os
+import pathlib
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+_CLASSIC_LIMIT = 2**32 - 1  # classic TIFF offsets are uint32
+# Tags, IFDs, ICC profile and description; generous so that AUTO never lands just over the edge.
+_METADATA_MARGIN = 32 * 2**20
+_ICC_TAG = 34675
+
+
+class Compression(enum.Enum):
+    NONE = "none"
+    DEFLATE = "deflate"  # Adobe deflate (tag value 8), which every TIFF reader knows
+    ZSTD = "zstd"
+    LZW = "lzw"
+    JPEG = "jpeg"
+
+
+class BigTiff(enum.Enum):
+    AUTO = "auto"  # BigTIFF only when the file could pass 4 GiB
+    YES = "yes"
+    NO = "no"  # classic TIFF; refused up front when the canvas could not fit
+
+
+# Worst-case encoded size over raw size. An iterator has no size, so the BigTIFF decision is taken
+# before any pixel is seen and must hold for incompressible content (noise-like textures):
+# deflate/zstd fall back to stored blocks (a few bytes per block), LZW spends up to 12 bits per
+# input byte on noise (measured 1.37), baseline JPEG stays below raw even at quality 100 (0.66 on
+# uniform noise).
+_WORST_CASE_EXPANSION = {
+    Compression.NONE: 1.0,
+    Compression.DEFLATE: 1.01,
+    Compression.ZSTD: 1.01,
+    Compression.LZW: 1.5,
+    Compression.JPEG: 1.0,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TiffOptions:
+    tile: int = 256  # tile side in pixels; TIFF requires multiples of 16
+    compression: Compression = Compression.DEFLATE
+    quality: int = 90  # JPEG only, 1..100
+    predictor: bool = True  # horizontal differencing for deflate/zstd/lzw; ignored for none/jpeg
+    dpi: float | None = None  # resolution tags in pixels per inch when given
+    bigtiff: BigTiff = BigTiff.AUTO
+    pyramid: bool = False  # 2x box-filtered levels as SubIFDs until a level fits one tile
+    icc_profile: bool = True  # embed an sRGB ICC profile so print RIPs do not guess the colours
+    workers: int = 2  # threads compressing tiles in parallel (tifffile maxworkers)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tile, int) or self.tile <= 0 or self.tile % 16:
+            raise ValueError(f"tile must be a positive multiple of 16, got {self.tile!r}")
+        if not isinstance(self.compression, Compression):
+            raise TypeError(f"compression must be a Compression, got {self.compression!r}")
+        if not isinstance(self.bigtiff, BigTiff):
+            raise TypeError(f"bigtiff must be a BigTiff, got {self.bigtiff!r}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality!r}")
+        if self.dpi is not None and not self.dpi > 0:
+            raise ValueError(f"dpi must be positive, got {self.dpi!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TiffReport:
+    path: pathlib.Path
+    bytes_written: int
+    bigtiff: bool
+    levels: int  # 1 + number of reduced-resolution SubIFDs
+
+
+def reduced_shapes(height: int, width: int, *, tile: int) -> list[tuple[int, int]]:
+    """Shapes of the pyramid levels below full resolution: halve (rounding up) until one tile."""
+    shapes = []
+    while max(height, width) > tile:
+        height, width = (height + 1) // 2, (width + 1) // 2
+        shapes.append((height, width))
+    return shapes
+
+
+def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
+    """Whether the file must be a BigTIFF; raises ValueError when NO is forced but cannot fit."""
+    raw = height * width * 3
+    if options.pyramid:
+        raw += sum(h * w * 3 for h, w in reduced_shapes(height, width, tile=options.tile))
+    n_tiles = -(-height // options.tile) * -(-width // options.tile)
+    # each tile costs an offset and a byte count in the IFD (x 4/3 covers the pyramid's tiles)
+    worst = raw * _WORST_CASE_EXPANSION[options.compression] + n_tiles * 16 + _METADATA_MARGIN
+    could_exceed = worst > _CLASSIC_LIMIT
+    if options.bigtiff is BigTiff.YES:
+        return True
+    if options.bigtiff is BigTiff.NO:
+        if could_exceed:
+            pyramid = " and a pyramid" if options.pyramid else ""
+            raise ValueError(
+                f"a {width}x{height} canvas with {options.compression.value} compression{pyramid}"
+                f" could reach {worst / 2**30:.1f} GiB, past the 4 GiB a classic TIFF can address;"
+                " use BigTiff.AUTO or BigTiff.YES"
+            )
+        return False
+    return could_exceed
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_icc_profile() -> bytes:
+    """The sRGB ICC profile as bytes, built by littleCMS (no file shipped, no download)."""
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def write_tiled_tiff(
+    path: str | os.PathLike[str],
+    strips: Iterable[np.ndarray],
+    *,
+    height: int,
+    width: int,
+    options: TiffOptions = TiffOptions(),
+    description: dict[str, Any] | None = None,
+) -> TiffReport:
+    """Write strips of shape (h_i, width, 3) uint8, top to bottom, as a tiled RGB TIFF at `path`.
+
+    The strips are consumed once and never assembled: memory is O(one strip + one tile row).
+    Nothing appears at `path` unless the whole file was written and synced.
+    """
+    import tifffile
+
+    path = pathlib.Path(path)
+    if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
+        raise ValueError(f"height and width must be positive ints, got {height!r} x {width!r}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    bigtiff = needs_bigtiff(height, width, options=options)
+    level_shapes = (
+        reduced_shapes(height, width, tile=options.tile) if options.pyramid else []
+    )
+
+    # A unique name per call, so concurrent renders to the same path (threads or processes) never
+    # write into each other's partial file; the dot keeps it out of casual listings.
+    token = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    partial = path.with_name(f".{path.name}.{token}.partial")
+    spools: list[_LevelSpool] = []
+    try:
+        for k, (h, w) in enumerate(level_shapes, start=1):
+            spool_path = path.with_name(f".{path.name}.{token}.level{k}.spool")
+            spools.append(_LevelSpool(path=spool_path, height=h, width=w))
+        for parent, child in zip(spools, spools[1:]):
+            parent.below = child
+
+        page = _page_kwargs(options)
+        with open(partial, "wb") as fh:
+            with tifffile.TiffWriter(fh, bigtiff=bigtiff) as tif:
+                main = _checked_strips(strips, height=height, width=width)
+                if spools:
+                    main = _feeding(main, spools[0])
+                extratags = []
+                if options.icc_profile:
+                    icc = srgb_icc_profile()
+                    extratags.append((_ICC_TAG, 7, len(icc), icc, True))
+                tif.write(
+                    data=_tiles(main, width=width, tile=options.tile),
+                    shape=(height, width, 3),
+                    subifds=len(spools) or None,
+                    description=(
+                        json.dumps(description, sort_keys=True) if description is not None else None
+                    ),
+                    # without this tifffile writes its own shape JSON as the description
+                    metadata=None,
+                    extratags=extratags,
+                    **_resolution(options.dpi),
+                    buffersize=_buffersize(width=width, options=options),
+                    **page,
+                )
+                if spools:
+                    spools[0].finish()
+                for k, spool in enumerate(spools, start=1):
+                    tif.write(
+                        data=_tiles(
+                            spool.strips(options.tile), width=spool.width, tile=options.tile
+                        ),
+                        shape=(spool.height, spool.width, 3),
+                        subfiletype=1,  # reduced-resolution image
+                        metadata=None,
+                        # keeps the physical print size identical at every level
+                        **_resolution(options.dpi / 2**k if options.dpi else None),
+                        buffersize=_buffersize(width=spool.width, options=options),
+                        **page,
+                    )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
+        _fsync_folder(path.parent)  # makes the rename itself survive a power cut
+    except BaseException:
+        # KeyboardInterrupt and ENOSPC included: the final path never sees a partial file
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        for spool in spools:
+            spool.discard()
+    return TiffReport(
+        path=path, bytes_written=path.stat().st_size, bigtiff=bigtiff, levels=1 + len(spools)
+    )
+
+
+def _page_kwargs(options: TiffOptions) -> dict[str, Any]:
+    """Arguments shared by the full-resolution page and its SubIFDs."""
+    import numpy as np
+    import tifffile
+
+    codes = {
+        Compression.NONE: None,
+        Compression.DEFLATE: tifffile.COMPRESSION.ADOBE_DEFLATE,
+        Compression.ZSTD: tifffile.COMPRESSION.ZSTD,
+        Compression.LZW: tifffile.COMPRESSION.LZW,
+        Compression.JPEG: tifffile.COMPRESSION.JPEG,
+    }
+    lossless_codec = options.compression in (Compression.DEFLATE, Compression.ZSTD, Compression.LZW)
+    return dict(
+        dtype=np.uint8,
+        photometric="rgb",
+        tile=(options.tile, options.tile),
+        compression=codes[options.compression],
+        compressionargs=(
+            {"level": options.quality} if options.compression is Compression.JPEG else None
+        ),
+        predictor=tifffile.PREDICTOR.HORIZONTAL if options.predictor and lossless_codec else None,
+        maxworkers=options.workers,
+    )
+
+
+def _resolution(dpi: float | None) -> dict[str, Any]:
+    if dpi is None:
+        return {}
+    return {"resolution": (dpi, dpi), "resolutionunit": "INCH"}
+
+
+def _buffersize(*, width: int, options: TiffOptions) -> int:
+    # tifffile batches max(workers, buffersize // tile bytes) tiles before compressing them in
+    # parallel; its default (512 MiB) would hold thousands of tiles. One tile row keeps the batch
+    # O(tile row) while still giving every worker a full row of tiles.
+    tiles_across = -(-width // options.tile)
+    return tiles_across * options.tile * options.tile * 3
+
+
+def _checked_strips(
+    strips: Iterable[np.ndarray], *, height: int, width: int
+) -> Iterator[np.ndarray]:
+    """Yield the strips after checking shape, dtype and that their heights sum to `height`."""
+    import numpy as np
+
+    rows = 0
+    iterator = iter(strips)
+    while rows < height:
+        try:
+            strip = next(iterator)
+        except StopIteration:
+            raise ValueError(
+                f"strips ended after {rows} rows, but the canvas height is {height}"
+            ) from None
+        strip = np.asarray(strip)
+        if strip.dtype != np.uint8 or strip.ndim != 3 or strip.shape[1:] != (width, 3):
+            raise ValueError(
+                f"strip at row {rows} has shape {strip.shape} and dtype {strip.dtype};"
+                f" expected (rows, {width}, 3) uint8"
+            )
+        if rows + strip.shape[0] > height:
+            raise ValueError(
+                f"strips hold more than the canvas height of {height} rows"
+                f" (at least {rows + strip.shape[0]})"
+            )
+        rows += strip.shape[0]
+        if rows == height:
+            # checked before the last tiles go out, so a mismatch fails the write, not after it
+            extra = next(iterator, None)
+            if extra is not None:
+                raise ValueError(
+                    f"strips hold more than the canvas height of {height} rows"
+                )
+        yield strip
+
+
+def _feeding(strips: Iterator[np.ndarray], spool: _LevelSpool) -> Iterator[np.ndarray]:
+    """Pass strips through while building the pyramid level below from them."""
+    for strip in strips:
+        spool.feed(strip)
+        yield strip
+
+
+def _tiles(strips: Iterator[np.ndarray], *, width: int, tile: int) -> Iterator[np.ndarray]:
+    """Re-slice strips of any height into full (tile, tile, 3) tiles in row-major order."""
+    import numpy as np
+
+    padded_width = -(-width // tile) * tile
+    band = np.empty((tile, padded_width, 3), np.uint8)  # one row of tiles, reused
+    filled = 0
+    for strip in strips:
+        offset = 0
+        while offset < strip.shape[0]:
+            n = min(tile - filled, strip.shape[0] - offset)
+            band[filled : filled + n, :width] = strip[offset : offset + n]
+            filled += n
+            offset += n
+            if filled == tile:
+                yield from _band_tiles(band, width=width, filled=filled, tile=tile)
+                filled = 0
+    if filled:
+        yield from _band_tiles(band, width=width, filled=filled, tile=tile)
+
+
+def _band_tiles(band: np.ndarray, *, width: int, filled: int, tile: int) -> Iterator[np.ndarray]:
+    # Edge tiles are padded by repeating the last column/row rather than with black: readers crop
+    # the padding anyway, and a flat continuation compresses as well while keeping JPEG's 8x8
+    # blocks at the border free of dark ringing.
+    band[:filled, width:] = band[:filled, width - 1 : width]
+    band[filled:] = band[filled - 1 : filled]
+    for x in range(0, band.shape[1], tile):
+        # A copy, not a view: tifffile may still be compressing earlier tiles in its threads
+        # when the band is refilled.
+        yield band[:, x : x + tile].copy()
+
+
+def _box_reduce(rows: np.ndarray) -> np.ndarray:
+    """2x2 box mean of an even number of rows (or a single last row); odd widths average the
+    pixels that exist, by pairing the last column with itself."""
+    import numpy as np
+
+    wide = rows.astype(np.uint16)
+    if wide.shape[0] % 2:
+        wide = np.concatenate([wide, wide[-1:]], axis=0)
+    if wide.shape[1] % 2:
+        wide = np.concatenate([wide, wide[:, -1:]], axis=1)
+    total = wide[0::2, 0::2] + wide[1::2, 0::2] + wide[0::2, 1::2] + wide[1::2, 1::2]
+    return ((total + 2) >> 2).astype(np.uint8)
+
+
+class _LevelSpool:
+    """One reduced pyramid level, filled row pair by row pair from the level above and kept in
+    a memory-mapped file on disk, so its size never counts against host memory."""
+
+    def __init__(self, *, path: pathlib.Path, height: int, width: int) -> None:
+        import numpy as np
+
+        self.path = path
+        self.height = height
+        self.width = width
+        self.below: _LevelSpool | None = None
+        self._rows = 0
+        self._carry: np.ndarray | None = None  # odd row of the level above, awaiting its pair
+        try:
+            with open(path, "xb") as fh:
+                size = height * width * 3
+                # A memmap store into a hole the disk cannot back is SIGBUS, not OSError: reserve
+                # the blocks now so a full disk fails here, cleanly.
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fh.fileno(), 0, size)
+                else:
+                    fh.truncate(size)
+            self._image: np.ndarray | None = np.memmap(
+                path, dtype=np.uint8, mode="r+", shape=(height, width, 3)
+            )
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def feed(self, rows: np.ndarray) -> None:
+        """Accept the next rows of the level above (any count)."""
+        import numpy as np
+
+        if not rows.shape[0]:
+            return  # an empty strip must not pair the carried row with nothing
+        if self._carry is not None:
+            self._emit(_box_reduce(np.concatenate([self._carry, rows[:1]], axis=0)))
+            rows = rows[1:]
+            self._carry = None
+        even = rows.shape[0] - rows.shape[0] % 2
+        if even:
+            self._emit(_box_reduce(rows[:even]))
+        if rows.shape[0] % 2:
+            self._carry = rows[-1:].copy()
+
+    def finish(self) -> None:
+        """Flush the last unpaired row (odd heights), then the levels below."""
+        if self._carry is not None:
+            self._emit(_box_reduce(self._carry))
+            self._carry = None
+        if self._rows != self.height:
+            raise RuntimeError(f"pyramid level got {self._rows} of {self.height} rows")
+        if self.below is not None:
+            self.below.finish()
+
+    def strips(self, rows: int) -> Iterator[np.ndarray]:
+        assert self._image is not None
+        for y in range(0, self.height, rows):
+            yield self._image[y : y + rows]
+
+    def discard(self) -> None:
+        self._image = None  # drops the mapping (Windows cannot delete a mapped file)
+        self.path.unlink(missing_ok=True)
+
+    def _emit(self, reduced: np.ndarray) -> None:
+        assert self._image is not None
+        self._image[self._rows : self._rows + reduced.shape[0]] = reduced
+        self._rows += reduced.shape[0]
+        if self.below is not None:
+            self.below.feed(reduced)
+
+
+def _fsync_folder(folder: pathlib.Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its rename is durable enough
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -440,3 +440,37 @@ def _fsync_folder(folder: pathlib.Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def add_tiff_arguments(parser) -> None:
+    """The TIFF options shared by `famos render`, `famos client render` and `famos batch`."""
+    group = parser.add_argument_group("TIFF output")
+    group.add_argument("--compression", choices=[c.value for c in Compression], default=Compression.DEFLATE.value)
+    group.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (jpeg only)")
+    group.add_argument("--tile", type=int, default=256, help="tile side, a multiple of 16")
+    group.add_argument("--dpi", type=float, default=None, help="resolution tags (pixels per inch)")
+    group.add_argument("--pyramid", action="store_true", help="add reduced-resolution levels as SubIFDs")
+    group.add_argument("--bigtiff", choices=[b.value for b in BigTiff], default=BigTiff.AUTO.value)
+    group.add_argument("--no-predictor", action="store_true", help="no horizontal differencing predictor")
+    group.add_argument("--no-icc", action="store_true", help="do not embed the sRGB ICC profile")
+    group.add_argument("--tiff-workers", type=int, default=2, help="threads compressing tiles")
+
+
+def tiff_options(args) -> TiffOptions:
+    """TiffOptions from parsed ``add_tiff_arguments`` options; bad values raise a UserError."""
+    from famos.errors import UserError
+
+    try:
+        return TiffOptions(
+            tile=args.tile,
+            compression=Compression(args.compression),
+            quality=args.quality,
+            predictor=not args.no_predictor,
+            dpi=args.dpi,
+            bigtiff=BigTiff(args.bigtiff),
+            pyramid=args.pyramid,
+            icc_profile=not args.no_icc,
+            workers=args.tiff_workers,
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None

@@ -112,3 +112,24 @@ def load_generator(path: str | pathlib.Path) -> tuple[FamosGenerator, dict[str, 
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: generator does not match its configuration ({err})") from None
     return model.eval(), header, tensors
+
+
+def save_generator(
+    path: str | pathlib.Path,
+    model: FamosGenerator,
+    *,
+    style_sizes: list[tuple[int, int]],
+    content: np.ndarray,
+    step: int = 0,
+    provenance: dict[str, Any] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> None:
+    """A checkpoint holding the generator, its default content (uint8 (H, W, 3)) and provenance."""
+    metadata = spec_of(model, style_sizes).to_json() | {
+        "step": step,
+        "provenance": provenance
+        or {"steps": step, "style_hashes": [], "content_hashes": [], "style_files": [], "content_files": []},
+    }
+    tensors = generator_tensors(model) | {"content_image": torch.from_numpy(np.ascontiguousarray(content))}
+    save(path, tensors | (extra_tensors or {}), metadata | (extra_metadata or {}))

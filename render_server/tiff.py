@@ -130,9 +130,16 @@ def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
 @functools.lru_cache(maxsize=1)
 def srgb_icc_profile() -> bytes:
     """The sRGB ICC profile as bytes, built by littleCMS (no file shipped, no download)."""
+    import struct
+
     from PIL import ImageCms
 
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    # littleCMS stamps the creation time into the header (bytes 24-35). A fixed date keeps equal
+    # renders byte-identical across processes (a resumed server job, `famos render`); the profile
+    # ID (bytes 84-99) is left zero, "not computed", so it needs no update.
+    profile[24:36] = struct.pack(">6H", 2000, 1, 1, 0, 0, 0)
+    return bytes(profile)
 
 
 def write_tiled_tiff(

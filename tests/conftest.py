@@ -43,3 +43,29 @@ def tiny_model(config: GeneratorConfig, canvas: CanvasConfig, seed: int = 0):
     model = build_generator(config, canvas, random_styles(seed))
     randomize_batchnorm(model, seed)
     return model.eval()
+
+
+def write_checkpoint(path, model, *, content: np.ndarray | None = None, step: int = 0) -> None:
+    """A checkpoint as `famos train` writes it, for a (random-weight) generator."""
+    from famos.checkpoint import save_generator
+
+    if content is None:
+        rng = np.random.default_rng(5)
+        content = rng.integers(0, 256, (model.canvas.height // 2 + 3, model.canvas.width // 2 + 5, 3), dtype=np.uint8)
+    sizes = [tuple(s.shape[:2]) for s in random_styles(0)]
+    save_generator(path, model, style_sizes=sizes, content=content, step=step)
+
+
+def make_bundle(folder, config: GeneratorConfig, canvas: CanvasConfig, *, seed: int = 0):
+    """Export a tiny random-weight model to a bundle folder with `famos export`; returns its path."""
+    import pathlib
+
+    from famos.cli import main
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = folder / "model.safetensors"
+    write_checkpoint(ckpt, tiny_model(config, canvas, seed))
+    bundle = folder / "bundle"
+    assert main(["export", str(ckpt), "--out", str(bundle)]) == 0
+    return bundle

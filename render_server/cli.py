@@ -1,0 +1,94 @@
+"""`famos render BUNDLE --out mosaic.tif`: a bundle's canvas to a tiled TIFF, in constant memory."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from render_server.render import DEFAULT_CHUNK
+    from render_server.tiff import add_tiff_arguments
+
+    parser = argparse.ArgumentParser(prog="famos render", description=__doc__)
+    parser.add_argument("bundle", type=pathlib.Path, help="bundle folder written by `famos export`")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help=".tif/.tiff (tiled) or .png (small canvases)")
+    parser.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the model's canvas")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed")
+    parser.add_argument("--region", help="X,Y,W,H: render only this part of the canvas")
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")
+    parser.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default="onnx")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--fp16", action="store_true", help="half precision graph (GPU)")
+    parser.add_argument("--preview", type=pathlib.Path, help="also write a downscaled overview PNG")
+    parser.add_argument("--workers", type=int, default=2, help="threads preparing chunk inputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_tiff_arguments(parser)
+    args = parser.parse_args(argv)
+
+    from export.bundle import Backend, load_bundle
+    from famos.canvas import load_rgb
+    from famos.errors import UserError
+    from render_server.render import RenderSettings, Renderer, describe, parse_region, render_png, render_tiff
+    from render_server.tiff import tiff_options
+
+    suffix = args.out.suffix.lower()
+    if suffix not in (".tif", ".tiff", ".png"):
+        raise UserError(f"--out {args.out}: use a .tif, .tiff or .png file name")
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    options = tiff_options(args)
+    settings = RenderSettings(
+        seed=args.seed,
+        chunk=args.chunk,
+        region=parse_region(args.region) if args.region else None,
+        prepare_workers=args.workers,
+    )
+    content = load_rgb(args.content) if args.content else None
+    renderer = Renderer(load_bundle(args.bundle), backend=Backend(args.backend), device=args.device, fp16=args.fp16)
+    if suffix == ".png":
+        render_png(renderer, args.out, settings=settings, content=content)
+        print(f"wrote {args.out}")
+        return 0
+    with ProgressBar(enabled=not args.quiet) as bar:
+        report = render_tiff(
+            renderer, args.out, settings=settings, options=options, content=content,
+            preview=args.preview, progress=bar.update,
+        )
+    print(describe(report))
+    return 0
+
+
+class ProgressBar:
+    """Megapixels done, MP/s and ETA on stderr (tqdm when installed, plain lines otherwise)."""
+
+    def __init__(self, *, enabled: bool):
+        self.enabled = enabled and _has_tqdm()
+        self.bar = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def update(self, progress) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=round(progress.pixels_total / 1e6, 2), unit="MP", file=sys.stderr,
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}, {rate_fmt}]")
+        self.bar.n = round(progress.pixels_done / 1e6, 2)
+        self.bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _has_tqdm() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True

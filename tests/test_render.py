@@ -1,0 +1,145 @@
+"""`famos render`: TIFFs read back equal the whole-canvas eager render; regions, errors, atomicity."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import make_bundle
+from famos.cli import main
+from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig
+from famos.planning import Rect
+from famos.rendering import plan_for, render_strips
+
+CONFIG = GeneratorConfig(depth=3, width=8, n_templates=3, noise=NoiseConfig(n_global=1, n_local=2, n_periodic=1))
+CANVAS = CanvasConfig(90, 150, fold=Fold.MIRROR, template_seed=3)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("render"), CONFIG, CANVAS)
+
+
+@pytest.fixture(scope="module")
+def whole(bundle):
+    """The eager whole-canvas pass, 8-bit: the reference every render must equal."""
+    from export.bundle import Backend, load_bundle
+    from render_server.render import Renderer, RenderSettings
+
+    renderer = Renderer(load_bundle(bundle), backend=Backend.TORCH)
+    settings = RenderSettings(seed=4, chunk=10**6)
+    plan = plan_for(CONFIG, CANVAS, chunk_size=10**6)
+    return np.concatenate(list(render_strips(plan, renderer.inputs(settings), renderer.run)))
+
+
+@pytest.mark.parametrize(
+    "chunk, tile, compression",
+    [(32, 16, "deflate"), (48, 64, "zstd"), (64, 32, "lzw"), (200, 16, "none")],
+)
+def test_tiff_equals_whole_canvas_render(bundle, whole, tmp_path, chunk, tile, compression):
+    out = tmp_path / "mosaic.tif"
+    args = [str(bundle), "--out", str(out), "--seed", "4", "--chunk", str(chunk), "--tile", str(tile),
+            "--compression", compression, "--quiet"]
+    assert main(["render", *args]) == 0
+    image = tifffile.imread(out)
+    assert image.shape == (90, 150, 3)
+    assert np.array_equal(image, whole)
+
+
+def test_region_equals_crop_and_tags(bundle, whole, tmp_path):
+    out, preview = tmp_path / "part.tiff", tmp_path / "preview.png"
+    assert main(["render", str(bundle), "--out", str(out), "--seed", "4", "--chunk", "32", "--region", "10,20,100,50",
+                 "--dpi", "300", "--tile", "16", "--pyramid", "--bigtiff", "yes", "--preview", str(preview), "--quiet"]) == 0
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages[0]
+        assert tif.is_bigtiff and page.is_tiled
+        assert np.array_equal(page.asarray(), whole[20:70, 10:110])
+        assert page.tags["XResolution"].value == (300, 1) and page.tags["ResolutionUnit"].value == 2
+        assert 34675 in page.tags  # ICC profile
+        assert len(page.pages) >= 1  # pyramid level as SubIFD
+        import json
+
+        description = json.loads(page.description)
+        assert description["seed"] == 4 and description["region"] == {"y": 20, "x": 10, "height": 50, "width": 100}
+    from PIL import Image
+
+    assert Image.open(preview).size == (100, 50)
+    if shutil.which("tiffinfo"):
+        subprocess.run(["tiffinfo", str(out)], check=True, capture_output=True)
+
+
+def test_backends_agree(bundle, whole, tmp_path):
+    for backend in ("torchscript", "torch"):
+        out = tmp_path / f"{backend}.tif"
+        assert main(["render", str(bundle), "--out", str(out), "--seed", "4", "--chunk", "40",
+                     "--backend", backend, "--quiet"]) == 0
+        assert np.array_equal(tifffile.imread(out), whole)
+
+
+def test_new_content_changes_the_render(bundle, whole, tmp_path):
+    from PIL import Image
+
+    content = tmp_path / "content.png"
+    Image.fromarray(np.full((40, 60, 3), 200, np.uint8)).save(content)
+    out = tmp_path / "new.tif"
+    assert main(["render", str(bundle), "--out", str(out), "--seed", "4", "--content", str(content), "--quiet"]) == 0
+    assert not np.array_equal(tifffile.imread(out), whole)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--region", "0,0,500,10"], "outside the canvas"),
+        (["--region", "1,2,3"], "X,Y,W,H"),
+        (["--tile", "100"], "tile"),
+        (["--content", "missing.png"], "missing.png"),
+        (["--chunk", "4"], "chunk"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_file(bundle, tmp_path, capsys, extra, message):
+    out = tmp_path / "bad.tif"
+    assert main(["render", str(bundle), "--out", str(out), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_bundle_and_folder(tmp_path, capsys, bundle):
+    assert main(["render", str(tmp_path / "nope"), "--out", str(tmp_path / "a.tif")]) == 2
+    assert main(["render", str(bundle), "--out", str(tmp_path / "no" / "a.tif")]) == 2
+    assert capsys.readouterr().err.count("error:") == 2
+
+
+def test_crash_mid_render_leaves_no_file(bundle, tmp_path):
+    from export.bundle import load_bundle
+    from render_server.render import Renderer, RenderSettings, render_tiff
+
+    renderer = Renderer(load_bundle(bundle))
+    calls = {"n": 0}
+    run = renderer.run
+
+    def failing(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return run(*args)
+
+    renderer.run = failing
+    out = tmp_path / "crash.tif"
+    with pytest.raises(KeyboardInterrupt):
+        render_tiff(renderer, out, settings=RenderSettings(chunk=32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_strips_are_rows_of_chunks(bundle):
+    """The pipeline hands out one chunk row at a time (peak RSS vs canvas size: bench/bench_render.py)."""
+    from export.bundle import load_bundle
+    from render_server.render import Renderer, RenderSettings
+
+    renderer = Renderer(load_bundle(bundle))
+    heights = [strip.shape[0] for strip in renderer.strips(RenderSettings(chunk=32, region=Rect(0, 0, 90, 150)))]
+    assert heights == [32, 32, 26]

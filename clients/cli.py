@@ -1,0 +1,150 @@
+"""`famos client --server HOST:PORT COMMAND`: use a FAMOS render server from the command line.
+
+    famos client --server host:50051 models
+    famos client --server host:50051 render MODEL --out mosaic.tif [--content IMG] [TIFF options]
+    famos client --server host:50051 submit MODEL [--name print.tif] [--watch] [TIFF options]
+    famos client --server host:50051 watch JOB | cancel JOB | jobs | download JOB --out FILE
+
+The token comes from --token or $FAMOS_TOKEN; --tls (system roots) or --tls-ca FILE enable TLS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from render_server.tiff import add_tiff_arguments
+
+    parser = argparse.ArgumentParser(prog="famos client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", required=True, help="HOST:PORT of `famos serve`")
+    parser.add_argument("--token", default=os.environ.get("FAMOS_TOKEN"), help="bearer token (default: $FAMOS_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
+    parser.add_argument("--tls-ca", type=pathlib.Path, help="TLS, trusting this PEM CA (or self-signed) certificate")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("models", help="list the server's models")
+
+    def render_arguments(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("model", help="model name (see `models`)")
+        sub.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the model's canvas")
+        sub.add_argument("--seed", type=int, default=0, help="noise seed")
+        sub.add_argument("--region", help="X,Y,W,H: render only this part of the canvas")
+        sub.add_argument("--chunk", type=int, default=0, help="output chunk side in pixels (0: the server's default)")
+        add_tiff_arguments(sub)
+
+    render = commands.add_parser("render", help="stream a render and write the TIFF here")
+    render_arguments(render)
+    render.add_argument("--out", type=pathlib.Path, required=True, help=".tif or .tiff file")
+    render.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    submit = commands.add_parser("submit", help="queue a render job on the server; prints the job")
+    render_arguments(submit)
+    submit.add_argument("--name", default="", help="output file name in the server's store (default: JOB.tif)")
+    submit.add_argument("--watch", action="store_true", help="then follow its progress until it is final")
+
+    for name, help_ in (("watch", "follow a job until it is final"), ("cancel", "cancel a job")):
+        commands.add_parser(name, help=help_).add_argument("job", help="job id")
+    jobs = commands.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--limit", type=int, default=0)
+    download = commands.add_parser("download", help="download a finished job's TIFF")
+    download.add_argument("job", help="job id")
+    download.add_argument("--out", type=pathlib.Path, required=True)
+    args = parser.parse_args(argv)
+
+    from clients.render_client import Region, RenderClient
+    from famos.errors import UserError
+    from render_server.tiff import tiff_options
+
+    root = args.tls_ca.read_bytes() if args.tls_ca else None
+    with RenderClient(args.server, token=args.token, tls=args.tls, root_certificates=root) as client:
+        if args.command == "models":
+            for model in client.models():
+                print(json.dumps(dataclasses.asdict(model)))
+            return 0
+        if args.command in ("render", "submit"):
+            options = tiff_options(args)
+            request = dict(
+                seed=args.seed,
+                region=Region.parse(args.region) if args.region else None,
+                content=_content_bytes(args.content) if args.content else b"",
+                chunk=args.chunk,
+                options=options,
+            )
+            if args.command == "render":
+                if args.out.suffix.lower() not in (".tif", ".tiff"):
+                    raise UserError(f"--out {args.out}: use a .tif or .tiff file name")
+                if not args.out.parent.is_dir():
+                    raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
+                result = client.render_to_tiff(
+                    args.model, args.out, progress=None if args.quiet else _print_progress, **request
+                )
+                print(json.dumps({"path": str(result.tiff.path), "width": result.region.width,
+                                  "height": result.region.height, "bytes": result.tiff.bytes_written}))
+                return 0
+            job = client.submit(args.model, output_name=args.name, **request)
+            _print_job(job)
+            if not args.watch:
+                return 0
+            return _follow(client, job.id)
+        if args.command == "watch":
+            return _follow(client, args.job)
+        if args.command == "cancel":
+            _print_job(client.cancel(args.job))
+            return 0
+        if args.command == "jobs":
+            for job in client.jobs(args.limit):
+                _print_job(job)
+            return 0
+        if args.command == "download":
+            job = client.download(args.job, args.out)
+            print(json.dumps({"path": str(args.out), "bytes": job.size_bytes, "sha256": job.sha256}))
+            return 0
+    raise AssertionError(args.command)  # argparse allows only the commands above
+
+
+def _content_bytes(path: pathlib.Path) -> bytes:
+    """PNG and JPEG files travel as they are (the server decodes them as `famos render` does);
+    other formats are converted to PNG here."""
+    from famos.canvas import ImageError
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    if data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+        return data
+    from famos.canvas import load_rgb
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(load_rgb(path)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _print_progress(progress) -> None:
+    percent = 100.0 * progress.pixels_done / progress.pixels_total if progress.pixels_total else 100.0
+    print(f"{percent:5.1f}%  {progress.pixels_done / 1e6:.2f}/{progress.pixels_total / 1e6:.2f} MP  "
+          f"{progress.seconds:.1f} s", file=sys.stderr)
+
+
+def _print_job(job) -> None:
+    record = dataclasses.asdict(job)
+    record["state"] = job.state.name.lower()
+    print(json.dumps(record))
+
+
+def _follow(client, job_id: str) -> int:
+    """Print the job at every change; exit status 0 only when it succeeded."""
+    from clients.render_client import JobState
+
+    job = None
+    for job in client.watch(job_id):
+        _print_job(job)
+    return 0 if job is not None and job.state is JobState.SUCCEEDED else 1

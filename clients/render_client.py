@@ -1,0 +1,458 @@
+"""Typed Python client of the FAMOS render server (see protos/famos/render/v1/render.proto).
+
+    with RenderClient("render-host:50051", token="...") as client:
+        for model in client.models():
+            print(model.name, model.canvas_width, model.canvas_height)
+        client.render_to_tiff("tiles-v2", "mosaic.tif", seed=3)   # streamed, assembled locally
+        job = client.submit("tiles-v2", output_name="print.tif")    # rendered by the server
+        for state in client.watch(job.id): ...
+        client.download(job.id, "print.tif")
+
+Results are frozen dataclasses, server errors a ``ServerError`` carrying the gRPC status code.
+Needs grpcio, protobuf, numpy and tifffile; never torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import pathlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+
+from famos.errors import UserError
+from protos.famos.render.v1 import render_pb2 as pb
+from protos.famos.render.v1 import render_pb2_grpc
+from render_server.tiff import BigTiff, Compression, TiffOptions, TiffReport, write_tiled_tiff
+
+_MAX_MESSAGE = 64 * 2**20  # a content image travels in one request
+
+
+class ServerError(UserError):
+    """A call failed on the server (or could not reach it); ``code`` is the gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class JobState(enum.Enum):
+    QUEUED = pb.JOB_STATE_QUEUED
+    RUNNING = pb.JOB_STATE_RUNNING
+    SUCCEEDED = pb.JOB_STATE_SUCCEEDED
+    FAILED = pb.JOB_STATE_FAILED
+    CANCELLED = pb.JOB_STATE_CANCELLED
+
+    @property
+    def final(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def parse(cls, text: str) -> Region:
+        """``X,Y,W,H`` in canvas pixels (as `famos render --region`)."""
+        try:
+            x, y, w, h = (int(v) for v in text.split(","))
+        except ValueError:
+            raise UserError(f"region {text!r}: expected X,Y,W,H (four integers)") from None
+        return cls(x, y, w, h)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    name: str
+    canvas_height: int
+    canvas_width: int
+    halo: tuple[int, int, int, int]  # top, left, bottom, right
+    n_templates: int
+    alignment: int
+    backend: str
+    device: str
+    bundle_sha256: str
+    training_steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: str
+    state: JobState
+    model: str
+    output_name: str
+    strips_done: int
+    strips_total: int
+    strips_rendered: int
+    pixels_total: int
+    error: str
+    size_bytes: int
+    sha256: str
+    created_at: float
+    updated_at: float
+    attempts: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    chunks_done: int
+    chunks_total: int
+    pixels_done: int
+    pixels_total: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderResult:
+    tiff: TiffReport
+    region: Region
+    description: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    region: Region
+    chunks_total: int
+    strips_total: int
+    description: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    """Pixels at (y, x) relative to the region: uint8 (height, width, 3)."""
+
+    y: int
+    x: int
+    pixels: np.ndarray
+
+
+_COMPRESSION = {
+    Compression.NONE: pb.COMPRESSION_NONE,
+    Compression.DEFLATE: pb.COMPRESSION_DEFLATE,
+    Compression.ZSTD: pb.COMPRESSION_ZSTD,
+    Compression.LZW: pb.COMPRESSION_LZW,
+    Compression.JPEG: pb.COMPRESSION_JPEG,
+}
+_BIGTIFF = {BigTiff.AUTO: pb.BIG_TIFF_AUTO, BigTiff.YES: pb.BIG_TIFF_YES, BigTiff.NO: pb.BIG_TIFF_NO}
+
+
+class RenderStream:
+    """The events of one streamed render (``Started``, ``Tile``s, ``Progress``); ``cancel()`` (from
+    any thread) stops the server's work within one chunk."""
+
+    def __init__(self, call):
+        self._call = call
+
+    def __iter__(self) -> Iterator[Started | Tile | Progress]:
+        with _server_errors():
+            for message in self._call:
+                yield _event(message)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class RenderClient:
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        timeout: float | None = None,
+    ):
+        """``target`` is HOST:PORT. TLS when ``tls`` or ``root_certificates`` (PEM of the CA that
+        signed the server's certificate; None: the system's roots). ``timeout`` applies to unary calls."""
+        options = [("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", 8 * 2**20)]
+        if tls or root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._stub = render_pb2_grpc.RenderServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> RenderClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # models
+
+    def models(self) -> list[Model]:
+        return [_model(m) for m in self._unary(self._stub.ListModels, pb.ListModelsRequest()).models]
+
+    def model(self, name: str) -> Model:
+        return _model(self._unary(self._stub.GetModel, pb.GetModelRequest(name=name)))
+
+    # streamed renders
+
+    def render(
+        self, model: str, *, seed: int = 0, region: Region | None = None, content: bytes = b"", chunk: int = 0
+    ) -> RenderStream:
+        """Start a streamed render; ``content`` is PNG or JPEG file bytes (empty: the model's own)."""
+        request = _render_request(model, seed=seed, region=region, content=content, chunk=chunk)
+        return RenderStream(self._stub.Render(request, metadata=self._metadata))
+
+    def render_to_tiff(
+        self,
+        model: str,
+        path: str | os.PathLike[str],
+        *,
+        seed: int = 0,
+        region: Region | None = None,
+        content: bytes = b"",
+        chunk: int = 0,
+        options: TiffOptions = TiffOptions(),
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RenderResult:
+        """Stream a render into a tiled TIFF at ``path`` (atomically, in memory O(one strip)); the
+        TIFF equals `famos render` with the same options, description included. Setting ``cancel``
+        stops the render (and the server's work) and raises ``ServerError(CANCELLED)``."""
+        stream = self.render(model, seed=seed, region=region, content=content, chunk=chunk)
+        events = iter(stream)
+        watcher = _cancel_watcher(cancel, stream)
+        try:
+            started = next(events, None)
+            if not isinstance(started, Started):
+                raise ServerError(grpc.StatusCode.INTERNAL, "render stream did not start with a header")
+            report = write_tiled_tiff(
+                path,
+                _strips(events, started.region.width, progress),
+                height=started.region.height,
+                width=started.region.width,
+                options=options,
+                description=started.description,
+            )
+        except BaseException:
+            stream.cancel()  # Ctrl-C, a full disk or a bad message: stop the server's work too
+            raise
+        finally:
+            if watcher is not None:
+                watcher.set()
+        return RenderResult(report, started.region, started.description)
+
+    # jobs
+
+    def submit(
+        self,
+        model: str,
+        *,
+        output_name: str = "",
+        seed: int = 0,
+        region: Region | None = None,
+        content: bytes = b"",
+        chunk: int = 0,
+        options: TiffOptions = TiffOptions(),
+    ) -> Job:
+        request = pb.SubmitJobRequest(
+            render=_render_request(model, seed=seed, region=region, content=content, chunk=chunk),
+            output_name=output_name,
+            tiff=pb.TiffSettings(
+                compression=_COMPRESSION[options.compression],
+                quality=options.quality,
+                tile=options.tile,
+                dpi=options.dpi or 0.0,
+                pyramid=options.pyramid,
+                bigtiff=_BIGTIFF[options.bigtiff],
+                no_predictor=not options.predictor,
+                no_icc=not options.icc_profile,
+            ),
+        )
+        return _job(self._unary(self._stub.SubmitJob, request))
+
+    def job(self, job_id: str) -> Job:
+        """The job's current state (the first message of ``watch``)."""
+        call = self._stub.WatchJob(pb.JobRequest(id=job_id), metadata=self._metadata)
+        with _server_errors():
+            try:
+                return _job(next(call))
+            finally:
+                call.cancel()
+
+    def watch(self, job_id: str) -> Iterator[Job]:
+        """The job now and after every change, until it is final."""
+        call = self._stub.WatchJob(pb.JobRequest(id=job_id), metadata=self._metadata)
+        with _server_errors():
+            try:
+                for message in call:
+                    yield _job(message)
+            finally:
+                call.cancel()
+
+    def wait(self, job_id: str) -> Job:
+        """Block until the job is final; returns its last state."""
+        last = None
+        for last in self.watch(job_id):
+            pass
+        return last
+
+    def cancel(self, job_id: str) -> Job:
+        return _job(self._unary(self._stub.CancelJob, pb.JobRequest(id=job_id)))
+
+    def jobs(self, limit: int = 0) -> list[Job]:
+        return [_job(j) for j in self._unary(self._stub.ListJobs, pb.ListJobsRequest(limit=limit)).jobs]
+
+    def download(self, job_id: str, path: str | os.PathLike[str]) -> Job:
+        """The finished TIFF of a job, written atomically to ``path`` and checked against its SHA-256."""
+        job = self.job(job_id)
+        path = pathlib.Path(path)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        digest = hashlib.sha256()
+        call = self._stub.DownloadJob(pb.JobRequest(id=job_id), metadata=self._metadata)
+        try:
+            with _server_errors(), open(partial, "wb") as fh:
+                for piece in call:
+                    if piece.offset != fh.tell():
+                        raise ServerError(grpc.StatusCode.DATA_LOSS, f"download: piece at {piece.offset}, expected {fh.tell()}")
+                    fh.write(piece.data)
+                    digest.update(piece.data)
+                size = fh.tell()
+                fh.flush()
+                os.fsync(fh.fileno())
+            if size != job.size_bytes or digest.hexdigest() != job.sha256:
+                raise ServerError(grpc.StatusCode.DATA_LOSS, f"download of job {job_id}: size or SHA-256 differs from the server's")
+            os.replace(partial, path)
+        except BaseException:
+            call.cancel()
+            partial.unlink(missing_ok=True)
+            raise
+        return job
+
+    def _unary(self, method, request):
+        with _server_errors():
+            return method(request, metadata=self._metadata, timeout=self._timeout)
+
+
+@contextlib.contextmanager
+def _server_errors() -> Iterator[None]:
+    """grpc.RpcError as ServerError: a UserError, so the CLI prints one line, not a traceback."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
+        details = err.details() if callable(getattr(err, "details", None)) else str(err)
+        raise ServerError(code, details or code.name) from None
+
+
+def _cancel_watcher(cancel: threading.Event | None, stream: RenderStream) -> threading.Event | None:
+    """A thread that cancels ``stream`` when ``cancel`` is set; returns the event that ends it."""
+    if cancel is None:
+        return None
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if cancel.wait(0.05):
+                stream.cancel()
+                return
+
+    threading.Thread(target=watch, name="famos-client-cancel", daemon=True).start()
+    return done
+
+
+def _strips(events: Iterator[Any], width: int, progress: Callable[[Progress], None] | None) -> Iterator[np.ndarray]:
+    """Row bands of the region from its tiles, checking that they partition it in row-major order."""
+    top = 0
+    band: np.ndarray | None = None
+    filled = 0  # columns of the band received
+    for event in events:
+        if isinstance(event, Progress):
+            if progress is not None:
+                progress(event)
+            continue
+        if not isinstance(event, Tile):
+            raise ServerError(grpc.StatusCode.INTERNAL, f"unexpected render event {type(event).__name__}")
+        height, tile_width, _ = event.pixels.shape
+        if band is None:
+            band = np.empty((height, width, 3), np.uint8)
+        if event.y != top or event.x != filled or height != band.shape[0] or event.x + tile_width > width:
+            raise ServerError(
+                grpc.StatusCode.INTERNAL,
+                f"tile at ({event.x}, {event.y}) size {tile_width}x{height} does not continue the region "
+                f"(expected column {filled} of rows {top}..{top + band.shape[0]})",
+            )
+        band[:, filled : filled + tile_width] = event.pixels
+        filled += tile_width
+        if filled == width:
+            yield band
+            top += band.shape[0]
+            band, filled = None, 0
+
+
+def _event(message: pb.RenderResponse) -> Started | Tile | Progress:
+    kind = message.WhichOneof("event")
+    if kind == "tile":
+        t = message.tile
+        if len(t.rgb) != t.height * t.width * 3:
+            raise ServerError(grpc.StatusCode.DATA_LOSS, f"tile at ({t.x}, {t.y}): {len(t.rgb)} bytes for {t.width}x{t.height}")
+        return Tile(t.y, t.x, np.frombuffer(t.rgb, np.uint8).reshape(t.height, t.width, 3))
+    if kind == "progress":
+        p = message.progress
+        return Progress(p.chunks_done, p.chunks_total, p.pixels_done, p.pixels_total, p.seconds)
+    if kind == "started":
+        s = message.started
+        region = Region(s.region.x, s.region.y, s.region.width, s.region.height)
+        return Started(region, s.chunks_total, s.strips_total, json.loads(s.description_json))
+    raise ServerError(grpc.StatusCode.INTERNAL, f"unknown render event {kind!r} (newer server?)")
+
+
+def _render_request(model: str, *, seed: int, region: Region | None, content: bytes, chunk: int) -> pb.RenderRequest:
+    request = pb.RenderRequest(model=model, seed=seed, content_image=content, chunk=chunk)
+    if region is not None:
+        request.region.CopyFrom(pb.Region(x=region.x, y=region.y, width=region.width, height=region.height))
+    return request
+
+
+def _model(m: pb.Model) -> Model:
+    return Model(
+        name=m.name,
+        canvas_height=m.canvas_height,
+        canvas_width=m.canvas_width,
+        halo=(m.halo.top, m.halo.left, m.halo.bottom, m.halo.right),
+        n_templates=m.n_templates,
+        alignment=m.alignment,
+        backend=m.backend,
+        device=m.device,
+        bundle_sha256=m.bundle_sha256,
+        training_steps=m.training_steps,
+    )
+
+
+def _job(j: pb.Job) -> Job:
+    return Job(
+        id=j.id,
+        state=JobState(j.state),
+        model=j.model,
+        output_name=j.output_name,
+        strips_done=j.strips_done,
+        strips_total=j.strips_total,
+        strips_rendered=j.strips_rendered,
+        pixels_total=j.pixels_total,
+        error=j.error,
+        size_bytes=j.size_bytes,
+        sha256=j.sha256,
+        created_at=j.created_at,
+        updated_at=j.updated_at,
+        attempts=j.attempts,
+    )

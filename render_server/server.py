@@ -1,0 +1,184 @@
+"""`famos serve`: the render server's lifecycle (build, start, graceful stop) and its command line.
+
+    famos serve --models MODELS --output STORE --port 50051 [--token T] [--tls-cert C --tls-key K]
+
+On SIGTERM or SIGINT the server reports NOT_SERVING to health checks, stops accepting calls, gives
+running calls ``--grace`` seconds, and pauses running jobs between two chunks; they resume on the
+next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import pathlib
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger("famos.server")
+
+# Calls that are neither renders nor waiting for one (model queries, job calls, watches, downloads)
+# get this many gRPC threads on top of the render workers and the render wait queue.
+_OTHER_CALLS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    models: pathlib.Path
+    output: pathlib.Path
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0: any free port (see RenderServer.port)
+    token: str | None = None
+    tls_cert: pathlib.Path | None = None
+    tls_key: pathlib.Path | None = None
+    max_pixels: int = 2**30  # of one render's region
+    max_content_pixels: int = 2**26  # of a decoded content image
+    max_message_bytes: int = 64 * 2**20  # of a request (content images travel inside requests)
+    max_jobs: int = 64  # unfinished jobs held
+    workers: int = 2  # renders running at once (streamed and jobs)
+    max_queue: int = 8  # streamed renders waiting for a worker
+    job_workers: int = 1  # jobs rendering at once
+    chunk: int = 1024  # default chunk side
+    backend: str = "onnx"
+    device: str = "cpu"
+    grace_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        from famos.errors import UserError
+
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UserError("--tls-cert and --tls-key go together")
+        for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} = {getattr(self, name)}: must be >= 1")
+        if self.max_queue < 0:
+            raise UserError(f"--max-queue = {self.max_queue}: must be >= 0")
+
+
+class RenderServer:
+    """One gRPC server with the render service, health checking and reflection."""
+
+    def __init__(self, config: ServerConfig):
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        from protos.famos.render.v1 import render_pb2_grpc
+        from render_server.interceptors import BearerToken, ErrorMapping
+        from render_server.jobs import JobManager, JobsConfig
+        from render_server.models import ModelStore
+        from render_server.service import SERVICE_NAME, RenderService
+        from render_server.slots import RenderSlots
+        from render_server.streaming import Limits
+
+        from famos.errors import UserError
+
+        if not config.models.is_dir():
+            raise UserError(f"--models {config.models}: no such folder")
+        if not config.output.is_dir():
+            raise UserError(f"--output {config.output}: no such folder")
+        self.config = config
+        limits = Limits(
+            max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels, default_chunk=config.chunk
+        )
+        self.models = ModelStore(config.models, backend=config.backend, device=config.device)
+        self.slots = RenderSlots(workers=config.workers, max_waiting=config.max_queue)
+        self.jobs = JobManager(
+            JobsConfig(output=config.output, max_jobs=config.max_jobs, job_workers=config.job_workers, limits=limits),
+            models=self.models,
+            slots=self.slots,
+        )
+        interceptors = [ErrorMapping(f"/{SERVICE_NAME}/")]
+        if config.token:
+            interceptors.insert(0, BearerToken(config.token))  # refuse before anything else runs
+        threads = config.workers + config.max_queue + _OTHER_CALLS
+        self.server = grpc.server(
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="famos-rpc"),
+            interceptors=interceptors,
+            # beyond this, gRPC itself answers RESOURCE_EXHAUSTED instead of queuing invisibly
+            maximum_concurrent_rpcs=threads,
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.max_send_message_length", 4 * 2**20),
+            ],
+        )
+        render_pb2_grpc.add_RenderServiceServicer_to_server(
+            RenderService(models=self.models, jobs=self.jobs, slots=self.slots, limits=limits), self.server
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._serving = health_pb2.HealthCheckResponse.SERVING
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        address = f"{config.host}:{config.port}"
+        if config.tls_cert is not None:
+            credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+            self.port = self.server.add_secure_port(address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise UserError(f"cannot listen on {address} (in use or not a local address)")
+        self._service_name = SERVICE_NAME
+
+    def start(self) -> None:
+        self.jobs.start()  # resumes what a previous process left unfinished
+        self.server.start()
+        for service in ("", self._service_name):
+            self.health.set(service, self._serving)
+        log.info("listening on %s:%d (%s)", self.config.host, self.port, "TLS" if self.config.tls_cert else "plaintext")
+
+    def stop(self, grace: float | None = None) -> None:
+        grace = self.config.grace_seconds if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        stopped = self.server.stop(grace)
+        self.jobs.stop()
+        stopped.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="famos serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=pathlib.Path, required=True, help="folder of bundle folders (model name = folder name)")
+    parser.add_argument("--output", type=pathlib.Path, required=True, help="job output store (TIFFs, job database)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
+    parser.add_argument("--port", type=int, default=50051, help="0: any free port (printed on start)")
+    parser.add_argument("--token", default=os.environ.get("FAMOS_TOKEN"),
+                        help="require 'authorization: Bearer TOKEN' (default: $FAMOS_TOKEN)")
+    parser.add_argument("--tls-cert", type=pathlib.Path, help="PEM certificate chain")
+    parser.add_argument("--tls-key", type=pathlib.Path, help="PEM private key")
+    parser.add_argument("--max-pixels", type=int, default=ServerConfig.max_pixels, help="largest region one render may cover")
+    parser.add_argument("--max-jobs", type=int, default=ServerConfig.max_jobs, help="unfinished jobs held at once")
+    parser.add_argument("--workers", type=int, default=ServerConfig.workers, help="renders running at once")
+    parser.add_argument("--max-queue", type=int, default=ServerConfig.max_queue, help="streamed renders waiting for a worker")
+    parser.add_argument("--job-workers", type=int, default=ServerConfig.job_workers, help="jobs rendering at once")
+    parser.add_argument("--chunk", type=int, default=ServerConfig.chunk, help="default chunk side in pixels")
+    parser.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default="onnx")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="seconds for calls to finish on shutdown")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ServerConfig(
+        models=args.models, output=args.output, host=args.host, port=args.port, token=args.token or None,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_jobs=args.max_jobs,
+        workers=args.workers, max_queue=args.max_queue, job_workers=args.job_workers, chunk=args.chunk,
+        backend=args.backend, device=args.device, grace_seconds=args.grace,
+    )
+    server = RenderServer(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    # Machine-readable, on stdout: with --port 0 this is how a caller learns the port.
+    print(f"famos serve: listening on {config.host}:{server.port}", flush=True)
+    while not stop.wait(1.0):
+        pass
+    log.info("shutting down (grace %.0f s)", config.grace_seconds)
+    server.stop()
+    return 0

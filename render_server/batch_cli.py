@@ -1,0 +1,80 @@
+"""`famos batch JOBS --out DIR`: render a jobs file of prints to print-ready TIFFs, resumably.
+
+JOBS is a .csv, .toml or .json file with one print per row (see render_server/batch.py for the
+fields). Every row is validated before anything renders; a re-run skips outputs verified against
+OUT/batch-manifest.json. The TIFF options apply to every job; --dpi and --compression are the
+defaults of rows that leave those fields empty. Exit code 0 when every job succeeded, 1 when any failed, 2 for a bad
+jobs file (nothing rendered).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from render_server.batch import DEFAULT_MIN_DPI
+    from render_server.render import DEFAULT_CHUNK
+    from render_server.tiff import add_tiff_arguments
+
+    parser = argparse.ArgumentParser(prog="famos batch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("jobs", type=pathlib.Path, help="jobs file (.csv, .toml or .json)")
+    parser.add_argument("--out", type=pathlib.Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--bundles", type=pathlib.Path,
+                        help="look the model column up by name (its last component) in this folder")
+    parser.add_argument("--min-dpi", type=float, default=DEFAULT_MIN_DPI, help="reject jobs printed below this DPI")
+    parser.add_argument("--check", action="store_true", help="validate the jobs file and show the plan; render nothing")
+    parser.add_argument("--quiet", action="store_true", help="no per-file progress lines")
+    local = parser.add_argument_group("local rendering")
+    local.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default="onnx")
+    local.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    local.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")
+    local.add_argument("--workers", type=int, default=2, help="threads preparing chunk inputs")
+    remote = parser.add_argument_group("rendering through a render server")
+    remote.add_argument("--server", metavar="HOST:PORT", help="render on this server; the model column names its models")
+    remote.add_argument("--token", help="bearer token for the server")
+    remote.add_argument("--tls-ca", type=pathlib.Path, help="PEM root certificates: connect with TLS")
+    add_tiff_arguments(parser)
+    args = parser.parse_args(argv)
+
+    from famos.errors import UserError
+    from render_server.batch import LocalEngine, ServerEngine
+
+    if args.min_dpi <= 0:
+        raise UserError(f"--min-dpi {args.min_dpi:g}: must be positive")
+    if args.server:
+        if args.bundles:
+            raise UserError("--bundles names local bundle folders; with --server the model column names served models")
+        root_certificates = args.tls_ca.read_bytes() if args.tls_ca else None
+        engine = ServerEngine(args.server, token=args.token, root_certificates=root_certificates)
+    else:
+        engine = LocalEngine(backend=args.backend, device=args.device, chunk=args.chunk, prepare_workers=args.workers)
+    try:
+        return _run(args, engine)
+    finally:
+        if isinstance(engine, ServerEngine):
+            engine.close()
+
+
+def _run(args: argparse.Namespace, engine) -> int:
+    from render_server.batch import BatchSettings, format_summary, load_jobs, run_batch
+    from render_server.tiff import tiff_options
+
+    settings = BatchSettings(out=args.out, tiff=tiff_options(args), min_dpi=args.min_dpi, bundles=args.bundles)
+    jobs = load_jobs(args.jobs, engine=engine, settings=settings)
+    if args.check:
+        for job in jobs:
+            width_cm, height_cm = job.print_size_cm
+            names = ", ".join(o.name for o in job.outputs)
+            print(f"row {job.row}: {job.model.name} {job.width}x{job.height} px at {job.dpi:.1f} dpi "
+                  f"= {width_cm:.1f}x{height_cm:.1f} cm, seed {job.seed}, {job.compression.value} -> {names}")
+        print(f"{len(jobs)} jobs valid")
+        return 0
+    log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    report = run_batch(jobs, engine=engine, settings=settings, log=log)
+    print(format_summary(report))
+    print(f"reports: {args.out / 'batch-report.csv'}, {args.out / 'batch-report.json'}")
+    return 0 if report.ok else 1

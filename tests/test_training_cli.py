@@ -1,0 +1,185 @@
+"""`famos train` / `famos evaluate` end to end on tiny models: files, resume exactness, Ctrl-C,
+bad input, and a short run on the bundled samples that must beat the untrained generator."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from famos import checkpoint
+from famos.cli import main as famos
+from training.trainer import Trainer
+
+TINY_ARGS = [
+    "--depth", "2", "--width", "4", "--kernel", "3", "--templates", "2", "--patch", "32", "--batch", "2",
+    "--d-depth", "2", "--d-width", "8", "--d-kernel", "3", "--threads", "1", "--quiet",
+]
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = {
+        "content": folder / "content.png",
+        "style_rgba": folder / "style_rgba.png",
+        "style_grey16": folder / "style16.png",
+    }
+    Image.fromarray(rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)).save(paths["content"])
+    Image.fromarray(rng.integers(0, 256, (40, 44, 4), dtype=np.uint8), "RGBA").save(paths["style_rgba"])
+    Image.fromarray(rng.integers(0, 65536, (36, 30), dtype=np.uint16)).save(paths["style_grey16"])
+    return paths
+
+
+def train(images, out, *extra: str) -> int:
+    return famos(
+        ["train", "--content", str(images["content"]), "--style", str(images["style_rgba"]),
+         str(images["style_grey16"]), "--out", str(out), *TINY_ARGS, *extra]
+    )
+
+
+def test_end_to_end_writes_run_dir_and_checkpoint_contract(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(images, out, "--steps", "4", "--checkpoint-every", "2", "--preview-every", "2", "--canvas", "60x40") == 0
+    for name in ("checkpoint.safetensors", "checkpoints/step_000002.safetensors", "checkpoints/step_000004.safetensors",
+                 "losses.csv", "losses.png", "preview.png", "quality.csv",
+                 "previews/step_000002_patches.png", "previews/step_000004_canvas.png"):
+        assert (out / name).is_file(), name
+    assert Image.open(out / "preview.png").size == (60, 40)
+    with open(out / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4] and {"d", "g", "content"} <= set(rows[0])
+
+    model, header, tensors = checkpoint.load_generator(out / "checkpoint.safetensors")
+    assert header["step"] == 4 and header["canvas"]["height"] == 40 and header["canvas"]["width"] == 60
+    assert header["training"]["patch"] == 32 and header["training"]["losses"]["adversarial"] == "dcgan"
+    provenance = header["provenance"]
+    assert provenance["steps"] == 4 and provenance["style_files"] == ["style_rgba.png", "style16.png"]
+    assert len(provenance["style_hashes"][0]) == 64 and len(provenance["content_hashes"]) == 1
+    assert tensors["content_image"].dtype == torch.uint8 and tuple(tensors["content_image"].shape) == (50, 70, 3)
+    assert model.config.n_templates == 2 and model.config.depth == 2
+
+    capsys.readouterr()
+    assert famos(["evaluate", str(out / "checkpoint.safetensors"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] == 4 and result["content_error"] >= 0 and result["style_distance"] > 0
+
+
+def test_resume_is_exact(images, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train(images, straight, "--steps", "4", "--checkpoint-every", "10", "--preview-every", "10") == 0
+    assert train(images, split, "--steps", "2", "--checkpoint-every", "10", "--preview-every", "10") == 0
+    assert famos(["train", "--out", str(split), "--resume", "--steps", "4", "--threads", "1", "--quiet"]) == 0
+    a, meta_a = checkpoint.load(straight / "checkpoint.safetensors")
+    b, meta_b = checkpoint.load(split / "checkpoint.safetensors")
+    assert sorted(a) == sorted(b)
+    assert any(k.startswith("optimizer.generator.") for k in a) and any(k.startswith("discriminator.") for k in a)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert meta_a["step"] == meta_b["step"] == 4
+    with open(split / "losses.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_saves_and_exits_cleanly(images, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    step = Trainer.train_step
+
+    def interrupted_step(self):
+        losses = step(self)
+        if self.step == 3:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers, inside the loop
+        return losses
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    assert train(images, out, "--steps", "50", "--checkpoint-every", "2", "--preview-every", "100") == 130
+    assert "interrupted at step 3" in capsys.readouterr().err
+    _, header = checkpoint.load(out / "checkpoint.safetensors")
+    assert header["step"] == 3
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert famos(["train", "--out", str(out), "--resume", "--steps", "5", "--threads", "1", "--quiet"]) == 0
+    assert checkpoint.load(out / "checkpoint.safetensors")[1]["step"] == 5
+
+
+def _one_line_error(capsys, rc: int, needle: str) -> None:
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--canvas", "0x10"], "positive"),
+        (["--canvas", "60x40", "--scale", "2"], "one of --canvas"),
+        (["--dpi", "150"], "--print-size"),
+        (["--print-size", "10x5cm"], "--dpi"),
+        (["--mode", "parametric", "--templates", "0", "--entropy", "1"], "--entropy"),
+        (["--mode", "parametric", "--templates", "3"], "--templates"),
+        (["--correspondence", "vgg"], "--vgg-weights"),
+        (["--patch", "30"], "multiple of the alignment"),
+        (["--loss", "hinge"], "hinge"),
+        (["--steps", "0"], "steps"),
+    ],
+)
+def test_bad_options_fail_on_one_line(images, tmp_path, capsys, extra, needle):
+    _one_line_error(capsys, train(images, tmp_path / "run", *extra), needle)
+
+
+def test_bad_images_fail_on_one_line(images, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    rc = famos(["train", "--content", str(tmp_path / "missing.png"), "--style", str(images["style_rgba"]),
+                "--out", str(tmp_path / "a"), *TINY_ARGS])
+    _one_line_error(capsys, rc, "missing.png")
+    rc = famos(["train", "--content", str(images["content"]), "--style", str(corrupt), "--out", str(tmp_path / "b"),
+                *TINY_ARGS])
+    _one_line_error(capsys, rc, "corrupt.png")
+
+
+def test_failures_leave_previous_checkpoint_intact(images, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert train(images, out, "--steps", "2", "--checkpoint-every", "10", "--preview-every", "10") == 0
+    before = (out / "checkpoint.safetensors").read_bytes()
+    capsys.readouterr()
+    _one_line_error(capsys, train(images, out, "--steps", "2"), "--resume")
+    rc = famos(["train", "--out", str(out), "--resume", "--steps", "4", "--canvas", "10x10", "--quiet"])
+    _one_line_error(capsys, rc, "--canvas")
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    rc = famos(["train", "--out", str(out), "--resume", "--steps", "3", "--threads", "1", "--quiet"])
+    _one_line_error(capsys, rc, "No space left on device")
+    assert (out / "checkpoint.safetensors").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
+
+
+def test_short_tiny_run_beats_untrained_generator(tmp_path):
+    """The tiny preset on the bundled samples (200 steps): both quality numbers must improve."""
+    out = tmp_path / "tiny"
+    assert famos(["train", "--preset", "tiny", "--out", str(out), "--threads", "1", "--quiet",
+                  "--checkpoint-every", "1000", "--preview-every", "1000"]) == 0
+    with open(out / "quality.csv") as f:
+        before, after = list(csv.DictReader(f))
+    assert int(after["step"]) == 200
+    assert float(after["content_error"]) < float(before["content_error"])
+    assert float(after["style_distance"]) < float(before["style_distance"])

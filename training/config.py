@@ -1,0 +1,153 @@
+"""Training configuration (frozen dataclasses, Enums for modes) and canvas-size parsing.
+
+``TrainConfig`` travels inside every checkpoint as JSON (famos.config.to_dict), so a run resumes
+from the file alone. The size parsers are pure functions: the print-shop batch tool imports
+``parse_print_size`` from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+
+from famos.errors import UserError
+
+
+class CropMode(enum.Enum):
+    SAME = "same"  # content and psi/templates from the same window: best mosaic of this canvas
+    INDEPENDENT = "independent"  # content from elsewhere: generalizes to new content images
+
+
+class AdversarialLoss(enum.Enum):
+    DCGAN = "dcgan"  # binary cross-entropy on logits
+    LSGAN = "lsgan"  # least squares
+    WGAN_GP = "wgan-gp"  # Wasserstein critic with gradient penalty
+
+
+class CorrespondenceMap(enum.Enum):
+    """phi in the content loss ||phi(I_c) - phi(I)||: what of the content must survive."""
+
+    BLUR = "blur"  # Gaussian blur (reflection padding), then grey
+    DOWN4 = "down4"  # average-pool x4, then grey
+    DOWN8 = "down8"
+    DOWN16 = "down16"
+    LEARNED = "learned"  # blur of phi_rec(I): a learned 1x1 network may recolour the output
+    VGG = "vgg"  # VGG-19 features up to relu3_1, weights from a local file only
+
+
+class EntropySchedule(enum.Enum):
+    CONSTANT = "constant"
+    # Weight grows linearly from 0: templates mix softly first (good gradients), then the
+    # entropy term forces crisp per-pixel choices.
+    RAMP = "ramp"
+
+
+class Precision(enum.Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"  # CUDA autocast
+    FP16 = "fp16"  # CUDA autocast with loss scaling
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminatorConfig:
+    depth: int = 5  # stride-2 convolutions; receptive field grows with it
+    width: int = 64  # channels of the first layer, doubling per layer
+    kernel: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    adversarial: AdversarialLoss = AdversarialLoss.DCGAN
+    d_steps: int = 1  # discriminator updates per generator update
+    gradient_penalty: float = 10.0  # WGAN-GP only
+    content_weight: float = 1.0  # lambda: content term on the final image I
+    copy_content_weight: float = 0.0  # content term on the copied image I_M alone
+    correspondence: CorrespondenceMap = CorrespondenceMap.BLUR
+    blur_sigma: float = 3.0  # pixels; for blur and learned maps
+    vgg_weights: str | None = None  # local file for the vgg map (never downloaded)
+
+
+@dataclasses.dataclass(frozen=True)
+class RegularizerConfig:
+    entropy: float = 0.0  # per-pixel entropy of the mixing weights A
+    entropy_schedule: EntropySchedule = EntropySchedule.CONSTANT
+    entropy_ramp_steps: int = 1000  # steps to full weight with the ramp schedule
+    mix_tv: float = 0.0  # total variation of A
+    alpha_norm: float = 0.0  # mean of alpha: prefer copying over painting
+    alpha_tv: float = 0.0  # total variation of alpha
+    diversity: float = 0.0  # log N - entropy of the mean template usage: use all templates
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 5000  # total generator updates of the run
+    patch: int = 160  # P: training windows are P x P (a multiple of the alignment)
+    batch: int = 8
+    crop: CropMode = CropMode.SAME
+    mirror_style: bool = False  # random flips of the real style patches
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 500
+    preview_every: int = 500
+    preview_max_side: int = 1024  # the canvas preview is downscaled to this longest side
+    precision: Precision = Precision.FP32
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    losses: LossConfig = LossConfig()
+    regularizers: RegularizerConfig = RegularizerConfig()
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "patch", "batch", "checkpoint_every", "preview_every", "preview_max_side"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} = {getattr(self, name)} must be positive")
+        if self.losses.d_steps < 1:
+            raise UserError(f"d-steps = {self.losses.d_steps} must be positive")
+        if self.regularizers.entropy_ramp_steps < 1:
+            raise UserError("entropy-ramp-steps must be positive")
+
+
+# --- canvas sizes --------------------------------------------------------------------------------
+
+_INCHES_PER_UNIT = {"in": 1.0, "cm": 1 / 2.54, "mm": 1 / 25.4}
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+
+
+def parse_print_size(text: str) -> tuple[float, float]:
+    """``"120x80cm"`` / ``"47x31in"`` / ``"1200x800mm"`` -> (width, height) in inches."""
+    match = re.fullmatch(rf"\s*{_NUMBER}\s*[x×]\s*{_NUMBER}\s*(cm|mm|in)\s*", text.lower())
+    if not match:
+        raise UserError(f"print size {text!r}: expected WIDTHxHEIGHT with a unit cm, mm or in (e.g. 120x80cm)")
+    width, height, unit = float(match[1]), float(match[2]), match[3]
+    if width <= 0 or height <= 0:
+        raise UserError(f"print size {text!r}: width and height must be positive")
+    return width * _INCHES_PER_UNIT[unit], height * _INCHES_PER_UNIT[unit]
+
+
+def print_pixels(text: str, *, dpi: float) -> tuple[int, int]:
+    """Pixel (width, height) of a print size at ``dpi``: round(inches x dpi)."""
+    if dpi <= 0:
+        raise UserError(f"dpi = {dpi:g} must be positive")
+    width, height = parse_print_size(text)
+    return _positive(text, round(width * dpi), round(height * dpi))
+
+
+def parse_canvas(text: str) -> tuple[int, int]:
+    """``"1200x800"`` -> (width, height) in pixels, both positive."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*[x×]\s*(-?\d+)\s*", text.lower())
+    if not match:
+        raise UserError(f"canvas {text!r}: expected WIDTHxHEIGHT in pixels (e.g. 1200x800)")
+    return _positive(text, int(match[1]), int(match[2]))
+
+
+def scaled_canvas(content_width: int, content_height: int, *, scale: float) -> tuple[int, int]:
+    if scale <= 0:
+        raise UserError(f"scale = {scale:g} must be positive")
+    return _positive(f"scale {scale:g}", round(content_width * scale), round(content_height * scale))
+
+
+def _positive(what: str, width: int, height: int) -> tuple[int, int]:
+    if width < 1 or height < 1:
+        raise UserError(f"canvas {what} gives {width}x{height} pixels: width and height must be positive")
+    return width, height

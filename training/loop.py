@@ -1,0 +1,185 @@
+"""The training run: steps, checkpoints, logs and previews in RUN_DIR.
+
+    RUN_DIR/checkpoint.safetensors                   always the latest checkpoint (atomic)
+    RUN_DIR/checkpoints/step_000500.safetensors      snapshots every checkpoint_every steps
+    RUN_DIR/losses.csv, RUN_DIR/losses.png           every step / at previews and the end
+    RUN_DIR/previews/step_000500_patches.png         I_C, I_M, I_G, I, alpha, A of fixed windows
+    RUN_DIR/previews/step_000500_canvas.png          the canvas through the chunked renderer
+    RUN_DIR/preview.png                              the final canvas
+    RUN_DIR/quality.csv                              content error and style distance, before/after
+
+Ctrl-C finishes the current step, saves the checkpoint and returns 130; a second Ctrl-C aborts
+at once (the previous checkpoint is intact either way).
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import sys
+import threading
+import pathlib
+import time
+
+import torch
+
+from training.metrics import Quality, evaluate
+from training.previews import LossLog, canvas_preview, patch_grid, plot_losses, read_losses, save_png
+from training.trainer import Trainer
+
+INTERRUPTED = 130
+PREVIEW_SEED = 0  # fixed preview windows, drawn from their own generator: training RNG untouched
+
+
+class StopRequest:
+    """First SIGINT asks the loop to stop at the next step boundary; the second interrupts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> int:
+    config = trainer.config
+    paths = RunPaths(run_dir)
+    paths.make()
+    log = LossLog(paths.losses, resume_step=trainer.step, tensorboard_dir=run_dir / "tensorboard")
+    if trainer.step == 0:
+        _record_quality(paths.quality, 0, _quality(trainer), fresh=True)
+    preview_batch = trainer.sampler.sample(torch.Generator().manual_seed(PREVIEW_SEED))
+    bar = _progress(trainer, enabled=progress)
+    started, first = time.monotonic(), trainer.step
+    saved_step = trainer.step
+    try:
+        with StopRequest() as stop:
+            while trainer.step < config.steps and not stop.requested:
+                losses = trainer.train_step()
+                step = trainer.step
+                log.append(step, losses)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k in ("d", "g", "content")}, refresh=False)
+                if step % config.checkpoint_every == 0:
+                    _checkpoint(trainer, paths, snapshot=True)
+                    saved_step = step
+                    if bar.disable:  # no progress bar off a terminal: one line per checkpoint
+                        rate = (step - first) / max(time.monotonic() - started, 1e-9)
+                        print(f"step {step}/{config.steps} ({rate:.2f} it/s) saved {paths.checkpoint}", file=sys.stderr)
+                if step % config.preview_every == 0:
+                    _previews(trainer, paths, preview_batch)
+    finally:
+        bar.close()
+        log.close()
+    if stop.requested:
+        if saved_step != trainer.step or not paths.checkpoint.exists():
+            _checkpoint(trainer, paths, snapshot=False)
+        print(f"interrupted at step {trainer.step}; checkpoint saved to {paths.checkpoint} (continue with --resume)",
+              file=sys.stderr)
+        return INTERRUPTED
+    if saved_step != trainer.step:
+        _checkpoint(trainer, paths, snapshot=True)
+    save_png(run_dir / "preview.png", _canvas(trainer))
+    save_png(paths.losses_plot, plot_losses(read_losses(paths.losses)))
+    after = _quality(trainer)
+    _record_quality(paths.quality, trainer.step, after, fresh=False)
+    elapsed = max(time.monotonic() - started, 1e-9)
+    print(
+        f"trained {trainer.step} steps ({(trainer.step - first) / elapsed:.2f} it/s); "
+        f"content error {after.content_error:.5f}, style distance {after.style_distance:.5f}; "
+        f"checkpoint {paths.checkpoint}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+class RunPaths:
+    def __init__(self, run_dir: pathlib.Path):
+        self.root = run_dir
+        self.checkpoint = run_dir / "checkpoint.safetensors"
+        self.snapshots = run_dir / "checkpoints"
+        self.previews = run_dir / "previews"
+        self.losses = run_dir / "losses.csv"
+        self.losses_plot = run_dir / "losses.png"
+        self.quality = run_dir / "quality.csv"
+
+    def make(self) -> None:
+        for folder in (self.root, self.snapshots, self.previews):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def snapshot(self, step: int) -> pathlib.Path:
+        return self.snapshots / f"step_{step:06d}.safetensors"
+
+    def preview(self, step: int, kind: str) -> pathlib.Path:
+        return self.previews / f"step_{step:06d}_{kind}.png"
+
+
+def _checkpoint(trainer: Trainer, paths: RunPaths, *, snapshot: bool) -> None:
+    if snapshot:
+        trainer.save(paths.snapshot(trainer.step))
+    trainer.save(paths.checkpoint)
+
+
+def _previews(trainer: Trainer, paths: RunPaths, batch) -> None:
+    generator = trainer.generator
+    batch = batch.to(trainer.device)
+    generator.eval()
+    try:
+        with torch.no_grad():
+            image, alpha, weights, painted, copied = generator(batch.content, batch.origin, batch.noise)
+        grid = patch_grid(content=batch.content, copied=copied, painted=painted, image=image, alpha=alpha, weights=weights)
+        save_png(paths.preview(trainer.step, "patches"), grid)
+        save_png(paths.preview(trainer.step, "canvas"), _canvas(trainer))
+        save_png(paths.losses_plot, plot_losses(read_losses(paths.losses)))
+    finally:
+        generator.train()
+
+
+def _canvas(trainer: Trainer):
+    try:
+        return canvas_preview(
+            trainer.generator, trainer.data.contents[0], max_side=trainer.config.preview_max_side,
+            seed=PREVIEW_SEED, device=str(trainer.device),
+        )
+    finally:
+        trainer.generator.train()
+
+
+def _quality(trainer: Trainer) -> Quality:
+    try:
+        return evaluate(
+            trainer.generator, content=trainer.data.contents[0], styles=list(trainer.data.styles),
+            device=str(trainer.device),
+        )
+    finally:
+        trainer.generator.train()
+
+
+def _record_quality(path: pathlib.Path, step: int, quality: Quality, *, fresh: bool) -> None:
+    new = fresh or not path.exists()
+    with open(path, "w" if new else "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "content_error", "style_distance"])
+        writer.writerow([step, f"{quality.content_error:.6g}", f"{quality.style_distance:.6g}"])
+
+
+def _progress(trainer: Trainer, *, enabled: bool):
+    from tqdm import tqdm
+
+    # tqdm's ETA is the remaining steps at the measured rate; disabled off a terminal.
+    return tqdm(
+        total=trainer.config.steps, initial=trainer.step, unit="step", dynamic_ncols=True,
+        disable=None if enabled else True, mininterval=0.5,
+    )

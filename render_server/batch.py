@@ -52,6 +52,7 @@ from typing import Any, Protocol
 
 from famos.errors import UserError
 from famos.planning import Rect
+from famos.units import INCHES_PER_UNIT, NUMBER, parse_print_size
 from render_server.tiff import Compression, TiffOptions
 
 MANIFEST_NAME = "batch-manifest.json"
@@ -65,8 +66,6 @@ ASPECT_TOLERANCE = 0.01
 FIELDS = (
     "model", "output", "content", "dpi", "print_size", "seed", "compression", "panels", "panel_overlap",
 )
-_INCHES_PER_UNIT = {"in": 1.0, "cm": 1 / 2.54, "mm": 1 / 25.4}
-_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -115,7 +114,7 @@ class Length:
 
 def parse_length(text: str) -> Length:
     """``"10mm"``, ``"1cm"``, ``"0.5in"``, ``"32px"`` (or ``"0"``) -> Length; ValueError otherwise."""
-    match = re.fullmatch(rf"\s*{_NUMBER}\s*(px|cm|mm|in)?\s*", text.lower())
+    match = re.fullmatch(rf"\s*{NUMBER}\s*(px|cm|mm|in)?\s*", text.lower())
     if not match or (match[2] is None and float(match[1]) != 0):
         raise ValueError(f"{text!r}: expected a length with a unit px, mm, cm or in (e.g. 10mm)")
     value, unit = float(match[1]), match[2] or "px"
@@ -123,22 +122,7 @@ def parse_length(text: str) -> Length:
         if value != int(value):
             raise ValueError(f"{text!r}: pixels must be a whole number")
         return Length(value, LengthUnit.PIXEL)
-    return Length(value * _INCHES_PER_UNIT[unit], LengthUnit.INCH)
-
-
-def parse_print_size(text: str) -> tuple[float, float]:
-    """``"120x80cm"`` / ``"47x31in"`` / ``"1200x800mm"`` -> (width, height) in inches.
-
-    The same grammar as ``famos train --print-size``; repeated here because the render server
-    must not import the training code.
-    """
-    match = re.fullmatch(rf"\s*{_NUMBER}\s*[x×]\s*{_NUMBER}\s*(cm|mm|in)\s*", text.lower())
-    if not match:
-        raise ValueError(f"{text!r}: expected WIDTHxHEIGHT with a unit cm, mm or in (e.g. 120x80cm)")
-    width, height = float(match[1]), float(match[2])
-    if width <= 0 or height <= 0:
-        raise ValueError(f"{text!r}: width and height must be positive")
-    return width * _INCHES_PER_UNIT[match[3]], height * _INCHES_PER_UNIT[match[3]]
+    return Length(value * INCHES_PER_UNIT[unit], LengthUnit.INCH)
 
 
 def parse_grid(text: str) -> tuple[int, int]:

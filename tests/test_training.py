@@ -21,9 +21,9 @@ from training.config import (
     RegularizerConfig,
     TrainConfig,
     parse_canvas,
-    parse_print_size,
     print_pixels,
 )
+from famos.units import parse_print_size
 from training.data import WindowSampler
 from training.losses import Vgg19Features, load_vgg_weights
 from training.metrics import content_error, sliced_wasserstein

@@ -1,8 +1,8 @@
 """Training configuration (frozen dataclasses, Enums for modes) and canvas-size parsing.
 
 ``TrainConfig`` travels inside every checkpoint as JSON (famos.config.to_dict), so a run resumes
-from the file alone. The size parsers are pure functions: the print-shop batch tool imports
-``parse_print_size`` from here.
+from the file alone. The size parsers are pure functions; print sizes use famos.units, the grammar
+the print-shop batch tool shares.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import enum
 import re
 
 from famos.errors import UserError
+from famos.units import parse_print_size
 
 
 class CropMode(enum.Enum):
@@ -109,20 +110,6 @@ class TrainConfig:
 
 
 # --- canvas sizes --------------------------------------------------------------------------------
-
-_INCHES_PER_UNIT = {"in": 1.0, "cm": 1 / 2.54, "mm": 1 / 25.4}
-_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
-
-
-def parse_print_size(text: str) -> tuple[float, float]:
-    """``"120x80cm"`` / ``"47x31in"`` / ``"1200x800mm"`` -> (width, height) in inches."""
-    match = re.fullmatch(rf"\s*{_NUMBER}\s*[x×]\s*{_NUMBER}\s*(cm|mm|in)\s*", text.lower())
-    if not match:
-        raise UserError(f"print size {text!r}: expected WIDTHxHEIGHT with a unit cm, mm or in (e.g. 120x80cm)")
-    width, height, unit = float(match[1]), float(match[2]), match[3]
-    if width <= 0 or height <= 0:
-        raise UserError(f"print size {text!r}: width and height must be positive")
-    return width * _INCHES_PER_UNIT[unit], height * _INCHES_PER_UNIT[unit]
 
 
 def print_pixels(text: str, *, dpi: float) -> tuple[int, int]:

@@ -1,0 +1,309 @@
+"""Load and run an artifact bundle. Imports no torch: the ONNX render path needs only numpy,
+Pillow and onnxruntime.
+
+    BUNDLE/
+      manifest.json          format, model spec, halo, graph interface, provenance, file checksums
+      model.onnx             G + memory in float32, BatchNorm folded, dynamic batch/height/width
+      model_fp16.onnx        optional: the U-Net in float16 (inputs and outputs stay float32)
+      model.ts               TorchScript of the same graph (traced on CPU)
+      generator.safetensors  weights + spec: the eager PyTorch reference
+      content.png            default content image
+      preview.png            the canvas rendered by the eager model, long side <= 1024 px
+
+The manifest lists every other file with its size and SHA-256, and loading checks them all, so a
+truncated or modified file is refused before a runtime parses it. Nothing is unpickled: JSON, PNG,
+ONNX protobuf and safetensors carry no code, and torch.jit.load restores only TorchScript types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from famos import __version__
+from famos.config import ModelSpec
+from famos.errors import UserError
+from famos.planning import Halo
+from famos.rendering import WindowRunner
+
+FORMAT = "famos-bundle/1"
+MANIFEST = "manifest.json"
+ONNX_FILE = "model.onnx"
+FP16_FILE = "model_fp16.onnx"
+TORCHSCRIPT_FILE = "model.ts"
+WEIGHTS_FILE = "generator.safetensors"
+CONTENT_FILE = "content.png"
+PREVIEW_FILE = "preview.png"
+REQUIRED_FILES = (ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, CONTENT_FILE, PREVIEW_FILE)
+
+# Graph interface names, shared by the exporter and every runner.
+CONTENT_INPUT, ORIGIN_INPUT, NOISE_INPUT = "content", "origin", "noise"
+IMAGE_OUTPUT, ALPHA_OUTPUT, MIX_OUTPUT = "image", "alpha", "mix_argmax"
+
+_HASH_BLOCK = 1 << 20
+
+
+class Backend(enum.Enum):
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    TORCH = "torch"
+
+
+class BundleError(UserError, ValueError):
+    """A bundle is missing, incomplete, truncated, modified or of another format; names the file."""
+
+
+class BackendUnavailable(UserError, RuntimeError):
+    """The requested backend, device or precision cannot run on this machine."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One graph input or output; a str axis is dynamic ("batch", "height", ...)."""
+
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple[int | str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TensorInfo:
+        return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=tuple(data["shape"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """manifest.json, parsed. ``export`` records how the graphs were made (exporter, BatchNorm
+    folding, measured parity, preview region); ``provenance`` where the weights came from."""
+
+    spec: ModelSpec
+    halo: Halo
+    alignment: int
+    opset: int
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    files: dict[str, FileEntry]
+    provenance: dict[str, Any]
+    export: dict[str, Any]
+    fp16_file: str | None = None
+    fp16_tolerance: float | None = None  # max |diff| of the fp16 graph against float32, output range [-1, 1]
+    format: str = FORMAT
+    code_version: str = __version__
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "code_version": self.code_version,
+            "spec": self.spec.to_json(),
+            "halo": dataclasses.asdict(self.halo),
+            "alignment": self.alignment,
+            "opset": self.opset,
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+            "fp16_file": self.fp16_file,
+            "fp16_tolerance": self.fp16_tolerance,
+            "files": {name: dataclasses.asdict(entry) for name, entry in sorted(self.files.items())},
+            "provenance": self.provenance,
+            "export": self.export,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        """Raises KeyError, TypeError or ValueError for anything malformed."""
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
+        files = {
+            str(name): FileEntry(sha256=str(entry["sha256"]), bytes=int(entry["bytes"]))
+            for name, entry in data["files"].items()
+        }
+        return cls(
+            spec=ModelSpec.from_json(data["spec"]),
+            halo=Halo(**{k: int(v) for k, v in data["halo"].items()}),
+            alignment=int(data["alignment"]),
+            opset=int(data["opset"]),
+            inputs=tuple(TensorInfo.from_json(t) for t in data["inputs"]),
+            outputs=tuple(TensorInfo.from_json(t) for t in data["outputs"]),
+            files=files,
+            provenance=dict(data["provenance"]),
+            export=dict(data["export"]),
+            fp16_file=data.get("fp16_file"),
+            fp16_tolerance=data.get("fp16_tolerance"),
+            format=data["format"],
+            code_version=str(data["code_version"]),
+        )
+
+    def takes_noise(self) -> bool:
+        return any(t.name == NOISE_INPUT for t in self.inputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    """A verified bundle folder; ``sha256`` (of manifest.json, which hashes every other file)
+    identifies it."""
+
+    path: pathlib.Path
+    manifest: Manifest
+    sha256: str
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.manifest.spec
+
+    def default_content(self) -> np.ndarray:
+        """The default content image, uint8 (H, W, 3)."""
+        from famos.canvas import load_rgb
+
+        return load_rgb(self.path / CONTENT_FILE)
+
+    def runner(
+        self, backend: Backend = Backend.ONNX, *, device: str = "cpu", fp16: bool = False, tensorrt: bool = False
+    ) -> WindowRunner:
+        """A callable ``run(content, origin, noise) -> image`` on numpy arrays.
+
+        content float32 (B, 3, h, w) in [-1, 1]; origin int64 (B, 2); noise float32 or None (ignored
+        by models without noise channels); image float32 (B, 3, h, w). ``device``: "cpu", "cuda" or
+        "cuda:N". ``fp16`` runs the half-precision U-Net (within ``manifest.fp16_tolerance``);
+        ``tensorrt`` puts onnxruntime's TensorRT provider before CUDA.
+        """
+        if tensorrt and backend is not Backend.ONNX:
+            raise BackendUnavailable("TensorRT is available through the ONNX backend only")
+        if backend is Backend.ONNX:
+            name = ONNX_FILE
+            if fp16:
+                if self.manifest.fp16_file is None:
+                    raise BundleError(f"{self.path}: no fp16 graph in this bundle (export it with --fp16)")
+                name = self.manifest.fp16_file
+            cache = pathlib.Path(tempfile.gettempdir()) / "famos-tensorrt" / self.sha256[:16]
+            providers = onnx_providers(device, fp16=fp16, tensorrt=tensorrt, cache_dir=cache)
+            return OnnxRunner(self.path / name, providers=providers, takes_noise=self.manifest.takes_noise())
+        from export import torch_backends
+
+        if backend is Backend.TORCHSCRIPT:
+            return torch_backends.TorchScriptRunner(
+                self.path / TORCHSCRIPT_FILE, device=device, fp16=fp16, takes_noise=self.manifest.takes_noise()
+            )
+        return torch_backends.eager_runner(self.path / WEIGHTS_FILE, device=device, fp16=fp16)
+
+
+class OnnxRunner:
+    """Windows through one onnxruntime session, all graph optimizations on."""
+
+    def __init__(self, model: pathlib.Path, *, providers: list[Any], takes_noise: bool):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
+        self.takes_noise = takes_noise
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __call__(self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        feeds = {
+            CONTENT_INPUT: np.ascontiguousarray(content, dtype=np.float32),
+            ORIGIN_INPUT: np.ascontiguousarray(origin, dtype=np.int64),
+        }
+        if self.takes_noise:
+            if noise is None:
+                raise ValueError("this model has noise channels: pass its noise window")
+            feeds[NOISE_INPUT] = np.ascontiguousarray(noise, dtype=np.float32)
+        return self.session.run([IMAGE_OUTPUT], feeds)[0]
+
+
+def onnx_providers(device: str, *, fp16: bool, tensorrt: bool, cache_dir: pathlib.Path) -> list[Any]:
+    """Execution providers for a device, best first, with the CPU as the fallback for any node
+    the accelerator's provider does not take."""
+    import onnxruntime as ort
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu" and not index:
+        if tensorrt:
+            raise BackendUnavailable("TensorRT needs device 'cuda'")
+        return ["CPUExecutionProvider"]
+    if kind != "cuda" or not (index == "" or index.isdigit()):
+        raise BackendUnavailable(f"device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise BackendUnavailable(
+            f"device {device!r}: this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        )
+    device_id = int(index or 0)
+    providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    if tensorrt:
+        if "TensorrtExecutionProvider" not in available:
+            raise BackendUnavailable("this onnxruntime has no TensorrtExecutionProvider")
+        # Engines take minutes to build: cache them per bundle, outside the (possibly read-only) bundle.
+        trt = {
+            "device_id": device_id,
+            "trt_fp16_enable": fp16,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir),
+        }
+        providers.insert(0, ("TensorrtExecutionProvider", trt))
+    return providers
+
+
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """A bundle folder (or its manifest.json), with every file checked against the manifest."""
+    path = pathlib.Path(path)
+    folder = path.parent if path.name == MANIFEST and path.is_file() else path
+    if not folder.is_dir():
+        raise BundleError(f"{path}: no such bundle folder")
+    manifest_path = folder / MANIFEST
+    try:
+        raw = manifest_path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{folder}: not a famos bundle (no {MANIFEST})") from None
+    try:
+        manifest = Manifest.from_json(json.loads(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BundleError(f"{manifest_path}: not valid JSON (truncated or corrupt)") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise BundleError(f"{manifest_path}: invalid manifest ({type(err).__name__}: {err})") from None
+    for name in REQUIRED_FILES + ((manifest.fp16_file,) if manifest.fp16_file else ()):
+        if name not in manifest.files:
+            raise BundleError(f"{manifest_path}: lists no {name}")
+    for name, entry in manifest.files.items():
+        if name != pathlib.PurePath(name).name or name in (".", "..", MANIFEST):
+            raise BundleError(f"{manifest_path}: file name {name!r} is not a plain file of the bundle")
+        verify_file(folder / name, entry)
+    return Bundle(path=folder, manifest=manifest, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def verify_file(path: pathlib.Path, entry: FileEntry) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise BundleError(f"{path}: missing from the bundle") from None
+    if size < entry.bytes:
+        raise BundleError(f"{path}: truncated ({size} of {entry.bytes} bytes)")
+    if size != entry.bytes:
+        raise BundleError(f"{path}: {size} bytes, the manifest says {entry.bytes}")
+    if file_sha256(path) != entry.sha256:
+        raise BundleError(f"{path}: checksum mismatch (the file was modified or is corrupt)")
+
+
+def file_sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,95 @@
+"""`famos inspect BUNDLE`: print a bundle's summary and validate it (checksums, ONNX checker).
+
+Exit 0 when valid; a missing, truncated or modified file is a one-line error (exit 2). Imports no
+torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from export.bundle import Bundle, BundleError, load_bundle
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="famos inspect", description=__doc__)
+    parser.add_argument("bundle", type=pathlib.Path, help="bundle folder written by `famos export`")
+    args = parser.parse_args(argv)
+
+    bundle = load_bundle(args.bundle)  # checksums of every file
+    print(summary(bundle))
+    checked = check_graphs(bundle)
+    print(f"valid: {len(bundle.manifest.files)} checksums match; {checked}")
+    return 0
+
+
+def check_graphs(bundle: Bundle) -> str:
+    """Run the ONNX checker on every graph of the bundle (when onnx is installed)."""
+    try:
+        import onnx
+    except ImportError:
+        return "ONNX checker skipped (onnx not installed)"
+    names = [bundle.path / "model.onnx"]
+    if bundle.manifest.fp16_file:
+        names.append(bundle.path / bundle.manifest.fp16_file)
+    for path in names:
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BundleError(f"{path}: fails the ONNX checker ({first})") from None
+    return f"ONNX checker passed ({', '.join(p.name for p in names)})"
+
+
+def summary(bundle: Bundle) -> str:
+    manifest = bundle.manifest
+    spec = manifest.spec
+    config, canvas = spec.generator, spec.canvas
+    aligned_h, aligned_w = canvas.aligned(config.alignment)
+    halo = manifest.halo
+    noise = config.noise
+    lines = [
+        f"bundle      {bundle.path}  (sha256 {bundle.sha256[:16]}, {manifest.format}, famos {manifest.code_version})",
+        f"canvas      {canvas.width}x{canvas.height} px (computed {aligned_w}x{aligned_h}), fold {canvas.fold.value}, "
+        f"style scale {canvas.style_scale:g}, {len(spec.style_sizes)} style image(s)",
+        f"generator   depth {config.depth}, width {config.width}, kernel {config.kernel}, N = {config.n_templates} "
+        f"templates, blend {config.blend.value}, noise {noise.channels} ch ({noise.placement.value})",
+        f"halo        top {halo.top}, left {halo.left}, bottom {halo.bottom}, right {halo.right}; "
+        f"alignment {manifest.alignment}",
+        f"graph       opset {manifest.opset}, {manifest.export.get('onnx_exporter', '?')}, "
+        f"fp16 {manifest.fp16_file or 'none'}"
+        + (f" (tolerance {manifest.fp16_tolerance:g})" if manifest.fp16_tolerance else ""),
+    ]
+    lines += [f"  input     {t.name:<11} {t.dtype:<8} {_shape(t.shape)}" for t in manifest.inputs]
+    lines += [f"  output    {t.name:<11} {t.dtype:<8} {_shape(t.shape)}" for t in manifest.outputs]
+    parity = manifest.export.get("parity_max_abs") or {}
+    if parity:
+        lines.append("parity      " + ", ".join(f"{k} {v:.1e}" for k, v in parity.items()) + " (max |diff| vs eager)")
+    lines.append("files")
+    lines += [f"  {name:<22} {_size(entry.bytes):>10}  sha256 {entry.sha256[:16]}" for name, entry in manifest.files.items()]
+    provenance = manifest.provenance
+    lines.append(
+        f"provenance  {provenance.get('steps')} training steps, checkpoint {provenance.get('checkpoint')} "
+        f"(sha256 {str(provenance.get('checkpoint_sha256'))[:16]}), exported {manifest.export.get('created')}"
+    )
+    for kind in ("style", "content"):
+        names = provenance.get(f"{kind}_files") or []
+        hashes = provenance.get(f"{kind}_hashes") or []
+        for name, digest in zip(names, hashes):
+            lines.append(f"  {kind:<9} {name}  sha256 {str(digest)[:16]}")
+        if hashes and not names:
+            lines.append(f"  {kind:<9} {len(hashes)} image(s): " + ", ".join(str(h)[:16] for h in hashes))
+    return "\n".join(lines)
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join(str(a) for a in shape) + ")"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -1,0 +1,263 @@
+"""Checkpoint -> bundle: export the graphs, check them against the eager model, write the manifest.
+
+The bundle is assembled in a temporary folder beside the destination and renamed into place only
+after every graph passed its parity check, so a failed or interrupted export leaves no bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+from typing import Any
+
+import numpy as np
+import torch
+
+from export import bundle as files
+from export.bundle import Bundle, BundleError, FileEntry, Manifest, OnnxRunner, file_sha256, load_bundle
+from export.graph import OnnxExporter, export_onnx, export_torchscript, inference_graph, interface
+from export.parity import (
+    FP16_TOLERANCE,
+    ONNX_TOLERANCE,
+    TORCHSCRIPT_TOLERANCE,
+    max_differences,
+    parity_windows,
+)
+from export.torch_backends import TorchScriptRunner
+from famos.canvas import to_unit_range
+from famos.checkpoint import CheckpointError, generator_tensors, load_generator, save
+from famos.config import ModelSpec
+from famos.eager import EagerRunner
+from famos.errors import UserError
+from famos.generator import FamosGenerator
+from famos.planning import Rect, halo_for
+from famos.rendering import WindowInputs, plan_for, render_strips
+
+CHECKPOINT_NAME = "checkpoint.safetensors"  # the latest checkpoint inside a run folder
+PREVIEW_SIDE = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    fp16: bool = False  # also write model_fp16.onnx
+    diagnostics: bool = True  # alpha and mix_argmax outputs besides the image
+    onnx_exporter: OnnxExporter = OnnxExporter.TRACER
+    overwrite: bool = False  # replace an existing bundle at the destination
+    parity_windows: int = 4  # random windows checked besides the four corners
+    preview_seed: int = 0
+    preview_chunk: int = 256
+    preview_pixels: int = 4_000_000  # larger canvases preview a centred crop of about this size
+
+
+class ParityError(RuntimeError):
+    """An exported graph disagrees with the eager model beyond its tolerance."""
+
+
+def resolve_checkpoint(source: pathlib.Path) -> pathlib.Path:
+    """A checkpoint file, or a run folder's latest checkpoint."""
+    if source.is_dir():
+        latest = source / CHECKPOINT_NAME
+        if not latest.is_file():
+            raise CheckpointError(f"{source}: run folder without {CHECKPOINT_NAME}")
+        return latest
+    if not source.exists():
+        raise CheckpointError(f"{source}: no such checkpoint or run folder")
+    return source
+
+
+def export_bundle(
+    source: pathlib.Path, out: pathlib.Path, *, options: ExportOptions, content: np.ndarray | None = None
+) -> Bundle:
+    """Write the bundle of checkpoint ``source`` (file or run folder) to folder ``out``.
+
+    ``content`` (uint8 RGB) replaces the checkpoint's default content image.
+    """
+    checkpoint = resolve_checkpoint(source)
+    model, header, tensors = load_generator(checkpoint)
+    spec = ModelSpec.from_json(header)
+    if content is None:
+        content = _checkpoint_content(checkpoint, tensors)
+    _check_destination(out, overwrite=options.overwrite)
+
+    staging = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        manifest = _write_files(staging, model=model, spec=spec, content=content, options=options)
+        manifest = dataclasses.replace(
+            manifest, provenance=_provenance(checkpoint, header), files=_file_entries(staging)
+        )
+        _write_json(staging / files.MANIFEST, manifest.to_json())
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_bundle(out)
+
+
+def _write_files(
+    folder: pathlib.Path, *, model: FamosGenerator, spec: ModelSpec, content: np.ndarray, options: ExportOptions
+) -> Manifest:
+    """Every file but the manifest; returns the manifest without files and provenance."""
+    from PIL import Image
+
+    save(folder / files.WEIGHTS_FILE, generator_tensors(model), spec.to_json())
+    Image.fromarray(content).save(folder / files.CONTENT_FILE)
+
+    inputs, outputs = interface(spec, diagnostics=options.diagnostics)
+    graph = inference_graph(model, fp16=False, diagnostics=options.diagnostics)
+    opset = export_onnx(
+        graph, folder / files.ONNX_FILE, spec=spec, inputs=inputs, outputs=outputs, exporter=options.onnx_exporter
+    )
+    export_torchscript(graph, folder / files.TORCHSCRIPT_FILE, spec=spec, inputs=inputs)
+    if options.fp16:
+        half = inference_graph(model, fp16=True, diagnostics=options.diagnostics)
+        export_onnx(half, folder / files.FP16_FILE, spec=spec, inputs=inputs, outputs=outputs, exporter=options.onnx_exporter)
+
+    window_inputs = WindowInputs(
+        config=spec.generator, canvas=spec.canvas, content=to_unit_range(content), seed=options.preview_seed
+    )
+    eager = EagerRunner(model)
+    parity = _check_parity(folder, spec=spec, inputs=window_inputs, eager=eager, options=options, takes_noise=len(inputs) > 2)
+    preview_region = _write_preview(folder / files.PREVIEW_FILE, spec=spec, inputs=window_inputs, eager=eager, options=options)
+    export_info: dict[str, Any] = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "onnx_exporter": f"torch.onnx.export(dynamo={options.onnx_exporter is OnnxExporter.DYNAMO})",
+        "torch_version": torch.__version__,
+        "batchnorm": "folded into the preceding convolutions at export",
+        "torchscript": "traced on CPU (CPU only)",
+        "parity_max_abs": parity,
+        "preview": {"seed": options.preview_seed, "region": dataclasses.asdict(preview_region)},
+        "git_commit": _git_commit(),
+    }
+    return Manifest(
+        spec=spec,
+        halo=halo_for(spec.generator),
+        alignment=spec.generator.alignment,
+        opset=opset,
+        inputs=inputs,
+        outputs=outputs,
+        files={},
+        provenance={},
+        export=export_info,
+        fp16_file=files.FP16_FILE if options.fp16 else None,
+        fp16_tolerance=FP16_TOLERANCE if options.fp16 else None,
+    )
+
+
+def _check_parity(
+    folder: pathlib.Path,
+    *,
+    spec: ModelSpec,
+    inputs: WindowInputs,
+    eager: EagerRunner,
+    options: ExportOptions,
+    takes_noise: bool,
+) -> dict[str, float]:
+    windows = parity_windows(spec, count=options.parity_windows)
+    cpu = ["CPUExecutionProvider"]
+    candidates = {
+        "onnx": (OnnxRunner(folder / files.ONNX_FILE, providers=cpu, takes_noise=takes_noise), ONNX_TOLERANCE),
+        "torchscript": (
+            TorchScriptRunner(folder / files.TORCHSCRIPT_FILE, device="cpu", fp16=False, takes_noise=takes_noise),
+            TORCHSCRIPT_TOLERANCE,
+        ),
+    }
+    if options.fp16:
+        # onnxruntime's CPU provider runs float16 convolutions (slowly): a numerical check of the
+        # exported graph here; speed is for the CUDA/TensorRT providers.
+        half = OnnxRunner(folder / files.FP16_FILE, providers=cpu, takes_noise=takes_noise)
+        candidates["onnx_fp16"] = (half, FP16_TOLERANCE)
+    runners = {name: runner for name, (runner, _) in candidates.items()}
+    measured = max_differences(eager, runners, inputs=inputs, windows=windows)
+    for name, (_, tolerance) in candidates.items():
+        if not measured[name] <= tolerance:
+            raise ParityError(
+                f"{name} graph differs from the eager model by {measured[name]:.3g} (tolerance {tolerance:g})"
+            )
+    return measured
+
+
+def _write_preview(
+    path: pathlib.Path, *, spec: ModelSpec, inputs: WindowInputs, eager: EagerRunner, options: ExportOptions
+) -> Rect:
+    """The canvas (or a centred crop of a big one) through the chunked renderer, downscaled."""
+    from PIL import Image
+
+    canvas = spec.canvas
+    scale = min(1.0, (options.preview_pixels / (canvas.height * canvas.width)) ** 0.5)
+    height, width = max(1, int(canvas.height * scale)), max(1, int(canvas.width * scale))
+    region = Rect((canvas.height - height) // 2, (canvas.width - width) // 2, height, width)
+    plan = plan_for(spec.generator, canvas, chunk_size=options.preview_chunk, region=region)
+    image = Image.fromarray(np.concatenate(list(render_strips(plan, inputs, eager))))
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.LANCZOS)
+    image.save(path)
+    return region
+
+
+def _checkpoint_content(checkpoint: pathlib.Path, tensors: dict[str, torch.Tensor]) -> np.ndarray:
+    image = tensors.get("content_image")
+    if image is None:
+        raise CheckpointError(f"{checkpoint}: no content_image tensor; pass --content")
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise CheckpointError(f"{checkpoint}: content_image is {image.dtype} {tuple(image.shape)}, expected uint8 (H, W, 3)")
+    return image.numpy()
+
+
+def _check_destination(out: pathlib.Path, *, overwrite: bool) -> None:
+    if not out.exists():
+        if not out.parent.is_dir():
+            raise UserError(f"--out {out}: folder {out.parent} does not exist")
+        return
+    if not overwrite:
+        raise UserError(f"--out {out}: already exists (pass --overwrite to replace a bundle)")
+    if not (out / files.MANIFEST).is_file():
+        # Never delete a folder that is not a bundle, whatever the flag says.
+        raise BundleError(f"--out {out}: exists and is not a bundle; refusing to replace it")
+
+
+def _provenance(checkpoint: pathlib.Path, header: dict[str, Any]) -> dict[str, Any]:
+    training = dict(header.get("provenance") or {})
+    return {
+        "steps": training.pop("steps", header.get("step")),
+        "step": header.get("step"),
+        **training,  # style/content hashes and file names, as training recorded them
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "training_code_version": header.get("code_version"),
+        "training": header.get("training"),  # the training options, when training wrote them
+    }
+
+
+def _file_entries(folder: pathlib.Path) -> dict[str, FileEntry]:
+    return {
+        p.name: FileEntry(sha256=file_sha256(p), bytes=p.stat().st_size)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != files.MANIFEST
+    }
+
+
+def _write_json(path: pathlib.Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _git_commit() -> str | None:
+    """The source commit when exporting from a git checkout (read-only query), else None."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=pathlib.Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None

@@ -213,8 +213,11 @@ def _checkpoint_content(checkpoint: pathlib.Path, tensors: dict[str, torch.Tenso
 
 def _check_destination(out: pathlib.Path, *, overwrite: bool) -> None:
     if not out.exists():
-        if not out.parent.is_dir():
-            raise UserError(f"--out {out}: folder {out.parent} does not exist")
+        # Like `famos train --out`: missing parent folders are created (bundles/tiny just works).
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"--out {out}: cannot create folder {out.parent} ({err.strerror})") from None
         return
     if not overwrite:
         raise UserError(f"--out {out}: already exists (pass --overwrite to replace a bundle)")

@@ -11,7 +11,6 @@ import sys
 
 # name -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("famos.demo", "render a random-weight generator over a bundled sample to PNG"),
     "export": ("export.cli", "write a bundle (ONNX, TorchScript, manifest) from a checkpoint or run folder"),
     "inspect": ("export.inspect_bundle", "print a bundle's summary and validate its checksums and graphs"),
     "render": ("render_server.cli", "render a bundle's canvas (or a region) to a tiled TIFF in constant memory"),

@@ -76,9 +76,9 @@ class ProgressBar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=round(progress.pixels_total / 1e6, 2), unit="MP", file=sys.stderr,
-                            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} MP [{elapsed}<{remaining}, {rate_fmt}]")
-        self.bar.n = round(progress.pixels_done / 1e6, 2)
+            self.bar = tqdm(total=progress.pixels_total / 1e6, unit="MP", file=sys.stderr,
+                            bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} MP [{elapsed}<{remaining}, {rate_fmt}]")
+        self.bar.n = progress.pixels_done / 1e6
         self.bar.refresh()
 
     def __exit__(self, *exc) -> None:

@@ -29,6 +29,7 @@ import grpc
 import numpy as np
 
 from famos.errors import UserError
+from famos.files import atomic_output
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
 from render_server.tiff import BigTiff, Compression, TiffOptions, TiffReport, write_tiled_tiff
@@ -317,25 +318,19 @@ class RenderClient:
         """The finished TIFF of a job, written atomically to ``path`` and checked against its SHA-256."""
         job = self.job(job_id)
         path = pathlib.Path(path)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         digest = hashlib.sha256()
         call = self._stub.DownloadJob(pb.JobRequest(id=job_id), metadata=self._metadata)
         try:
-            with _server_errors(), open(partial, "wb") as fh:
+            with atomic_output(path) as partial, _server_errors(), open(partial, "wb") as fh:
                 for piece in call:
                     if piece.offset != fh.tell():
                         raise ServerError(grpc.StatusCode.DATA_LOSS, f"download: piece at {piece.offset}, expected {fh.tell()}")
                     fh.write(piece.data)
                     digest.update(piece.data)
-                size = fh.tell()
-                fh.flush()
-                os.fsync(fh.fileno())
-            if size != job.size_bytes or digest.hexdigest() != job.sha256:
-                raise ServerError(grpc.StatusCode.DATA_LOSS, f"download of job {job_id}: size or SHA-256 differs from the server's")
-            os.replace(partial, path)
+                if fh.tell() != job.size_bytes or digest.hexdigest() != job.sha256:
+                    raise ServerError(grpc.StatusCode.DATA_LOSS, f"download of job {job_id}: size or SHA-256 differs from the server's")
         except BaseException:
             call.cancel()
-            partial.unlink(missing_ok=True)
             raise
         return job
 

@@ -31,6 +31,7 @@ import numpy as np
 from famos import __version__
 from famos.config import ModelSpec
 from famos.errors import UserError
+from famos.files import file_sha256
 from famos.planning import Halo
 from famos.rendering import WindowRunner
 
@@ -48,7 +49,6 @@ REQUIRED_FILES = (ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, CONTENT_FILE, PREVI
 CONTENT_INPUT, ORIGIN_INPUT, NOISE_INPUT = "content", "origin", "noise"
 IMAGE_OUTPUT, ALPHA_OUTPUT, MIX_OUTPUT = "image", "alpha", "mix_argmax"
 
-_HASH_BLOCK = 1 << 20
 
 
 class Backend(enum.Enum):
@@ -301,9 +301,3 @@ def verify_file(path: pathlib.Path, entry: FileEntry) -> None:
         raise BundleError(f"{path}: checksum mismatch (the file was modified or is corrupt)")
 
 
-def file_sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from export import bundle as files
-from export.bundle import Bundle, BundleError, FileEntry, Manifest, OnnxRunner, file_sha256, load_bundle
+from famos.files import file_sha256
+from export.bundle import Bundle, BundleError, FileEntry, Manifest, OnnxRunner, load_bundle
 from export.graph import OnnxExporter, export_onnx, export_torchscript, inference_graph, interface
 from export.parity import (
     FP16_TOLERANCE,

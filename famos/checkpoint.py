@@ -15,7 +15,6 @@ previous checkpoint.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 from famos import __version__
 from famos.config import ModelSpec
 from famos.errors import UserError
+from famos.files import write_atomically
 from famos.generator import FamosGenerator
 
 FORMAT = "famos-checkpoint/1"
@@ -53,16 +53,7 @@ def save(path: str | pathlib.Path, tensors: dict[str, torch.Tensor], metadata: d
     path = pathlib.Path(path)
     header = {"format": FORMAT, "code_version": __version__, **metadata}
     blob = to_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"famos": json.dumps(header)})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, blob)
 
 
 def load(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

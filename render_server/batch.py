@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from famos.errors import UserError
+from famos.files import file_sha256, write_atomically
 from famos.planning import Rect
 from famos.units import INCHES_PER_UNIT, NUMBER, parse_print_size
 from render_server.tiff import Compression, TiffOptions
@@ -584,7 +585,7 @@ class Manifest:
         file = self.path.parent / name
         if entry is None or entry.fingerprint != fingerprint or not file.is_file():
             return False
-        return file.stat().st_size == entry.bytes and sha256_file(file) == entry.sha256
+        return file.stat().st_size == entry.bytes and file_sha256(file) == entry.sha256
 
     def record(self, name: str, entry: ManifestEntry) -> None:
         self.entries[name] = entry
@@ -597,27 +598,6 @@ class Manifest:
     def _save(self) -> None:
         outputs = {k: dataclasses.asdict(v) for k, v in sorted(self.entries.items())}
         write_atomically(self.path, json.dumps({"format": MANIFEST_FORMAT, "outputs": outputs}, indent=1).encode())
-
-
-def sha256_file(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_atomically(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --- the batch ---------------------------------------------------------------------------------
@@ -731,7 +711,7 @@ def _unreadable_image(path: pathlib.Path) -> str:
 
 def output_fingerprint(job: Job, output: Output, *, model: str, options: TiffOptions) -> str:
     """Everything that determines an output's bytes; a change re-renders instead of skipping."""
-    content = sha256_file(job.content) if job.content is not None else "default"
+    content = file_sha256(job.content) if job.content is not None else "default"
     recipe = {
         "model": model,
         "content": content,
@@ -793,7 +773,7 @@ def _run_job(job: Job, *, engine: Engine, settings: BatchSettings, manifest: Man
             manifest.forget(output.name)  # a stale entry must not vouch for the file being replaced
             began = time.perf_counter()
             engine.render(job, output, path, options=options)
-            entry = ManifestEntry(bytes=path.stat().st_size, sha256=sha256_file(path), fingerprint=fingerprint, row=job.row)
+            entry = ManifestEntry(bytes=path.stat().st_size, sha256=file_sha256(path), fingerprint=fingerprint, row=job.row)
             manifest.record(output.name, entry)
             rendered_pixels += output.pixels(job)
             rendered_files += 1

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import io
 import json
 import logging
-import os
 import pathlib
 import shutil
 import sqlite3
@@ -32,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from famos.files import file_sha256, write_atomically
 from famos.planning import Rect
 from render_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from render_server.models import ModelStore, checked_name
@@ -306,7 +305,7 @@ class JobManager:
         folder = self.spool / job_id
         folder.mkdir()
         if render.content_image:
-            _write_atomically(folder / CONTENT_FILE, render.content_image)
+            write_atomically(folder / CONTENT_FILE, render.content_image)
         try:
             self.db.insert(
                 job_id=job_id, spec=spec, strips_total=prepared.plan.n_rows,
@@ -423,7 +422,7 @@ class JobManager:
                 )
                 try:
                     for k, strip in enumerate(strips, start=first):
-                        _write_atomically(_strip_path(folder, k), _npy_bytes(strip))
+                        write_atomically(_strip_path(folder, k), _npy_bytes(strip))
                         self.db.update(job_id, strips_done=k + 1, increment=("strips_rendered",))
                         log.info("job %s: strip %d rendered", job_id, k)
                         self._notify()
@@ -442,7 +441,7 @@ class JobManager:
                 options=dataclasses.replace(spec.options, workers=self.config.tiff_workers),
                 description=prepared.description(),
             )
-            size, digest = _size_and_sha256(path)
+            size, digest = path.stat().st_size, file_sha256(path)
             succeeded = self.db.update(
                 job_id, state=JobState.SUCCEEDED, size_bytes=size, sha256=digest, only_if=(JobState.RUNNING,)
             )
@@ -463,15 +462,6 @@ def _npy_bytes(strip: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _remove_partials(path: pathlib.Path) -> None:
     """The TIFF writer's temporary files for ``path`` (its partial file and pyramid spools)."""
     for pattern in (f".{path.name}.*.partial", f".{path.name}.*.spool"):
@@ -479,11 +469,3 @@ def _remove_partials(path: pathlib.Path) -> None:
             partial.unlink(missing_ok=True)
 
 
-def _size_and_sha256(path: pathlib.Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest()

@@ -217,15 +217,10 @@ def render_png(
 
 
 def _save_png_atomically(image, path: pathlib.Path) -> None:
-    import os
+    from famos.files import atomic_output
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_output(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def describe(report: RenderReport) -> str:

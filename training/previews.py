@@ -75,10 +75,11 @@ def canvas_preview(
 def save_png(path: pathlib.Path, image: np.ndarray) -> None:
     from PIL import Image
 
+    from famos.files import atomic_output
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    Image.fromarray(image).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 class LossLog:

@@ -1,0 +1,49 @@
+"""Atomic file output and checksums, shared by every part that writes files users keep.
+
+A file appears at its final path only when complete: it is written under a hidden temporary
+name beside it (same filesystem, so the rename is atomic), flushed to disk, then renamed. Any
+exception, Ctrl-C and a full disk included, removes the temporary file and leaves the previous
+content of the final path untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pathlib
+import uuid
+from collections.abc import Iterator
+
+
+def partial_path(path: pathlib.Path) -> pathlib.Path:
+    """A temporary name beside ``path``, unique per writer (two processes never share one)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
+    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``."""
+    path = pathlib.Path(path)
+    tmp = partial_path(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

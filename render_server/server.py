@@ -19,6 +19,8 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from render_server.render import DEFAULT_CHUNK
+
 log = logging.getLogger("famos.server")
 
 # Calls that are neither renders nor waiting for one (model queries, job calls, watches, downloads)
@@ -42,7 +44,7 @@ class ServerConfig:
     workers: int = 2  # renders running at once (streamed and jobs)
     max_queue: int = 8  # streamed renders waiting for a worker
     job_workers: int = 1  # jobs rendering at once
-    chunk: int = 1024  # default chunk side
+    chunk: int = DEFAULT_CHUNK  # default chunk side
     backend: str = "onnx"
     device: str = "cpu"
     grace_seconds: float = 10.0

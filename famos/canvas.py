@@ -29,18 +29,24 @@ def load_rgb(path: str | pathlib.Path) -> np.ndarray:
     path = pathlib.Path(path)
     try:
         with Image.open(path) as image:
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                # 16-bit greyscale: scale to 8 bits ourselves; Pillow's convert("RGB") clips instead.
-                grey = np.asarray(image, dtype=np.float64)
-                peak = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
-                grey = np.clip(np.round(grey * (255.0 / peak)), 0, 255).astype(np.uint8)
-                return np.repeat(grey[:, :, None], 3, axis=2)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+            return image_to_rgb(image)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from None
+
+
+def image_to_rgb(image) -> np.ndarray:
+    """An opened Pillow image, decoded, as uint8 RGB (H, W, 3): the one conversion every input uses
+    (files here, request bytes in the server), so a streamed render equals a local one."""
+    image.load()
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits ourselves; Pillow's convert("RGB") clips instead.
+        grey = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        grey = np.clip(np.round(grey * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
 
 def to_unit_range(image: np.ndarray) -> np.ndarray:

@@ -98,6 +98,8 @@ def decode_content(data: bytes, *, max_pixels: int) -> np.ndarray:
     a file, so that a streamed render equals a local one. Pillow only; never pickle."""
     from PIL import Image, UnidentifiedImageError
 
+    from famos.canvas import image_to_rgb
+
     try:
         with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
             width, height = image.size
@@ -106,13 +108,7 @@ def decode_content(data: bytes, *, max_pixels: int) -> np.ndarray:
                 raise ResourceExhausted(
                     f"content_image: {width}x{height} pixels, over the server's limit of {max_pixels}"
                 )
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                grey = np.asarray(image, dtype=np.float64)
-                peak = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
-                grey = np.clip(np.round(grey * (255.0 / peak)), 0, 255).astype(np.uint8)
-                return np.repeat(grey[:, :, None], 3, axis=2)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+            return image_to_rgb(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise InvalidArgument("content_image", f"not a readable PNG or JPEG image ({err})") from None
 

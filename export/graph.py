@@ -198,14 +198,16 @@ def _dynamic_shapes(spec: ModelSpec, inputs: tuple[TensorInfo, ...]) -> dict[str
 
 
 def export_torchscript(graph: InferenceGraph, path: pathlib.Path, *, spec: ModelSpec, inputs: tuple[TensorInfo, ...]) -> None:
-    """Trace on CPU (the core's window arithmetic is not scriptable) and save.
+    """Script the generator, trace the thin output wrapper around it, and save.
 
-    Tracing keeps the size arithmetic symbolic but records the device of ``torch.arange`` as a
-    constant, so the module runs on the CPU only; GPUs use the ONNX graph or the eager model.
+    The generator is *scripted* so that its window arithmetic stays symbolic and ``torch.arange``
+    follows the input's device (a traced arange would be pinned to the CPU): the module can be
+    moved to a GPU with ``map_location``. Only the wrapper, whose outputs vary with the
+    diagnostics option, is traced.
     """
     with warnings.catch_warnings():
-        # The same shape -> int warnings as the ONNX tracer, and torch.jit's deprecation notice:
-        # TorchScript stays in the bundle while consumers load it.
+        # torch.jit's deprecation notice: TorchScript stays in the bundle while consumers load it.
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(graph, example_inputs(spec, inputs), check_trace=False)
+        wrapper = InferenceGraph(torch.jit.script(graph.generator), diagnostics=graph.diagnostics)
+        traced = torch.jit.trace(wrapper, example_inputs(spec, inputs), check_trace=False)
         torch.jit.save(traced, str(path))

@@ -17,18 +17,17 @@ from famos.rendering import WindowRunner
 
 
 class TorchScriptRunner:
-    """Windows through the traced module; its outputs after the image are diagnostics."""
+    """Windows through the TorchScript module; its outputs after the image are diagnostics."""
 
     def __init__(self, path: pathlib.Path, *, device: str, fp16: bool, takes_noise: bool):
-        if device != "cpu":
-            raise BackendUnavailable(
-                f"device {device!r}: model.ts is traced on the CPU; use the onnx or torch backend on a GPU"
-            )
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailable(f"device {device!r}: this torch has no CUDA device")
         if fp16:
             raise BackendUnavailable("fp16: use the onnx or torch backend (model.ts is float32)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, not gone
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            self.module = torch.jit.load(str(path), map_location=device).eval()
+        self.device = device
         self.takes_noise = takes_noise
 
     def __call__(self, content: np.ndarray, origin: np.ndarray, noise: Optional[np.ndarray]) -> np.ndarray:
@@ -38,9 +37,9 @@ class TorchScriptRunner:
                 raise ValueError("this model has noise channels: pass its noise window")
             args.append(torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)))
         with torch.inference_mode():
-            out = self.module(*args)
+            out = self.module(*[a.to(self.device) for a in args])
         image = out[0] if isinstance(out, (tuple, list)) else out
-        return image.numpy()
+        return image.float().cpu().numpy()
 
 
 def eager_runner(path: pathlib.Path, *, device: str, fp16: bool) -> WindowRunner:

@@ -79,6 +79,8 @@ class FamosUNet(nn.Module):
     def __init__(self, config: GeneratorConfig):
         super().__init__()
         self.config = config
+        # Plain attributes for forward: TorchScript cannot read the config dataclass.
+        self.depth, self.skip, self.coord_copy = config.depth, config.skip, config.coord_copy
         depth, k = config.depth, config.kernel
         psi = 2 if config.coord_copy else 0
         input_noise = config.noise.channels if config.noise.placement is NoisePlacement.INPUT else 0
@@ -104,7 +106,7 @@ class FamosUNet(nn.Module):
 
     def forward(self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor]) -> torch.Tensor:
         # x0: (B, in_channels, h, w); psi[level]: (B, 2, h/2^level, w/2^level); noise at the bottleneck.
-        coord = self.config.coord_copy
+        coord = self.coord_copy
         skips: List[torch.Tensor] = [x0]
         x = x0
         for level, block in enumerate(self.down, start=1):
@@ -113,16 +115,16 @@ class FamosUNet(nn.Module):
             x = block(x)
             skips.append(x)
         if coord:
-            x = torch.cat([x, psi[self.config.depth]], dim=1)
+            x = torch.cat([x, psi[self.depth]], dim=1)
         if noise is not None:
             x = torch.cat([x, noise], dim=1)
         for i, block in enumerate(self.up):
-            level = self.config.depth - 1 - i  # the level this block outputs
+            level = self.depth - 1 - i  # the level this block outputs
             x = block(x)
             parts = [x]
-            if self.config.skip:
+            if self.skip:
                 parts.append(skips[level])
-            if coord and (level > 0 or not self.config.skip):
+            if coord and (level > 0 or not self.skip):
                 parts.append(psi[level])
             x = torch.cat(parts, dim=1)
         return self.head(x)  # (B, N + 4, h, w)
@@ -145,7 +147,7 @@ class CanvasCoordinates(nn.Module):
         # origin: (B, 2) int64 pixel coordinates of the window, multiples of 2^depth.
         out: List[torch.Tensor] = []
         for level in range(self.depth + 1):
-            cell = 2**level
+            cell = 1 << level
             ys = self._axis(origin[:, 0], height // cell, cell, self.canvas_height)
             xs = self._axis(origin[:, 1], width // cell, cell, self.canvas_width)
             grid_y = ys[:, :, None].expand(-1, -1, xs.shape[1])
@@ -197,7 +199,7 @@ class TemplateSampler(nn.Module):
         index = (self.start[None, :, None] + fy * self.size_x[None, :, None])[:, :, :, None] + fx[:, :, None, :]
         batch, n = index.shape[0], index.shape[1]
         pixels = self.style_pixels.index_select(1, index.reshape(-1))  # (3, B*N*h*w)
-        return pixels.reshape(RGB, batch, n, height, width).permute(1, 2, 0, 3, 4)
+        return pixels.reshape(3, batch, n, height, width).permute(1, 2, 0, 3, 4)  # 3: RGB
 
     def _axis(self, start: torch.Tensor, length: int) -> torch.Tensor:
         coords = start[:, None] + torch.arange(length, device=start.device, dtype=torch.int64)[None, :]
@@ -248,6 +250,7 @@ class FamosGenerator(nn.Module):
         self.canvas = canvas
         aligned_h, aligned_w = canvas.aligned(config.alignment)
         self.n_templates = config.n_templates
+        self.coord_copy = config.coord_copy
         self.input_noise = config.noise.placement is NoisePlacement.INPUT and config.noise.channels > 0
         self.coordinates = CanvasCoordinates(aligned_h, aligned_w, config.depth)
         self.unet = FamosUNet(config)
@@ -265,7 +268,7 @@ class FamosGenerator(nn.Module):
         height, width = content.shape[2], content.shape[3]
         psi = self.coordinates(origin, height, width)
         parts = [content]
-        if self.config.coord_copy:
+        if self.coord_copy:
             parts.append(psi[0])
         bottleneck_noise = noise
         if self.input_noise and noise is not None:

@@ -32,6 +32,8 @@ def load_rgb(path: str | pathlib.Path) -> np.ndarray:
             return image_to_rgb(image)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: too large to load ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from None
 

@@ -704,6 +704,8 @@ def _unreadable_image(path: pathlib.Path) -> str:
             image.size  # noqa: B018 - the header parse is the check
     except FileNotFoundError:
         return f"{path}: no such image file"
+    except Image.DecompressionBombError as err:
+        return f"{path}: too large to load ({err})"
     except (UnidentifiedImageError, OSError) as err:
         return f"{path}: not a readable image ({err})"
     return ""

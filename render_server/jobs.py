@@ -37,7 +37,7 @@ from render_server.models import ModelStore, checked_name
 from render_server.pipeline import Cancelled
 from render_server.slots import RenderSlots
 from render_server.streaming import Limits, RenderSpec, prepare
-from render_server.tiff import BigTiff, Compression, TiffOptions, write_tiled_tiff
+from render_server.tiff import BigTiff, Compression, TiffOptionError, TiffOptions, needs_bigtiff, write_tiled_tiff
 
 log = logging.getLogger("famos.server.jobs")
 
@@ -301,6 +301,11 @@ class JobManager:
         if (self.output / name).exists():
             raise AlreadyExists(f"output_name: {name!r} already exists in the output store")
         prepared = prepare(self.models, render, self.config.limits)  # validates before queuing
+        region = prepared.plan.region
+        try:  # a classic TIFF that cannot hold the result must fail now, not after rendering
+            needs_bigtiff(region.height, region.width, options=options)
+        except TiffOptionError as err:
+            raise InvalidArgument("tiff", str(err)) from None
         spec = JobSpec(render, options, name, prepared.renderer.bundle.sha256)
         folder = self.spool / job_id
         folder.mkdir()

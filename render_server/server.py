@@ -59,6 +59,8 @@ class ServerConfig:
                 raise UserError(f"--{name.replace('_', '-')} = {getattr(self, name)}: must be >= 1")
         if self.max_queue < 0:
             raise UserError(f"--max-queue = {self.max_queue}: must be >= 0")
+        if self.chunk < 16:
+            raise UserError(f"--chunk = {self.chunk}: must be at least 16 pixels")
 
 
 class RenderServer:
@@ -104,6 +106,9 @@ class RenderServer:
             # beyond this, gRPC itself answers RESOURCE_EXHAUSTED instead of queuing invisibly
             maximum_concurrent_rpcs=threads,
             options=[
+                # gRPC shares ports by default: a second `famos serve` would silently split the
+                # clients (and resume the same jobs twice) instead of failing to start.
+                ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 2**20),
             ],
@@ -119,11 +124,14 @@ class RenderServer:
             self.server,
         )
         address = f"{config.host}:{config.port}"
-        if config.tls_cert is not None:
-            credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
-            self.port = self.server.add_secure_port(address, credentials)
-        else:
-            self.port = self.server.add_insecure_port(address)
+        try:
+            if config.tls_cert is not None:
+                credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+                self.port = self.server.add_secure_port(address, credentials)
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpc's way of saying the bind failed
+            self.port = 0
         if self.port == 0:
             raise UserError(f"cannot listen on {address} (in use or not a local address)")
         self._service_name = SERVICE_NAME

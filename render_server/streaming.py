@@ -109,6 +109,8 @@ def decode_content(data: bytes, *, max_pixels: int) -> np.ndarray:
                     f"content_image: {width}x{height} pixels, over the server's limit of {max_pixels}"
                 )
             return image_to_rgb(image)
+    except Image.DecompressionBombError:
+        raise ResourceExhausted(f"content_image: over the server's limit of {max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise InvalidArgument("content_image", f"not a readable PNG or JPEG image ({err})") from None
 

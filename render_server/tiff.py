@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from famos.errors import UserError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -60,6 +62,13 @@ _WORST_CASE_EXPANSION = {
 }
 
 
+MAX_TILE = 4096  # a row of tiles is buffered: tile x canvas width x 3 bytes
+
+
+class TiffOptionError(UserError, ValueError):
+    """TIFF options that cannot work (bad tile, quality, dpi, or a canvas too big for classic TIFF)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TiffOptions:
     tile: int = 256  # tile side in pixels; TIFF requires multiples of 16
@@ -73,18 +82,18 @@ class TiffOptions:
     workers: int = 2  # threads compressing tiles in parallel (tifffile maxworkers)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tile, int) or self.tile <= 0 or self.tile % 16:
-            raise ValueError(f"tile must be a positive multiple of 16, got {self.tile!r}")
+        if not isinstance(self.tile, int) or not 16 <= self.tile <= MAX_TILE or self.tile % 16:
+            raise TiffOptionError(f"tile must be a multiple of 16 from 16 to {MAX_TILE}, got {self.tile!r}")
         if not isinstance(self.compression, Compression):
             raise TypeError(f"compression must be a Compression, got {self.compression!r}")
         if not isinstance(self.bigtiff, BigTiff):
             raise TypeError(f"bigtiff must be a BigTiff, got {self.bigtiff!r}")
         if not 1 <= self.quality <= 100:
-            raise ValueError(f"quality must be in 1..100, got {self.quality!r}")
+            raise TiffOptionError(f"quality must be in 1..100, got {self.quality!r}")
         if self.dpi is not None and not self.dpi > 0:
-            raise ValueError(f"dpi must be positive, got {self.dpi!r}")
+            raise TiffOptionError(f"dpi must be positive, got {self.dpi!r}")
         if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers!r}")
+            raise TiffOptionError(f"workers must be >= 1, got {self.workers!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,10 +127,10 @@ def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
     if options.bigtiff is BigTiff.NO:
         if could_exceed:
             pyramid = " and a pyramid" if options.pyramid else ""
-            raise ValueError(
-                f"a {width}x{height} canvas with {options.compression.value} compression{pyramid}"
+            raise TiffOptionError(
+                f"bigtiff no: a {width}x{height} canvas with {options.compression.value} compression{pyramid}"
                 f" could reach {worst / 2**30:.1f} GiB, past the 4 GiB a classic TIFF can address;"
-                " use BigTiff.AUTO or BigTiff.YES"
+                " use --bigtiff auto or yes"
             )
         return False
     return could_exceed
@@ -465,8 +474,6 @@ def add_tiff_arguments(parser) -> None:
 
 def tiff_options(args) -> TiffOptions:
     """TiffOptions from parsed ``add_tiff_arguments`` options; bad values raise a UserError."""
-    from famos.errors import UserError
-
     try:
         return TiffOptions(
             tile=args.tile,

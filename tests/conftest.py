@@ -69,3 +69,20 @@ def make_bundle(folder, config: GeneratorConfig, canvas: CanvasConfig, *, seed: 
     bundle = folder / "bundle"
     assert main(["export", str(ckpt), "--out", str(bundle)]) == 0
     return bundle
+
+
+def bomb_png() -> bytes:
+    """A tiny PNG whose header claims 20000 x 10000 pixels: Pillow refuses it as a decompression bomb."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = 8 + 8  # signature, then length + b"IHDR"
+    data[ihdr : ihdr + 8] = struct.pack(">II", 20000, 10000)
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13])))
+    return bytes(data)

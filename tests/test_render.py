@@ -143,3 +143,24 @@ def test_strips_are_rows_of_chunks(bundle):
     renderer = Renderer(load_bundle(bundle))
     heights = [strip.shape[0] for strip in renderer.strips(RenderSettings(chunk=32, region=Rect(0, 0, 90, 150)))]
     assert heights == [32, 32, 26]
+
+
+def test_oversized_content_image_is_one_line(bundle, tmp_path, capsys):
+    from conftest import bomb_png
+
+    content = tmp_path / "huge.png"
+    content.write_bytes(bomb_png())
+    out = tmp_path / "x.tif"
+    assert main(["render", str(bundle), "--out", str(out), "--content", str(content), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "huge.png: too large" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_classic_tiff_that_cannot_fit_is_refused_up_front():
+    from render_server.tiff import BigTiff, TiffOptionError, TiffOptions, needs_bigtiff
+
+    with pytest.raises(TiffOptionError, match="--bigtiff auto"):
+        needs_bigtiff(40000, 40000, options=TiffOptions(bigtiff=BigTiff.NO))
+    with pytest.raises(TiffOptionError, match="tile"):
+        TiffOptions(tile=8192)

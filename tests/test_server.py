@@ -20,7 +20,7 @@ import tifffile
 grpc = pytest.importorskip("grpc")
 
 from clients.render_client import JobState, Region, RenderClient, ServerError  # noqa: E402
-from conftest import make_bundle  # noqa: E402
+from conftest import bomb_png, make_bundle  # noqa: E402
 from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig  # noqa: E402
 from render_server.server import RenderServer, ServerConfig  # noqa: E402
 from render_server.streaming import pieces  # noqa: E402
@@ -236,6 +236,7 @@ def test_client_render_imports_no_torch(start, tmp_path):
         # a pickle is just bytes that are not an image: never unpickled
         (dict(model=MODEL, content=pickle.dumps(np.zeros((4, 4, 3)))), grpc.StatusCode.INVALID_ARGUMENT, "content_image"),
         (dict(model=MODEL, content=None), grpc.StatusCode.RESOURCE_EXHAUSTED, "content_image"),
+        (dict(model=MODEL, content=bomb_png()), grpc.StatusCode.RESOURCE_EXHAUSTED, "content_image"),
         (dict(model=MODEL, region=Region(0, 0, 160, 96)), grpc.StatusCode.RESOURCE_EXHAUSTED, "region"),
     ],
 )
@@ -250,6 +251,16 @@ def test_bad_requests_get_clear_status_codes(start, kwargs, code, field):
             list(client.render(kwargs.pop("model"), **kwargs))
     assert err.value.code == code
     assert field in err.value.details
+
+
+def test_second_server_on_a_busy_port_fails_to_start(start, models, tmp_path):
+    from famos.errors import UserError
+
+    first = start()
+    with pytest.raises(UserError, match="cannot listen"):
+        RenderServer(ServerConfig(models=models, output=tmp_path, host="127.0.0.1", port=first.port))
+    with pytest.raises(UserError, match="chunk"):
+        ServerConfig(models=models, output=tmp_path, chunk=8)
 
 
 def test_full_queue_is_resource_exhausted(start):

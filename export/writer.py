@@ -94,13 +94,28 @@ def export_bundle(
             manifest, provenance=_provenance(checkpoint, header), files=_file_entries(staging)
         )
         _write_json(staging / files.MANIFEST, manifest.to_json())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        _replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return load_bundle(out)
+
+
+def _replace_folder(new: pathlib.Path, out: pathlib.Path) -> None:
+    """Put ``new`` at ``out``; an old bundle there is moved aside first and deleted last, so at
+    every instant ``out`` is either the old or the new complete bundle (never missing for long,
+    never half-deleted)."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_files(

@@ -228,6 +228,9 @@ def test_cli_export_and_inspect(tmp_path, capsys):
     # An existing bundle is replaced only when asked.
     assert famos_main(["export", str(run_dir), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert famos_main(["export", str(run_dir), "--out", str(out), "--overwrite"]) == 0
+    assert famos_main(["inspect", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "run"]  # nothing left aside
 
 
 def damaged_copy(bundle, tmp_path, name, damage):

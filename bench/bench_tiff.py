@@ -84,7 +84,7 @@ def strips_from(band, *, height: int, strip_rows: int) -> Iterator:
 
 
 def run(config: BenchConfig) -> list[BenchRow]:
-    from render_server.tiff import Compression, TiffOptions, write_tiled_tiff
+    from famos.tiff import Compression, TiffOptions, write_tiled_tiff
 
     side = max(16, round((config.megapixels * 1e6) ** 0.5))
     height = width = side

@@ -20,7 +20,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from render_server.tiff import add_tiff_arguments
+    from famos.tiff import add_tiff_arguments
 
     parser = argparse.ArgumentParser(prog="famos client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", required=True, help="HOST:PORT of `famos serve`")
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from clients.render_client import Region, RenderClient
     from famos.errors import UserError
-    from render_server.tiff import tiff_options
+    from famos.tiff import tiff_options
 
     root = args.tls_ca.read_bytes() if args.tls_ca else None
     with RenderClient(args.server, token=args.token, tls=args.tls, root_certificates=root) as client:

@@ -32,7 +32,7 @@ from famos.errors import UserError
 from famos.files import atomic_output
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
-from render_server.tiff import BigTiff, Compression, TiffOptions, TiffReport, write_tiled_tiff
+from famos.tiff import BigTiff, Compression, TiffOptions, TiffReport, write_tiled_tiff
 
 _MAX_MESSAGE = 64 * 2**20  # a content image travels in one request
 

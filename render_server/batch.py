@@ -54,7 +54,7 @@ from famos.errors import UserError
 from famos.files import file_sha256, write_atomically
 from famos.planning import Rect
 from famos.units import INCHES_PER_UNIT, NUMBER, parse_print_size
-from render_server.tiff import Compression, TiffOptions
+from famos.tiff import Compression, TiffOptions
 
 MANIFEST_NAME = "batch-manifest.json"
 REPORT_NAME = "batch-report"  # .csv and .json

@@ -17,7 +17,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from render_server.batch import DEFAULT_MIN_DPI
     from render_server.render import DEFAULT_CHUNK
-    from render_server.tiff import add_tiff_arguments
+    from famos.tiff import add_tiff_arguments
 
     parser = argparse.ArgumentParser(prog="famos batch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, engine) -> int:
     from render_server.batch import BatchSettings, format_summary, load_jobs, run_batch
-    from render_server.tiff import tiff_options
+    from famos.tiff import tiff_options
 
     settings = BatchSettings(out=args.out, tiff=tiff_options(args), min_dpi=args.min_dpi, bundles=args.bundles)
     jobs = load_jobs(args.jobs, engine=engine, settings=settings)

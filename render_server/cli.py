@@ -9,7 +9,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from render_server.render import DEFAULT_CHUNK
-    from render_server.tiff import add_tiff_arguments
+    from famos.tiff import add_tiff_arguments
 
     parser = argparse.ArgumentParser(prog="famos render", description=__doc__)
     parser.add_argument("bundle", type=pathlib.Path, help="bundle folder written by `famos export`")
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from famos.canvas import load_rgb
     from famos.errors import UserError
     from render_server.render import RenderSettings, Renderer, describe, parse_region, render_png, render_tiff
-    from render_server.tiff import tiff_options
+    from famos.tiff import tiff_options
 
     suffix = args.out.suffix.lower()
     if suffix not in (".tif", ".tiff", ".png"):

@@ -37,7 +37,7 @@ from render_server.models import ModelStore, checked_name
 from render_server.pipeline import Cancelled
 from render_server.slots import RenderSlots
 from render_server.streaming import Limits, RenderSpec, prepare
-from render_server.tiff import BigTiff, Compression, TiffOptionError, TiffOptions, needs_bigtiff, write_tiled_tiff
+from famos.tiff import BigTiff, Compression, TiffOptionError, TiffOptions, needs_bigtiff, write_tiled_tiff
 
 log = logging.getLogger("famos.server.jobs")
 

@@ -18,7 +18,7 @@ from render_server.models import ModelInfo, ModelStore
 from render_server.pipeline import Progress
 from render_server.slots import RenderSlots
 from render_server.streaming import Limits, Piece, RenderSpec, Started, prepare, stream_render
-from render_server.tiff import BigTiff, Compression, TiffOptions
+from famos.tiff import BigTiff, Compression, TiffOptions
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenderService"].full_name
 DOWNLOAD_PIECE = 1 << 20

@@ -24,7 +24,7 @@ from render_server.batch import (
     panel_spans,
     parse_length,
 )
-from render_server.tiff import Compression, TiffOptions
+from famos.tiff import Compression, TiffOptions
 
 HEADER = "model,output,content,dpi,print_size,seed,compression,panels,panel_overlap\n"
 

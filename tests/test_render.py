@@ -158,7 +158,7 @@ def test_oversized_content_image_is_one_line(bundle, tmp_path, capsys):
 
 
 def test_classic_tiff_that_cannot_fit_is_refused_up_front():
-    from render_server.tiff import BigTiff, TiffOptionError, TiffOptions, needs_bigtiff
+    from famos.tiff import BigTiff, TiffOptionError, TiffOptions, needs_bigtiff
 
     with pytest.raises(TiffOptionError, match="--bigtiff auto"):
         needs_bigtiff(40000, 40000, options=TiffOptions(bigtiff=BigTiff.NO))

@@ -24,7 +24,7 @@ from conftest import bomb_png, make_bundle  # noqa: E402
 from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig  # noqa: E402
 from render_server.server import RenderServer, ServerConfig  # noqa: E402
 from render_server.streaming import pieces  # noqa: E402
-from render_server.tiff import Compression, TiffOptions  # noqa: E402
+from famos.tiff import Compression, TiffOptions  # noqa: E402
 
 CONFIG = GeneratorConfig(depth=2, width=4, n_templates=2, noise=NoiseConfig(n_local=1, n_periodic=1))
 CANVAS = CanvasConfig(96, 160, fold=Fold.MIRROR, template_seed=2)
@@ -213,7 +213,7 @@ def test_client_render_imports_no_torch(start, tmp_path):
         "from famos.cli import main\n"
         f"rc = main(['client', '--server', '127.0.0.1:{server.port}', 'render', '{MODEL}', '--out', r'{out}', '--quiet'])\n"
         "assert rc == 0, rc\n"
-        "heavy = [m for m in ('torch', 'onnxruntime', 'export', 'training') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'export', 'training', 'render_server') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)

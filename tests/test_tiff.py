@@ -16,7 +16,7 @@ import pytest
 tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("imagecodecs")
 
-from render_server.tiff import (  # noqa: E402
+from famos.tiff import (  # noqa: E402
     BigTiff,
     Compression,
     TiffOptions,

@@ -31,9 +31,21 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # makes the rename itself survive a power cut
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync_folder(folder: pathlib.Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its rename is durable enough
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_atomically(path: str | os.PathLike[str], data: bytes) -> None:

@@ -19,11 +19,12 @@ import functools
 import json
 import os
 import pathlib
-import uuid
+import contextlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from famos.errors import UserError
+from famos.files import atomic_output
 
 if TYPE_CHECKING:
     import numpy as np
@@ -177,14 +178,14 @@ def write_tiled_tiff(
         reduced_shapes(height, width, tile=options.tile) if options.pyramid else []
     )
 
-    # A unique name per call, so concurrent renders to the same path (threads or processes) never
-    # write into each other's partial file; the dot keeps it out of casual listings.
-    token = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    partial = path.with_name(f".{path.name}.{token}.partial")
     spools: list[_LevelSpool] = []
-    try:
+    # atomic_output: a unique hidden name per call (concurrent renders to one path never share a
+    # partial file), renamed to ``path`` only when complete; the pyramid spools sit beside it.
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(lambda: [spool.discard() for spool in spools])
+        partial = cleanup.enter_context(atomic_output(path))
         for k, (h, w) in enumerate(level_shapes, start=1):
-            spool_path = path.with_name(f".{path.name}.{token}.level{k}.spool")
+            spool_path = partial.with_suffix(f".level{k}.spool")
             spools.append(_LevelSpool(path=spool_path, height=h, width=w))
         for parent, child in zip(spools, spools[1:]):
             parent.below = child
@@ -228,17 +229,6 @@ def write_tiled_tiff(
                         buffersize=_buffersize(width=spool.width, options=options),
                         **page,
                     )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(partial, path)
-        _fsync_folder(path.parent)  # makes the rename itself survive a power cut
-    except BaseException:
-        # KeyboardInterrupt and ENOSPC included: the final path never sees a partial file
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        for spool in spools:
-            spool.discard()
     return TiffReport(
         path=path, bytes_written=path.stat().st_size, bigtiff=bigtiff, levels=1 + len(spools)
     )
@@ -445,17 +435,6 @@ class _LevelSpool:
         self._rows += reduced.shape[0]
         if self.below is not None:
             self.below.feed(reduced)
-
-
-def _fsync_folder(folder: pathlib.Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # Windows cannot open folders; its rename is durable enough
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def add_tiff_arguments(parser) -> None:

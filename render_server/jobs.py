@@ -270,7 +270,11 @@ class JobManager:
         self.spool.mkdir(parents=True, exist_ok=True)
         self.db = JobDatabase(self.output / DATABASE)
         self._pool = ThreadPoolExecutor(max_workers=self.config.job_workers, thread_name_prefix="famos-job")
-        for job_id in self.db.unfinished():
+        unfinished = list(self.db.unfinished())
+        for folder in self.spool.iterdir():  # spools of final jobs a crash left behind
+            if folder.name not in unfinished:
+                shutil.rmtree(folder, ignore_errors=True)
+        for job_id in unfinished:
             # RUNNING here means the previous process died mid-job
             self.db.update(job_id, state=JobState.QUEUED, only_if=(JobState.RUNNING,))
             log.info("job %s: queued again after a restart", job_id)
@@ -316,11 +320,17 @@ class JobManager:
                 job_id=job_id, spec=spec, strips_total=prepared.plan.n_rows,
                 pixels_total=prepared.plan.region.pixels, unfinished_limit=self.config.max_jobs,
             )
+        except sqlite3.ProgrammingError:  # stop() closed the database after the check above
+            shutil.rmtree(folder, ignore_errors=True)
+            raise FailedPrecondition("the server is shutting down") from None
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         log.info("job %s: submitted (%s -> %s, %d strips)", job_id, render.model, name, prepared.plan.n_rows)
-        self._pool.submit(self._run, job_id)
+        try:
+            self._pool.submit(self._run, job_id)
+        except RuntimeError:  # stop() shut the pool down after the insert: the job starts on the next start
+            log.info("job %s: queued for the next start (server stopping)", job_id)
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord:
@@ -408,7 +418,7 @@ class JobManager:
         )
         with self.slots.slot(cancel=cancel, bounded=False):
             if not self.db.update(job_id, state=JobState.RUNNING, increment=("attempts",), only_if=(JobState.QUEUED,)):
-                return  # cancelled while queued
+                raise Cancelled("cancelled while queued")  # _run removes the spool
             self._notify()
             prepared = prepare(self.models, spec.render, self.config.limits)
             if prepared.renderer.bundle.sha256 != spec.bundle_sha256:

@@ -11,14 +11,14 @@ import sys
 
 # name -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("training.cli", "train a model for a canvas from style and content images"),
+    "evaluate": ("training.evaluate", "content error and style distance of a trained checkpoint"),
     "export": ("export.cli", "write a bundle (ONNX, TorchScript, manifest) from a checkpoint or run folder"),
     "inspect": ("export.inspect_bundle", "print a bundle's summary and validate its checksums and graphs"),
     "render": ("render_server.cli", "render a bundle's canvas (or a region) to a tiled TIFF in constant memory"),
+    "batch": ("render_server.batch_cli", "render a jobs file of prints to print-ready TIFFs (resumable)"),
     "serve": ("render_server.server", "gRPC render server: models, streamed renders, resumable jobs"),
     "client": ("clients.cli", "talk to a render server: models, render, submit, watch, cancel, jobs, download"),
-    "train": ("training.cli", "train a model for a canvas from style and content images"),
-    "evaluate": ("training.evaluate", "content error and style distance of a trained checkpoint"),
-    "batch": ("render_server.batch_cli", "render a jobs file of prints to print-ready TIFFs (resumable)"),
 }
 
 

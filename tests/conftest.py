@@ -45,7 +45,7 @@ def tiny_model(config: GeneratorConfig, canvas: CanvasConfig, seed: int = 0):
     return model.eval()
 
 
-def write_checkpoint(path, model, *, content: np.ndarray | None = None, step: int = 0) -> None:
+def write_checkpoint(path, model, *, content: np.ndarray | None = None, step: int = 0, provenance: dict | None = None) -> None:
     """A checkpoint as `famos train` writes it, for a (random-weight) generator."""
     from famos.checkpoint import save_generator
 
@@ -53,7 +53,7 @@ def write_checkpoint(path, model, *, content: np.ndarray | None = None, step: in
         rng = np.random.default_rng(5)
         content = rng.integers(0, 256, (model.canvas.height // 2 + 3, model.canvas.width // 2 + 5, 3), dtype=np.uint8)
     sizes = [tuple(s.shape[:2]) for s in random_styles(0)]
-    save_generator(path, model, style_sizes=sizes, content=content, step=step)
+    save_generator(path, model, style_sizes=sizes, content=content, step=step, provenance=provenance)
 
 
 def make_bundle(folder, config: GeneratorConfig, canvas: CanvasConfig, *, seed: int = 0):

@@ -17,7 +17,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from conftest import random_styles, tiny_model  # noqa: E402
+from conftest import tiny_model  # noqa: E402
+from conftest import write_checkpoint as save_checkpoint  # noqa: E402
 from export.bundle import Backend, BundleError, load_bundle  # noqa: E402
 from export.parity import (  # noqa: E402
     FP16_TOLERANCE,
@@ -28,7 +29,6 @@ from export.parity import (  # noqa: E402
 )
 from export.writer import ExportOptions, export_bundle  # noqa: E402
 from famos.canvas import to_unit_range  # noqa: E402
-from famos.checkpoint import generator_tensors, save, spec_of  # noqa: E402
 from famos.cli import main as famos_main  # noqa: E402
 from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig, NoisePlacement  # noqa: E402
 from famos.eager import EagerRunner  # noqa: E402
@@ -68,7 +68,6 @@ CASES = {
 def write_checkpoint(path: pathlib.Path, config: GeneratorConfig, canvas: CanvasConfig, *, seed: int = 0):
     """A checkpoint as training writes it, from a random-weight model with random BatchNorm."""
     model = tiny_model(config, canvas, seed)
-    spec = spec_of(model, [s.shape[:2] for s in random_styles(seed)])
     content = np.random.default_rng(seed + 1).integers(0, 256, (70, 95, 3), dtype=np.uint8)
     provenance = {
         "steps": 42,
@@ -77,8 +76,7 @@ def write_checkpoint(path: pathlib.Path, config: GeneratorConfig, canvas: Canvas
         "style_files": ["s0.png", "s1.png"],
         "content_files": ["content.png"],
     }
-    tensors = {**generator_tensors(model), "content_image": torch.from_numpy(content)}
-    save(path, tensors, {**spec.to_json(), "step": 42, "provenance": provenance})
+    save_checkpoint(path, model, content=content, step=42, provenance=provenance)
     return model, content
 
 

@@ -86,3 +86,22 @@ def bomb_png() -> bytes:
     data[ihdr : ihdr + 8] = struct.pack(">II", 20000, 10000)
     data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13])))
     return bytes(data)
+
+
+SERVER_MODEL = "tiny"
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """A `famos serve --models` folder with one tiny bundle named SERVER_MODEL (canvas 160x96),
+    built once for every server, client and batch-through-server test."""
+    import shutil
+
+    from famos.config import Fold, NoiseConfig
+
+    folder = tmp_path_factory.mktemp("models")
+    config = GeneratorConfig(depth=2, width=4, n_templates=2, noise=NoiseConfig(n_local=1, n_periodic=1))
+    bundle = make_bundle(folder / "export", config, CanvasConfig(96, 160, fold=Fold.MIRROR, template_seed=2))
+    shutil.move(bundle, folder / SERVER_MODEL)
+    shutil.rmtree(folder / "export")
+    return folder

@@ -20,26 +20,13 @@ import tifffile
 grpc = pytest.importorskip("grpc")
 
 from clients.render_client import JobState, Region, RenderClient, ServerError  # noqa: E402
-from conftest import bomb_png, make_bundle  # noqa: E402
-from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig  # noqa: E402
+from conftest import SERVER_MODEL, bomb_png  # noqa: E402
 from render_server.server import RenderServer, ServerConfig  # noqa: E402
 from render_server.streaming import pieces  # noqa: E402
 from famos.tiff import Compression, TiffOptions  # noqa: E402
 
-CONFIG = GeneratorConfig(depth=2, width=4, n_templates=2, noise=NoiseConfig(n_local=1, n_periodic=1))
-CANVAS = CanvasConfig(96, 160, fold=Fold.MIRROR, template_seed=2)
-MODEL = "tiny"
+MODEL = SERVER_MODEL  # the bundle in the `models` fixture (conftest), shared by the server tests
 REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory) -> pathlib.Path:
-    """A --models folder with one tiny bundle called MODEL."""
-    folder = tmp_path_factory.mktemp("models")
-    bundle = make_bundle(folder / "export", CONFIG, CANVAS)
-    shutil.move(bundle, folder / MODEL)
-    shutil.rmtree(folder / "export")
-    return folder
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("grpc")
 
 from clients.render_client import JobState, RenderClient  # noqa: E402
-from test_server import MODEL, REPO, local_render, models  # noqa: E402, F401 - models is a fixture
+from test_server import MODEL, REPO, local_render  # noqa: E402
 
 STRIPS = 6  # 96 rows in chunks of 16
 

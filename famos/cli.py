@@ -52,6 +52,11 @@ def run_reporting_errors(prog: str, body) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `famos inspect B | head`: the reader left, which is not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except OSError as err:  # disk full, permission denied, ...: the message names the file
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1

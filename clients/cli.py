@@ -129,8 +129,7 @@ def _content_bytes(path: pathlib.Path) -> bytes:
 
 
 def _print_progress(progress) -> None:
-    percent = 100.0 * progress.pixels_done / progress.pixels_total if progress.pixels_total else 100.0
-    print(f"{percent:5.1f}%  {progress.pixels_done / 1e6:.2f}/{progress.pixels_total / 1e6:.2f} MP  "
+    print(f"{100.0 * progress.fraction:5.1f}%  {progress.pixels_done / 1e6:.2f}/{progress.pixels_total / 1e6:.2f} MP  "
           f"{progress.seconds:.1f} s", file=sys.stderr)
 
 

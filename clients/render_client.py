@@ -30,9 +30,10 @@ import numpy as np
 
 from famos.errors import UserError
 from famos.files import atomic_output
+from famos.rendering import Progress
+from famos.tiff import BigTiff, Compression, TiffOptions, TiffReport, write_tiled_tiff
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
-from famos.tiff import BigTiff, Compression, TiffOptions, TiffReport, write_tiled_tiff
 
 _MAX_MESSAGE = 64 * 2**20  # a content image travels in one request
 
@@ -105,15 +106,6 @@ class Job:
     created_at: float
     updated_at: float
     attempts: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    chunks_done: int
-    chunks_total: int
-    pixels_done: int
-    pixels_total: int
-    seconds: float
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ threads and queues around the same pieces; this sequential loop is the reference
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Optional
 
@@ -15,6 +16,30 @@ import numpy as np
 from famos.canvas import content_window, noise_window, to_uint8
 from famos.config import CanvasConfig, GeneratorConfig
 from famos.planning import ChunkPlan, Rect, halo_for, noise_level, plan_chunks
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """How far a render is: what the pipeline reports, the server streams and clients display."""
+
+    chunks_done: int
+    chunks_total: int
+    pixels_done: int  # delivered pixels
+    pixels_total: int
+    seconds: float
+
+    @property
+    def fraction(self) -> float:
+        return self.pixels_done / self.pixels_total if self.pixels_total else 1.0
+
+    @property
+    def megapixels_per_second(self) -> float:
+        return self.pixels_done / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float:
+        rate = self.pixels_done / self.seconds if self.seconds > 0 else 0.0
+        return (self.pixels_total - self.pixels_done) / rate if rate > 0 else float("inf")
+
 
 WindowRunner = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray]], np.ndarray]
 

@@ -53,8 +53,8 @@ from typing import Any, Protocol
 from famos.errors import UserError
 from famos.files import file_sha256, write_atomically
 from famos.planning import Rect
-from famos.units import INCHES_PER_UNIT, NUMBER, parse_print_size
 from famos.tiff import Compression, TiffOptions
+from famos.units import INCHES_PER_UNIT, NUMBER, parse_print_size
 
 MANIFEST_NAME = "batch-manifest.json"
 REPORT_NAME = "batch-report"  # .csv and .json

@@ -32,12 +32,12 @@ import numpy as np
 
 from famos.files import file_sha256, write_atomically
 from famos.planning import Rect
+from famos.tiff import BigTiff, Compression, TiffOptionError, TiffOptions, needs_bigtiff, write_tiled_tiff
 from render_server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from render_server.models import ModelStore, checked_name
 from render_server.pipeline import Cancelled
 from render_server.slots import RenderSlots
 from render_server.streaming import Limits, RenderSpec, prepare
-from famos.tiff import BigTiff, Compression, TiffOptionError, TiffOptions, needs_bigtiff, write_tiled_tiff
 
 log = logging.getLogger("famos.server.jobs")
 

@@ -11,7 +11,6 @@ only overlapped in time. Cancellation is checked between chunks.
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 import time
@@ -23,33 +22,11 @@ import numpy as np
 from famos.canvas import to_uint8
 from famos.errors import UserError
 from famos.planning import ChunkPlan
-from famos.rendering import WindowInputs, WindowRunner
+from famos.rendering import Progress, WindowInputs, WindowRunner
 
 
 class Cancelled(UserError):
     """The render was cancelled (client disconnect, job cancel, Ctrl-C) between two chunks."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    chunks_done: int
-    chunks_total: int
-    pixels_done: int  # delivered pixels
-    pixels_total: int
-    seconds: float
-
-    @property
-    def fraction(self) -> float:
-        return self.pixels_done / self.pixels_total if self.pixels_total else 1.0
-
-    @property
-    def megapixels_per_second(self) -> float:
-        return self.pixels_done / 1e6 / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def eta_seconds(self) -> float:
-        rate = self.pixels_done / self.seconds if self.seconds > 0 else 0.0
-        return (self.pixels_total - self.pixels_done) / rate if rate > 0 else float("inf")
 
 
 ProgressCallback = Callable[[Progress], None]

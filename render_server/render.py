@@ -23,8 +23,8 @@ from famos.canvas import to_unit_range
 from famos.errors import UserError
 from famos.planning import ChunkPlan, Rect
 from famos.rendering import WindowInputs, plan_for
-from render_server.pipeline import ProgressCallback, pipelined_strips
 from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
+from render_server.pipeline import ProgressCallback, pipelined_strips
 
 # Output chunk side. With the default architecture's 80/64 px halo, 2048 computes 1.07x the
 # delivered pixels at 4096² and 1.13x at 16384² (1024: 1.22x and 1.28x). A window then takes about

@@ -10,15 +10,15 @@ import os
 import threading
 
 from famos.planning import Rect
+from famos.rendering import Progress
+from famos.tiff import BigTiff, Compression, TiffOptions
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
 from render_server.errors import InvalidArgument
 from render_server.jobs import JobManager, JobRecord, JobState
 from render_server.models import ModelInfo, ModelStore
-from render_server.pipeline import Progress
 from render_server.slots import RenderSlots
 from render_server.streaming import Limits, Piece, RenderSpec, Started, prepare, stream_render
-from famos.tiff import BigTiff, Compression, TiffOptions
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenderService"].full_name
 DOWNLOAD_PIECE = 1 << 20

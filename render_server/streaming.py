@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from famos.planning import ChunkPlan, Rect
+from famos.rendering import Progress
 from render_server.errors import InvalidArgument, ResourceExhausted
 from render_server.models import ModelStore
-from render_server.pipeline import Progress
 from render_server.render import RenderSettings
 
 MIN_CHUNK = 16

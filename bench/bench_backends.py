@@ -4,7 +4,7 @@ TorchScript and eager PyTorch, as ratios to eager measured in the same run.
     python bench/bench_backends.py --windows 256,512 --archs default,small
 
 The models have random weights (speed does not depend on them); each is exported with the real
-exporter (`export.writer.export_bundle`) and loaded back through `export.bundle`, so the graphs
+exporter (`export.writer.export_bundle`) and loaded back through `famos.bundle`, so the graphs
 timed are the ones a render server runs. The same window inputs go to every backend.
 """
 
@@ -61,11 +61,11 @@ def export_random_model(arch: str, folder: pathlib.Path, *, side: int):
     import numpy as np
     import torch
 
-    from export.bundle import load_bundle
+    from famos.bundle import load_bundle
     from export.writer import ExportOptions, export_bundle
     from famos.checkpoint import generator_tensors, save, spec_of
     from famos.config import CanvasConfig
-    from famos.eager import build_generator
+    from famos.generator import build_generator
 
     rng = np.random.default_rng(0)
     styles = [rng.integers(0, 256, (192, 256, 3), dtype=np.uint8), rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)]
@@ -93,7 +93,7 @@ def time_runner(run, args, *, repeats: int, warmup: int) -> float:
 
 
 def run_bench(config: BenchConfig) -> list[BenchRow]:
-    from export.bundle import Backend
+    from famos.runners import Backend, RunnerOptions, open_runner
     from famos.canvas import to_unit_range
     from famos.planning import Rect
     from famos.rendering import WindowInputs
@@ -107,7 +107,7 @@ def run_bench(config: BenchConfig) -> list[BenchRow]:
             inputs = WindowInputs(
                 config=spec.generator, canvas=spec.canvas, content=to_unit_range(bundle.default_content()), seed=0
             )
-            runners = {name: bundle.runner(Backend(name)) for name in BACKENDS}
+            runners = {name: open_runner(bundle, RunnerOptions(backend=Backend(name))) for name in BACKENDS}
             for window in config.windows:
                 args = inputs(Rect(0, 0, window, window))
                 for name, run in runners.items():

@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=pathlib.Path, default=EXAMPLES / "jobs.csv")
     args = parser.parse_args(argv)
 
-    from render_server.batch import BatchSettings, LocalEngine, load_jobs, run_batch
+    from clients.batch.engines import LocalEngine
+    from clients.batch.jobs_file import BatchSettings, load_jobs
+    from clients.batch.run import run_batch
 
     print(f"# famos batch: {args.jobs.name} on CPU ({platform.processor() or platform.machine()}), "
           f"chunk {args.chunk}, {time.strftime('%Y-%m-%d')}")
@@ -68,7 +70,7 @@ def export_tiny_bundle(folder: pathlib.Path, *, height: int, width: int) -> None
     from famos.checkpoint import save_generator
     from famos.cli import main as famos
     from famos.config import CanvasConfig, GeneratorConfig
-    from famos.eager import build_generator
+    from famos.generator import build_generator
 
     styles = [load_rgb(EXAMPLES / "style" / name) for name in ("brick.png", "gravel.png")]
     torch.manual_seed(0)

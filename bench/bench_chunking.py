@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from famos.config import CanvasConfig, GeneratorConfig, NoiseConfig
-    from famos.eager import EagerRunner, build_generator
+    from famos.generator import build_generator
+    from famos.torch_runners import EagerRunner
     from famos.rendering import WindowInputs, plan_for, render_strips
 
     if args.threads:

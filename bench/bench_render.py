@@ -69,7 +69,7 @@ def build_bundle(work: pathlib.Path, *, side: int, width: int) -> pathlib.Path:
     from famos.checkpoint import save_generator
     from famos.cli import main as famos
     from famos.config import CanvasConfig, GeneratorConfig, NoiseConfig
-    from famos.eager import build_generator
+    from famos.generator import build_generator
 
     bundle = work / "bundle"
     if (bundle / "manifest.json").exists():
@@ -88,15 +88,14 @@ def build_bundle(work: pathlib.Path, *, side: int, width: int) -> pathlib.Path:
 
 def bare_graph_throughput(bundle: pathlib.Path, *, chunk: int, repeats: int = 4) -> float:
     """Delivered MP/s of the graph alone on interior windows (halo included in the work)."""
-    from export.bundle import load_bundle
-    from render_server.render import Renderer, RenderSettings
+    from famos.bundle import load_bundle
+    from famos.renderer import Renderer, RenderSettings
 
     renderer = Renderer(load_bundle(bundle))
-    settings = RenderSettings(chunk=chunk)
-    plan = renderer.plan(settings)
+    task = renderer.task(RenderSettings(chunk=chunk))
+    plan = task.plan
     interior = [c for c in plan.chunks if c.window.y > 0 and c.window.x > 0][:repeats] or list(plan.chunks[:repeats])
-    inputs = renderer.inputs(settings)
-    prepared = [inputs(c.window) for c in interior]
+    prepared = [task.inputs(c.window) for c in interior]
     renderer.run(*prepared[0])  # warm-up
     start = time.perf_counter()
     for window_inputs in prepared:

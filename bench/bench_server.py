@@ -76,13 +76,14 @@ def timed_stream(target: str, out: pathlib.Path, chunk: int) -> float:
 
 def first_chunk(target: str, chunk: int) -> float:
     """Seconds from the call to the first pixels; the render is then cancelled."""
-    from clients.render_client import RenderClient, Tile
+    from clients.render_client import RenderClient
+    from famos.values import Piece
 
     with RenderClient(target) as client:
         start = time.perf_counter()
         stream = client.render(MODEL, chunk=chunk)
         for event in stream:
-            if isinstance(event, Tile):
+            if isinstance(event, Piece):
                 seconds = time.perf_counter() - start
                 stream.cancel()
                 return seconds
@@ -93,8 +94,8 @@ def run(config: BenchConfig) -> tuple[dict[str, float], list[ConcurrencyRow]]:
     import grpc
 
     from clients.render_client import ServerError
-    from export.bundle import load_bundle
-    from render_server.render import Renderer, RenderSettings, render_tiff
+    from famos.bundle import load_bundle
+    from famos.renderer import Renderer, RenderSettings, render_tiff
 
     bundle = load_bundle(config.bundle)
     megapixels = bundle.spec.canvas.height * bundle.spec.canvas.width / 1e6

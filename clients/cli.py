@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     download.add_argument("--out", type=pathlib.Path, required=True)
     args = parser.parse_args(argv)
 
-    from clients.render_client import Region, RenderClient
+    from clients.render_client import RenderClient
     from famos.errors import UserError
+    from famos.planning import Rect
     from famos.tiff import tiff_options
 
     root = args.tls_ca.read_bytes() if args.tls_ca else None
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             options = tiff_options(args)
             request = dict(
                 seed=args.seed,
-                region=Region.parse(args.region) if args.region else None,
+                region=Rect.parse(args.region) if args.region else None,
                 content=_content_bytes(args.content) if args.content else b"",
                 chunk=args.chunk,
                 options=options,
@@ -135,13 +136,13 @@ def _print_progress(progress) -> None:
 
 def _print_job(job) -> None:
     record = dataclasses.asdict(job)
-    record["state"] = job.state.name.lower()
+    record["state"] = job.state.value
     print(json.dumps(record))
 
 
 def _follow(client, job_id: str) -> int:
     """Print the job at every change; exit status 0 only when it succeeded."""
-    from clients.render_client import JobState
+    from famos.values import JobState
 
     job = None
     for job in client.watch(job_id):

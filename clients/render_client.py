@@ -8,17 +8,16 @@
         for state in client.watch(job.id): ...
         client.download(job.id, "print.tif")
 
-Results are frozen dataclasses, server errors a ``ServerError`` carrying the gRPC status code.
-Needs grpcio, protobuf, numpy and tifffile; never torch.
+Results are the value types the server uses too (``famos.values``: ModelInfo, Job, Started,
+Piece, Progress; regions are ``famos.planning.Rect``), server errors a ``ServerError`` carrying the
+gRPC status code. Needs grpcio, protobuf, numpy and tifffile; never torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import hashlib
-import json
 import os
 import pathlib
 import threading
@@ -28,131 +27,36 @@ from typing import Any
 import grpc
 import numpy as np
 
-from famos.errors import UserError
+from clients import convert
+from clients.convert import ServerError
 from famos.files import atomic_output
-from famos.rendering import Progress
-from famos.tiff import BigTiff, Compression, TiffOptions, TiffReport, write_tiled_tiff
+from famos.planning import Rect
+from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
+from famos.values import Job, ModelInfo, Piece, Progress, Started
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
 
 _MAX_MESSAGE = 64 * 2**20  # a content image travels in one request
 
 
-class ServerError(UserError):
-    """A call failed on the server (or could not reach it); ``code`` is the gRPC status code."""
-
-    def __init__(self, code: grpc.StatusCode, details: str):
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-class JobState(enum.Enum):
-    QUEUED = pb.JOB_STATE_QUEUED
-    RUNNING = pb.JOB_STATE_RUNNING
-    SUCCEEDED = pb.JOB_STATE_SUCCEEDED
-    FAILED = pb.JOB_STATE_FAILED
-    CANCELLED = pb.JOB_STATE_CANCELLED
-
-    @property
-    def final(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-
-
-@dataclasses.dataclass(frozen=True)
-class Region:
-    x: int
-    y: int
-    width: int
-    height: int
-
-    @classmethod
-    def parse(cls, text: str) -> Region:
-        """``X,Y,W,H`` in canvas pixels (as `famos render --region`)."""
-        try:
-            x, y, w, h = (int(v) for v in text.split(","))
-        except ValueError:
-            raise UserError(f"region {text!r}: expected X,Y,W,H (four integers)") from None
-        return cls(x, y, w, h)
-
-
-@dataclasses.dataclass(frozen=True)
-class Model:
-    name: str
-    canvas_height: int
-    canvas_width: int
-    halo: tuple[int, int, int, int]  # top, left, bottom, right
-    n_templates: int
-    alignment: int
-    backend: str
-    device: str
-    bundle_sha256: str
-    training_steps: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    id: str
-    state: JobState
-    model: str
-    output_name: str
-    strips_done: int
-    strips_total: int
-    strips_rendered: int
-    pixels_total: int
-    error: str
-    size_bytes: int
-    sha256: str
-    created_at: float
-    updated_at: float
-    attempts: int
-
-
 @dataclasses.dataclass(frozen=True)
 class RenderResult:
     tiff: TiffReport
-    region: Region
+    region: Rect
     description: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Started:
-    region: Region
-    chunks_total: int
-    strips_total: int
-    description: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Tile:
-    """Pixels at (y, x) relative to the region: uint8 (height, width, 3)."""
-
-    y: int
-    x: int
-    pixels: np.ndarray
-
-
-_COMPRESSION = {
-    Compression.NONE: pb.COMPRESSION_NONE,
-    Compression.DEFLATE: pb.COMPRESSION_DEFLATE,
-    Compression.ZSTD: pb.COMPRESSION_ZSTD,
-    Compression.LZW: pb.COMPRESSION_LZW,
-    Compression.JPEG: pb.COMPRESSION_JPEG,
-}
-_BIGTIFF = {BigTiff.AUTO: pb.BIG_TIFF_AUTO, BigTiff.YES: pb.BIG_TIFF_YES, BigTiff.NO: pb.BIG_TIFF_NO}
 
 
 class RenderStream:
-    """The events of one streamed render (``Started``, ``Tile``s, ``Progress``); ``cancel()`` (from
+    """The events of one streamed render (``Started``, ``Piece``s, ``Progress``); ``cancel()`` (from
     any thread) stops the server's work within one chunk."""
 
     def __init__(self, call):
         self._call = call
 
-    def __iter__(self) -> Iterator[Started | Tile | Progress]:
+    def __iter__(self) -> Iterator[Started | Piece | Progress]:
         with _server_errors():
             for message in self._call:
-                yield _event(message)
+                yield convert.render_event(message)
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -191,19 +95,19 @@ class RenderClient:
 
     # models
 
-    def models(self) -> list[Model]:
-        return [_model(m) for m in self._unary(self._stub.ListModels, pb.ListModelsRequest()).models]
+    def models(self) -> list[ModelInfo]:
+        return [convert.model_info(m) for m in self._unary(self._stub.ListModels, pb.ListModelsRequest()).models]
 
-    def model(self, name: str) -> Model:
-        return _model(self._unary(self._stub.GetModel, pb.GetModelRequest(name=name)))
+    def model(self, name: str) -> ModelInfo:
+        return convert.model_info(self._unary(self._stub.GetModel, pb.GetModelRequest(name=name)))
 
     # streamed renders
 
     def render(
-        self, model: str, *, seed: int = 0, region: Region | None = None, content: bytes = b"", chunk: int = 0
+        self, model: str, *, seed: int = 0, region: Rect | None = None, content: bytes = b"", chunk: int = 0
     ) -> RenderStream:
         """Start a streamed render; ``content`` is PNG or JPEG file bytes (empty: the model's own)."""
-        request = _render_request(model, seed=seed, region=region, content=content, chunk=chunk)
+        request = convert.render_request(model, seed=seed, region=region, content=content, chunk=chunk)
         return RenderStream(self._stub.Render(request, metadata=self._metadata))
 
     def render_to_tiff(
@@ -212,7 +116,7 @@ class RenderClient:
         path: str | os.PathLike[str],
         *,
         seed: int = 0,
-        region: Region | None = None,
+        region: Rect | None = None,
         content: bytes = b"",
         chunk: int = 0,
         options: TiffOptions = TiffOptions(),
@@ -253,33 +157,24 @@ class RenderClient:
         *,
         output_name: str = "",
         seed: int = 0,
-        region: Region | None = None,
+        region: Rect | None = None,
         content: bytes = b"",
         chunk: int = 0,
         options: TiffOptions = TiffOptions(),
     ) -> Job:
         request = pb.SubmitJobRequest(
-            render=_render_request(model, seed=seed, region=region, content=content, chunk=chunk),
+            render=convert.render_request(model, seed=seed, region=region, content=content, chunk=chunk),
             output_name=output_name,
-            tiff=pb.TiffSettings(
-                compression=_COMPRESSION[options.compression],
-                quality=options.quality,
-                tile=options.tile,
-                dpi=options.dpi or 0.0,
-                pyramid=options.pyramid,
-                bigtiff=_BIGTIFF[options.bigtiff],
-                no_predictor=not options.predictor,
-                no_icc=not options.icc_profile,
-            ),
+            tiff=convert.tiff_settings(options),
         )
-        return _job(self._unary(self._stub.SubmitJob, request))
+        return convert.job(self._unary(self._stub.SubmitJob, request))
 
     def job(self, job_id: str) -> Job:
         """The job's current state (the first message of ``watch``)."""
         call = self._stub.WatchJob(pb.JobRequest(id=job_id), metadata=self._metadata)
         with _server_errors():
             try:
-                return _job(next(call))
+                return convert.job(next(call))
             finally:
                 call.cancel()
 
@@ -289,7 +184,7 @@ class RenderClient:
         with _server_errors():
             try:
                 for message in call:
-                    yield _job(message)
+                    yield convert.job(message)
             finally:
                 call.cancel()
 
@@ -301,10 +196,10 @@ class RenderClient:
         return last
 
     def cancel(self, job_id: str) -> Job:
-        return _job(self._unary(self._stub.CancelJob, pb.JobRequest(id=job_id)))
+        return convert.job(self._unary(self._stub.CancelJob, pb.JobRequest(id=job_id)))
 
     def jobs(self, limit: int = 0) -> list[Job]:
-        return [_job(j) for j in self._unary(self._stub.ListJobs, pb.ListJobsRequest(limit=limit)).jobs]
+        return [convert.job(j) for j in self._unary(self._stub.ListJobs, pb.ListJobsRequest(limit=limit)).jobs]
 
     def download(self, job_id: str, path: str | os.PathLike[str]) -> Job:
         """The finished TIFF of a job, written atomically to ``path`` and checked against its SHA-256."""
@@ -368,7 +263,7 @@ def _strips(events: Iterator[Any], width: int, progress: Callable[[Progress], No
             if progress is not None:
                 progress(event)
             continue
-        if not isinstance(event, Tile):
+        if not isinstance(event, Piece):
             raise ServerError(grpc.StatusCode.INTERNAL, f"unexpected render event {type(event).__name__}")
         height, tile_width, _ = event.pixels.shape
         if band is None:
@@ -385,61 +280,3 @@ def _strips(events: Iterator[Any], width: int, progress: Callable[[Progress], No
             yield band
             top += band.shape[0]
             band, filled = None, 0
-
-
-def _event(message: pb.RenderResponse) -> Started | Tile | Progress:
-    kind = message.WhichOneof("event")
-    if kind == "tile":
-        t = message.tile
-        if len(t.rgb) != t.height * t.width * 3:
-            raise ServerError(grpc.StatusCode.DATA_LOSS, f"tile at ({t.x}, {t.y}): {len(t.rgb)} bytes for {t.width}x{t.height}")
-        return Tile(t.y, t.x, np.frombuffer(t.rgb, np.uint8).reshape(t.height, t.width, 3))
-    if kind == "progress":
-        p = message.progress
-        return Progress(p.chunks_done, p.chunks_total, p.pixels_done, p.pixels_total, p.seconds)
-    if kind == "started":
-        s = message.started
-        region = Region(s.region.x, s.region.y, s.region.width, s.region.height)
-        return Started(region, s.chunks_total, s.strips_total, json.loads(s.description_json))
-    raise ServerError(grpc.StatusCode.INTERNAL, f"unknown render event {kind!r} (newer server?)")
-
-
-def _render_request(model: str, *, seed: int, region: Region | None, content: bytes, chunk: int) -> pb.RenderRequest:
-    request = pb.RenderRequest(model=model, seed=seed, content_image=content, chunk=chunk)
-    if region is not None:
-        request.region.CopyFrom(pb.Region(x=region.x, y=region.y, width=region.width, height=region.height))
-    return request
-
-
-def _model(m: pb.Model) -> Model:
-    return Model(
-        name=m.name,
-        canvas_height=m.canvas_height,
-        canvas_width=m.canvas_width,
-        halo=(m.halo.top, m.halo.left, m.halo.bottom, m.halo.right),
-        n_templates=m.n_templates,
-        alignment=m.alignment,
-        backend=m.backend,
-        device=m.device,
-        bundle_sha256=m.bundle_sha256,
-        training_steps=m.training_steps,
-    )
-
-
-def _job(j: pb.Job) -> Job:
-    return Job(
-        id=j.id,
-        state=JobState(j.state),
-        model=j.model,
-        output_name=j.output_name,
-        strips_done=j.strips_done,
-        strips_total=j.strips_total,
-        strips_rendered=j.strips_rendered,
-        pixels_total=j.pixels_total,
-        error=j.error,
-        size_bytes=j.size_bytes,
-        sha256=j.sha256,
-        created_at=j.created_at,
-        updated_at=j.updated_at,
-        attempts=j.attempts,
-    )

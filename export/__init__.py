@@ -1,5 +1,6 @@
 """Checkpoint -> artifact bundle (manifest, ONNX, TorchScript, weights, content, preview).
 
-``export.bundle`` loads and runs bundles without torch; ``export.writer`` (torch) writes them.
+It only *writes* bundles: their format and loading live in ``famos.bundle``, the runners in
+``famos.runners``. ``export.writer`` (torch) is the entry point.
 Importing this package does nothing.
 """

@@ -22,12 +22,12 @@ import copy
 import enum
 import pathlib
 import warnings
-from typing import List, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
-from export.bundle import (
+from famos.bundle import (
     ALPHA_OUTPUT,
     CONTENT_INPUT,
     IMAGE_OUTPUT,
@@ -37,7 +37,7 @@ from export.bundle import (
     TensorInfo,
 )
 from famos.config import ModelSpec, NoisePlacement
-from famos.generator import FamosGenerator
+from famos.generator import FamosGenerator, HalfPrecisionUNet
 
 OPSET = 17  # the tracer's default; TensorRT 8.6+ parses it
 DYNAMO_OPSET = 18  # the torch.export-based exporter starts at 18
@@ -46,19 +46,6 @@ DYNAMO_OPSET = 18  # the torch.export-based exporter starts at 18
 class OnnxExporter(enum.Enum):
     TRACER = "tracer"  # torch.onnx.export(dynamo=False): TorchScript-based, about 1 s
     DYNAMO = "dynamo"  # torch.onnx.export(dynamo=True): torch.export-based, about 20 s
-
-
-class HalfPrecisionUNet(nn.Module):
-    """The U-Net in float16 between float32 tensors: the convolutions (nearly all the compute) run
-    in half precision, while ψ, the template gather, the softmax mixing and the blend stay float32."""
-
-    def __init__(self, unet: nn.Module):
-        super().__init__()
-        self.unet = unet.half()
-
-    def forward(self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor]) -> torch.Tensor:
-        half_noise = None if noise is None else noise.half()
-        return self.unet(x0.half(), [p.half() for p in psi], half_noise).float()
 
 
 class InferenceGraph(nn.Module):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from export.bundle import Bundle, BundleError, load_bundle
+from famos.bundle import Bundle, load_bundle
+from famos.errors import BundleError
 
 
 def main(argv: list[str] | None = None) -> int:

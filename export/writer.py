@@ -18,9 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from export import bundle as files
-from famos.files import file_sha256
-from export.bundle import Bundle, BundleError, FileEntry, Manifest, OnnxRunner, load_bundle
 from export.graph import OnnxExporter, export_onnx, export_torchscript, inference_graph, interface
 from export.parity import (
     FP16_TOLERANCE,
@@ -29,15 +26,18 @@ from export.parity import (
     max_differences,
     parity_windows,
 )
-from export.torch_backends import TorchScriptRunner
+from famos import bundle as files
+from famos.bundle import Bundle, FileEntry, Manifest, load_bundle
 from famos.canvas import to_unit_range
 from famos.checkpoint import CheckpointError, generator_tensors, load_generator, save
 from famos.config import ModelSpec
-from famos.eager import EagerRunner
-from famos.errors import UserError
+from famos.errors import BundleError, UserError
+from famos.files import file_sha256
 from famos.generator import FamosGenerator
 from famos.planning import Rect, halo_for
 from famos.rendering import WindowInputs, plan_for, render_strips
+from famos.runners import OnnxRunner
+from famos.torch_runners import EagerRunner, TorchScriptRunner
 
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the latest checkpoint inside a run folder
 PREVIEW_SIDE = 1024
@@ -148,7 +148,7 @@ def _write_files(
         "onnx_exporter": f"torch.onnx.export(dynamo={options.onnx_exporter is OnnxExporter.DYNAMO})",
         "torch_version": torch.__version__,
         "batchnorm": "folded into the preceding convolutions at export",
-        "torchscript": "traced on CPU (CPU only)",
+        "torchscript": "generator scripted (runs on any device), output wrapper traced",
         "parity_max_abs": parity,
         "preview": {"seed": options.preview_seed, "region": dataclasses.asdict(preview_region)},
         "git_commit": _git_commit(),
@@ -179,17 +179,18 @@ def _check_parity(
 ) -> dict[str, float]:
     windows = parity_windows(spec, count=options.parity_windows)
     cpu = ["CPUExecutionProvider"]
+    aligned = dict(takes_noise=takes_noise, alignment=spec.generator.alignment)
     candidates = {
-        "onnx": (OnnxRunner(folder / files.ONNX_FILE, providers=cpu, takes_noise=takes_noise), ONNX_TOLERANCE),
+        "onnx": (OnnxRunner(folder / files.ONNX_FILE, providers=cpu, **aligned), ONNX_TOLERANCE),
         "torchscript": (
-            TorchScriptRunner(folder / files.TORCHSCRIPT_FILE, device="cpu", fp16=False, takes_noise=takes_noise),
+            TorchScriptRunner(folder / files.TORCHSCRIPT_FILE, device="cpu", fp16=False, **aligned),
             TORCHSCRIPT_TOLERANCE,
         ),
     }
     if options.fp16:
         # onnxruntime's CPU provider runs float16 convolutions (slowly): a numerical check of the
         # exported graph here; speed is for the CUDA/TensorRT providers.
-        half = OnnxRunner(folder / files.FP16_FILE, providers=cpu, takes_noise=takes_noise)
+        half = OnnxRunner(folder / files.FP16_FILE, providers=cpu, **aligned)
         candidates["onnx_fp16"] = (half, FP16_TOLERANCE)
     runners = {name: runner for name, (runner, _) in candidates.items()}
     measured = max_differences(eager, runners, inputs=inputs, windows=windows)

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli", "write a bundle (ONNX, TorchScript, manifest) from a checkpoint or run folder"),
     "inspect": ("export.inspect_bundle", "print a bundle's summary and validate its checksums and graphs"),
     "render": ("render_server.cli", "render a bundle's canvas (or a region) to a tiled TIFF in constant memory"),
-    "batch": ("render_server.batch_cli", "render a jobs file of prints to print-ready TIFFs (resumable)"),
+    "batch": ("clients.batch.cli", "render a jobs file of prints to print-ready TIFFs (resumable)"),
     "serve": ("render_server.server", "gRPC render server: models, streamed renders, resumable jobs"),
     "client": ("clients.cli", "talk to a render server: models, render, submit, watch, cancel, jobs, download"),
 }

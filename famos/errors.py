@@ -1,5 +1,27 @@
-"""User-facing errors: the CLI prints their message on one line, no traceback, exit code 2."""
+"""Errors users see: the CLI prints their message on one line, no traceback, exit code 2; the render
+server maps each to one gRPC status code (``render_server.interceptors``)."""
 
 
 class UserError(Exception):
     """A mistake in the user's input (file, field, limit); the message names it."""
+
+
+class InvalidField(UserError, ValueError):
+    """A request field (or command-line option) is malformed or out of range; the message starts
+    with the field's name. Raised once, where a request is validated."""
+
+    def __init__(self, field: str, why: str):
+        super().__init__(f"{field}: {why}")
+        self.field = field
+
+
+class BundleError(UserError, ValueError):
+    """A bundle is missing, incomplete, truncated, modified or of another format; names the file."""
+
+
+class BackendUnavailable(UserError, RuntimeError):
+    """The requested backend, device or precision cannot run on this machine."""
+
+
+class Cancelled(UserError):
+    """A render was cancelled (client disconnect, job cancel, Ctrl-C) between two chunks."""

@@ -3,7 +3,9 @@
 A file appears at its final path only when complete: it is written under a hidden temporary
 name beside it (same filesystem, so the rename is atomic), flushed to disk, then renamed. Any
 exception, Ctrl-C and a full disk included, removes the temporary file and leaves the previous
-content of the final path untouched.
+content of the final path untouched. This module owns the temporary names: ``.NAME.PID.RANDOM.partial``
+for the file, and ``.NAME.PID.RANDOM.LABEL.spool`` for scratch files a writer keeps beside it.
+A process killed mid-write cannot clean up; ``remove_partials`` removes what it left.
 """
 
 from __future__ import annotations
@@ -19,6 +21,18 @@ from collections.abc import Iterator
 def partial_path(path: pathlib.Path) -> pathlib.Path:
     """A temporary name beside ``path``, unique per writer (two processes never share one)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+
+
+def sidecar_path(partial: pathlib.Path, label: str) -> pathlib.Path:
+    """A scratch file that belongs to the partial file ``partial`` (e.g. a pyramid level spool)."""
+    return partial.with_suffix(f".{label}.spool")
+
+
+def remove_partials(path: pathlib.Path) -> None:
+    """Every temporary file that writers of ``path`` left behind (after a crash or a kill)."""
+    for pattern in (f".{path.name}.*.partial", f".{path.name}.*.spool"):
+        for partial in path.parent.glob(pattern):
+            partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from famos.canvas import template_offsets, to_unit_range
 from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoisePlacement
 
 RGB = 3
@@ -285,3 +286,24 @@ class FamosGenerator(nn.Module):
             copied, weights = torch.zeros_like(painted), logits
             alpha = torch.ones_like(alpha)
         return self.blend(painted, copied, alpha), alpha, weights, painted, copied
+
+
+class HalfPrecisionUNet(nn.Module):
+    """The U-Net in float16 between float32 tensors: the convolutions (nearly all the compute) run
+    in half precision, while ψ, the template gather, the softmax mixing and the blend stay float32."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet.half()
+
+    def forward(self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor]) -> torch.Tensor:
+        half_noise = None if noise is None else noise.half()
+        return self.unet(x0.half(), [p.half() for p in psi], half_noise).float()
+
+
+def build_generator(config: GeneratorConfig, canvas: CanvasConfig, styles: list[np.ndarray]) -> FamosGenerator:
+    """A generator (random weights) whose memory tiles ``styles`` (uint8 RGB images) on ``canvas``."""
+    if config.n_templates and not styles:
+        raise ValueError("a model with memory templates needs at least one style image")
+    offsets = template_offsets(canvas, [s.shape[:2] for s in styles], config.n_templates)
+    return FamosGenerator(config, canvas, [to_unit_range(s) for s in styles], offsets)

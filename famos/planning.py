@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Iterator
 
 from famos.config import GeneratorConfig, NoisePlacement, align_down, align_up
+from famos.errors import InvalidField
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,26 @@ class Rect:
             and inner.bottom <= self.bottom
             and inner.right <= self.right
         )
+
+    @classmethod
+    def parse(cls, text: str) -> Rect:
+        """``X,Y,W,H`` in canvas pixels: how command lines and jobs files write a region."""
+        try:
+            x, y, w, h = (int(v) for v in text.split(","))
+        except ValueError:
+            raise InvalidField("region", f"{text!r}: expected X,Y,W,H (four integers)") from None
+        return cls(y=y, x=x, height=h, width=w)
+
+    def check_inside(self, *, height: int, width: int) -> Rect:
+        """This rectangle, if it is non-empty and inside a height x width canvas; the one check
+        every render request's region goes through."""
+        if self.height < 1 or self.width < 1 or not Rect(0, 0, height, width).contains(self):
+            raise InvalidField(
+                "region",
+                f"x={self.x} y={self.y} width={self.width} height={self.height} is empty or outside "
+                f"the canvas {width}x{height}",
+            )
+        return self
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,47 +1,22 @@
-"""The chunk loop: window inputs from the canvas, a backend that runs one window, strips out.
+"""The chunk loop: window inputs from the canvas, a runner for one window, row strips out.
 
-Backend-neutral and torch-free: a backend is any callable ``run(content, origin, noise) -> image``
-on numpy arrays (eager PyTorch, TorchScript, onnxruntime). The render server's pipeline adds
-threads and queues around the same pieces; this sequential loop is the reference it must equal.
+Backend-neutral and torch-free: a runner is any ``famos.window.WindowRunner``. The pieces here
+(``WindowInputs``, ``plan_for``, ``chunk_pixels``, ``StripAssembler``) are shared by the sequential
+reference ``render_strips`` and its threaded twin ``famos.pipeline.pipelined_strips``, so the two
+compute the same windows and assemble the same strips by construction.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Optional
 
 import numpy as np
 
 from famos.canvas import content_window, noise_window, to_uint8
 from famos.config import CanvasConfig, GeneratorConfig
-from famos.planning import ChunkPlan, Rect, halo_for, noise_level, plan_chunks
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    """How far a render is: what the pipeline reports, the server streams and clients display."""
-
-    chunks_done: int
-    chunks_total: int
-    pixels_done: int  # delivered pixels
-    pixels_total: int
-    seconds: float
-
-    @property
-    def fraction(self) -> float:
-        return self.pixels_done / self.pixels_total if self.pixels_total else 1.0
-
-    @property
-    def megapixels_per_second(self) -> float:
-        return self.pixels_done / 1e6 / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def eta_seconds(self) -> float:
-        rate = self.pixels_done / self.seconds if self.seconds > 0 else 0.0
-        return (self.pixels_total - self.pixels_done) / rate if rate > 0 else float("inf")
-
-
-WindowRunner = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray]], np.ndarray]
+from famos.planning import Chunk, ChunkPlan, Rect, halo_for, noise_level, plan_chunks
+from famos.window import WindowRunner
 
 
 class WindowInputs:
@@ -87,19 +62,44 @@ def plan_for(
     )
 
 
+def chunk_output(chunk: Chunk, image: np.ndarray) -> np.ndarray:
+    """The chunk's delivered float32 pixels (3, h, w): its window's output, halo cropped off."""
+    crop = chunk.crop
+    return image[0, :, crop.y : crop.bottom, crop.x : crop.right]
+
+
+def chunk_pixels(chunk: Chunk, image: np.ndarray) -> np.ndarray:
+    """The chunk's delivered pixels as 8-bit (h, w, 3)."""
+    return to_uint8(chunk_output(chunk, image)).transpose(1, 2, 0)
+
+
+class StripAssembler:
+    """Collects a plan's chunks (row-major) into row strips of the region."""
+
+    def __init__(self, plan: ChunkPlan):
+        self.last_col = plan.n_cols - 1
+        self._row: list[np.ndarray] = []
+
+    def add(self, chunk: Chunk, pixels: np.ndarray) -> np.ndarray | None:
+        """The finished strip, uint8 (h, region width, 3), when ``chunk`` ends a row; else None."""
+        self._row.append(pixels)
+        if chunk.col != self.last_col:
+            return None
+        strip = np.concatenate(self._row, axis=1) if len(self._row) > 1 else self._row[0]
+        self._row = []
+        return strip
+
+
 def render_chunks(plan: ChunkPlan, inputs: WindowInputs, run: WindowRunner) -> Iterator[tuple[Rect, np.ndarray]]:
     """Each chunk's output rectangle and its float32 (3, h, w) pixels, in row-major order."""
     for chunk in plan.chunks:
-        image = run(*inputs(chunk.window))[0]
-        crop = chunk.crop
-        yield chunk.output, image[:, crop.y : crop.bottom, crop.x : crop.right]
+        yield chunk.output, chunk_output(chunk, run(*inputs(chunk.window)))
 
 
 def render_strips(plan: ChunkPlan, inputs: WindowInputs, run: WindowRunner) -> Iterator[np.ndarray]:
-    """Row strips of the region as uint8 (h, region width, 3), top to bottom."""
-    strip: list[np.ndarray] = []
-    for rect, pixels in render_chunks(plan, inputs, run):
-        strip.append(to_uint8(pixels).transpose(1, 2, 0))
-        if rect.right == plan.region.right:
-            yield np.concatenate(strip, axis=1)
-            strip = []
+    """Row strips of the region as uint8 (h, region width, 3), top to bottom: the reference."""
+    strips = StripAssembler(plan)
+    for chunk in plan.chunks:
+        strip = strips.add(chunk, chunk_pixels(chunk, run(*inputs(chunk.window))))
+        if strip is not None:
+            yield strip

@@ -23,8 +23,8 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from famos.errors import UserError
-from famos.files import atomic_output
+from famos.errors import InvalidField
+from famos.files import atomic_output, sidecar_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,8 +66,9 @@ _WORST_CASE_EXPANSION = {
 MAX_TILE = 4096  # a row of tiles is buffered: tile x canvas width x 3 bytes
 
 
-class TiffOptionError(UserError, ValueError):
-    """TIFF options that cannot work (bad tile, quality, dpi, or a canvas too big for classic TIFF)."""
+class TiffOptionError(InvalidField):
+    """TIFF options that cannot work (bad tile, quality, dpi, or a canvas too big for classic TIFF);
+    the message starts with the option's name."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,17 +85,29 @@ class TiffOptions:
 
     def __post_init__(self) -> None:
         if not isinstance(self.tile, int) or not 16 <= self.tile <= MAX_TILE or self.tile % 16:
-            raise TiffOptionError(f"tile must be a multiple of 16 from 16 to {MAX_TILE}, got {self.tile!r}")
+            raise TiffOptionError("tile", f"must be a multiple of 16 from 16 to {MAX_TILE}, got {self.tile!r}")
         if not isinstance(self.compression, Compression):
             raise TypeError(f"compression must be a Compression, got {self.compression!r}")
         if not isinstance(self.bigtiff, BigTiff):
             raise TypeError(f"bigtiff must be a BigTiff, got {self.bigtiff!r}")
         if not 1 <= self.quality <= 100:
-            raise TiffOptionError(f"quality must be in 1..100, got {self.quality!r}")
+            raise TiffOptionError("quality", f"must be in 1..100, got {self.quality!r}")
         if self.dpi is not None and not self.dpi > 0:
-            raise TiffOptionError(f"dpi must be positive, got {self.dpi!r}")
+            raise TiffOptionError("dpi", f"must be positive, got {self.dpi!r}")
         if self.workers < 1:
-            raise TiffOptionError(f"workers must be >= 1, got {self.workers!r}")
+            raise TiffOptionError("workers", f"must be >= 1, got {self.workers!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """Every option that shapes the file's bytes (not ``workers``), as JSON values."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "workers"}
+        return {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, workers: int = 2) -> TiffOptions:
+        values = {k: v for k, v in data.items() if k != "workers"}  # a machine setting, not the file's
+        values["compression"] = Compression(values["compression"])
+        values["bigtiff"] = BigTiff(values["bigtiff"])
+        return cls(**values, workers=workers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +129,10 @@ def reduced_shapes(height: int, width: int, *, tile: int) -> list[tuple[int, int
 
 def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
     """Whether the file must be a BigTIFF; raises ValueError when NO is forced but cannot fit."""
-    raw = height * width * 3
-    if options.pyramid:
-        raw += sum(h * w * 3 for h, w in reduced_shapes(height, width, tile=options.tile))
-    n_tiles = -(-height // options.tile) * -(-width // options.tile)
-    # each tile costs an offset and a byte count in the IFD (x 4/3 covers the pyramid's tiles)
+    levels = [(height, width)] + (reduced_shapes(height, width, tile=options.tile) if options.pyramid else [])
+    raw = sum(h * w * 3 for h, w in levels)
+    # each tile of every level costs an offset and a byte count (8 bytes each in a BigTIFF)
+    n_tiles = sum(-(-h // options.tile) * -(-w // options.tile) for h, w in levels)
     worst = raw * _WORST_CASE_EXPANSION[options.compression] + n_tiles * 16 + _METADATA_MARGIN
     could_exceed = worst > _CLASSIC_LIMIT
     if options.bigtiff is BigTiff.YES:
@@ -129,7 +141,7 @@ def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
         if could_exceed:
             pyramid = " and a pyramid" if options.pyramid else ""
             raise TiffOptionError(
-                f"bigtiff no: a {width}x{height} canvas with {options.compression.value} compression{pyramid}"
+                "bigtiff", f"no: a {width}x{height} canvas with {options.compression.value} compression{pyramid}"
                 f" could reach {worst / 2**30:.1f} GiB, past the 4 GiB a classic TIFF can address;"
                 " use --bigtiff auto or yes"
             )
@@ -185,7 +197,7 @@ def write_tiled_tiff(
         cleanup.callback(lambda: [spool.discard() for spool in spools])
         partial = cleanup.enter_context(atomic_output(path))
         for k, (h, w) in enumerate(level_shapes, start=1):
-            spool_path = partial.with_suffix(f".level{k}.spool")
+            spool_path = sidecar_path(partial, f"level{k}")
             spools.append(_LevelSpool(path=spool_path, height=h, width=w))
         for parent, child in zip(spools, spools[1:]):
             parent.below = child
@@ -465,5 +477,5 @@ def tiff_options(args) -> TiffOptions:
             icc_profile=not args.no_icc,
             workers=args.tiff_workers,
         )
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    except ValueError as err:  # an unknown enum value; argparse's choices normally catch it first
+        raise InvalidField("tiff", str(err)) from None

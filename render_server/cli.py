@@ -8,7 +8,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from render_server.render import DEFAULT_CHUNK
+    from famos.renderer import DEFAULT_CHUNK
+    from famos.runners import add_runner_arguments
     from famos.tiff import add_tiff_arguments
 
     parser = argparse.ArgumentParser(prog="famos render", description=__doc__)
@@ -18,19 +19,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--region", help="X,Y,W,H: render only this part of the canvas")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")
-    parser.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default="onnx")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--fp16", action="store_true", help="half precision graph (GPU)")
     parser.add_argument("--preview", type=pathlib.Path, help="also write a downscaled overview PNG")
     parser.add_argument("--workers", type=int, default=2, help="threads preparing chunk inputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runner_arguments(parser)
     add_tiff_arguments(parser)
     args = parser.parse_args(argv)
 
-    from export.bundle import Backend, load_bundle
+    from famos.bundle import load_bundle
     from famos.canvas import load_rgb
     from famos.errors import UserError
-    from render_server.render import RenderSettings, Renderer, describe, parse_region, render_png, render_tiff
+    from famos.planning import Rect
+    from famos.renderer import RenderSettings, Renderer, describe, render_png, render_tiff
+    from famos.runners import runner_options
     from famos.tiff import tiff_options
 
     suffix = args.out.suffix.lower()
@@ -42,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = RenderSettings(
         seed=args.seed,
         chunk=args.chunk,
-        region=parse_region(args.region) if args.region else None,
+        region=Rect.parse(args.region) if args.region else None,
         prepare_workers=args.workers,
     )
     content = load_rgb(args.content) if args.content else None
-    renderer = Renderer(load_bundle(args.bundle), backend=Backend(args.backend), device=args.device, fp16=args.fp16)
+    renderer = Renderer(load_bundle(args.bundle), runner_options(args))
     if suffix == ".png":
         render_png(renderer, args.out, settings=settings, content=content)
         print(f"wrote {args.out}")

@@ -1,5 +1,8 @@
 """Domain errors of the render service. Plain exceptions, no gRPC: ``interceptors`` maps them to
-status codes in one table, so the servicer, the model store and the job store just raise."""
+status codes in one table, so the servicer, the model store and the job store just raise.
+
+A malformed request field is the core's ``famos.errors.InvalidField`` (INVALID_ARGUMENT), raised by
+the same checks that the command lines use."""
 
 from __future__ import annotations
 
@@ -8,14 +11,6 @@ from famos.errors import UserError
 
 class NotFound(UserError):
     """An unknown model or job."""
-
-
-class InvalidArgument(UserError):
-    """A request field is malformed or out of range; the message starts with the field's name."""
-
-    def __init__(self, field: str, why: str):
-        super().__init__(f"{field}: {why}")
-        self.field = field
 
 
 class ResourceExhausted(UserError):

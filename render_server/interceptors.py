@@ -14,16 +14,15 @@ from typing import Any
 
 import grpc
 
-from famos.errors import UserError
+from famos.errors import Cancelled, InvalidField, UserError
 from render_server import errors
-from render_server.pipeline import Cancelled
 
 log = logging.getLogger("famos.server")
 
 # Most specific first: every class here is a UserError, the fallback of the table.
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidField, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),

@@ -14,7 +14,12 @@ import pathlib
 import re
 import threading
 
-from render_server.errors import FailedPrecondition, InvalidArgument, NotFound
+from famos.bundle import MANIFEST, Bundle, load_bundle
+from famos.errors import BundleError, InvalidField
+from famos.renderer import Renderer
+from famos.runners import RunnerOptions
+from famos.values import ModelInfo
+from render_server.errors import FailedPrecondition, NotFound
 
 log = logging.getLogger("famos.server")
 
@@ -22,54 +27,37 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def checked_name(name: str, *, field: str) -> str:
-    """``name`` if it is a plain folder or file name (no separators, no '..'); else InvalidArgument."""
+    """``name`` if it is a plain folder or file name (no separators, no '..'); else InvalidField."""
     if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise InvalidArgument(
+        raise InvalidField(
             field, f"{name!r} is not a plain name (letters, digits, '.', '_', '-'; no folders, no '..')"
         )
     return name
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    canvas_height: int
-    canvas_width: int
-    halo: tuple[int, int, int, int]  # top, left, bottom, right
-    n_templates: int
-    alignment: int
-    backend: str
-    device: str
-    bundle_sha256: str
-    training_steps: int
-
-
-@dataclasses.dataclass(frozen=True)
 class _Entry:
     stamp: tuple[int, int]  # manifest mtime_ns and size: a replaced bundle is loaded again
-    bundle: object
+    bundle: Bundle
 
 
 class ModelStore:
-    def __init__(self, folder: pathlib.Path, *, backend: str = "onnx", device: str = "cpu"):
+    def __init__(self, folder: pathlib.Path, *, runner: RunnerOptions = RunnerOptions()):
         self.folder = folder.resolve()
-        self.backend = backend
-        self.device = device
+        self.runner = runner
         self._lock = threading.Lock()
         self._bundles: dict[str, _Entry] = {}
-        self._renderers: dict[str, object] = {}  # by bundle hash
+        self._renderers: dict[str, Renderer] = {}  # by bundle hash
 
     def names(self) -> list[str]:
         return sorted(
             p.name for p in self.folder.iterdir()
-            if NAME_PATTERN.fullmatch(p.name) and (p / "manifest.json").is_file()
+            if NAME_PATTERN.fullmatch(p.name) and (p / MANIFEST).is_file()
         )
 
-    def bundle(self, name: str):
-        """The verified bundle called ``name``: NotFound when there is none, InvalidArgument for a
+    def bundle(self, name: str) -> Bundle:
+        """The verified bundle called ``name``: NotFound when there is none, InvalidField for a
         name that could leave the models folder."""
-        from export.bundle import MANIFEST, BundleError, load_bundle
-
         checked_name(name, field="model")
         folder = (self.folder / name).resolve()
         manifest = folder / MANIFEST
@@ -89,16 +77,13 @@ class ModelStore:
             self._bundles[name] = _Entry(stamp, bundle)
         return bundle
 
-    def renderer(self, name: str):
-        from export.bundle import Backend
-        from render_server.render import Renderer
-
+    def renderer(self, name: str) -> Renderer:
         bundle = self.bundle(name)
         with self._lock:
             renderer = self._renderers.get(bundle.sha256)
             if renderer is None:
                 # Session creation under the lock: two first requests must not build two sessions.
-                renderer = Renderer(bundle, backend=Backend(self.backend), device=self.device)
+                renderer = Renderer(bundle, self.runner)
                 self._renderers[bundle.sha256] = renderer
         return renderer
 
@@ -112,10 +97,10 @@ class ModelStore:
             halo=(halo.top, halo.left, halo.bottom, halo.right),
             n_templates=spec.generator.n_templates,
             alignment=spec.generator.alignment,
-            backend=self.backend,
-            device=self.device,
+            backend=self.runner.backend.value,
+            device=self.runner.device,
             bundle_sha256=bundle.sha256,
-            training_steps=int((bundle.manifest.provenance or {}).get("steps") or 0),
+            training_steps=int(bundle.manifest.provenance.get("steps") or 0),
         )
 
     def infos(self) -> list[ModelInfo]:

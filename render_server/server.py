@@ -19,7 +19,9 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from render_server.render import DEFAULT_CHUNK
+from famos.errors import UserError
+from famos.renderer import DEFAULT_CHUNK, MIN_CHUNK
+from famos.runners import RunnerOptions, add_runner_arguments, runner_options
 
 log = logging.getLogger("famos.server")
 
@@ -45,13 +47,10 @@ class ServerConfig:
     max_queue: int = 8  # streamed renders waiting for a worker
     job_workers: int = 1  # jobs rendering at once
     chunk: int = DEFAULT_CHUNK  # default chunk side
-    backend: str = "onnx"
-    device: str = "cpu"
+    runner: RunnerOptions = RunnerOptions()
     grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
-        from famos.errors import UserError
-
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UserError("--tls-cert and --tls-key go together")
         for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels"):
@@ -59,8 +58,8 @@ class ServerConfig:
                 raise UserError(f"--{name.replace('_', '-')} = {getattr(self, name)}: must be >= 1")
         if self.max_queue < 0:
             raise UserError(f"--max-queue = {self.max_queue}: must be >= 0")
-        if self.chunk < 16:
-            raise UserError(f"--chunk = {self.chunk}: must be at least 16 pixels")
+        if self.chunk < MIN_CHUNK:
+            raise UserError(f"--chunk = {self.chunk}: must be at least {MIN_CHUNK} pixels")
 
 
 class RenderServer:
@@ -79,8 +78,6 @@ class RenderServer:
         from render_server.slots import RenderSlots
         from render_server.streaming import Limits
 
-        from famos.errors import UserError
-
         if not config.models.is_dir():
             raise UserError(f"--models {config.models}: no such folder")
         if not config.output.is_dir():
@@ -89,7 +86,7 @@ class RenderServer:
         limits = Limits(
             max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels, default_chunk=config.chunk
         )
-        self.models = ModelStore(config.models, backend=config.backend, device=config.device)
+        self.models = ModelStore(config.models, runner=config.runner)
         self.slots = RenderSlots(workers=config.workers, max_waiting=config.max_queue)
         self.jobs = JobManager(
             JobsConfig(output=config.output, max_jobs=config.max_jobs, job_workers=config.job_workers, limits=limits),
@@ -167,10 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-queue", type=int, default=ServerConfig.max_queue, help="streamed renders waiting for a worker")
     parser.add_argument("--job-workers", type=int, default=ServerConfig.job_workers, help="jobs rendering at once")
     parser.add_argument("--chunk", type=int, default=ServerConfig.chunk, help="default chunk side in pixels")
-    parser.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default="onnx")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="seconds for calls to finish on shutdown")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_runner_arguments(parser)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -178,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         models=args.models, output=args.output, host=args.host, port=args.port, token=args.token or None,
         tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_jobs=args.max_jobs,
         workers=args.workers, max_queue=args.max_queue, job_workers=args.job_workers, chunk=args.chunk,
-        backend=args.backend, device=args.device, grace_seconds=args.grace,
+        runner=runner_options(args), grace_seconds=args.grace,
     )
     server = RenderServer(config)
     stop = threading.Event()

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 
 from render_server.errors import ResourceExhausted
-from render_server.pipeline import Cancelled
+from famos.errors import Cancelled
 
 _POLL_SECONDS = 0.1  # how soon a waiter notices that its client went away
 

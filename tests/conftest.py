@@ -37,7 +37,7 @@ def random_content(seed: int = 1, shape=(90, 130)) -> np.ndarray:
 
 
 def tiny_model(config: GeneratorConfig, canvas: CanvasConfig, seed: int = 0):
-    from famos.eager import build_generator
+    from famos.generator import build_generator
 
     torch.manual_seed(seed)
     model = build_generator(config, canvas, random_styles(seed))

@@ -11,19 +11,8 @@ import pathlib
 import pytest
 
 from famos.planning import Rect
-from render_server.batch import (
-    BatchSettings,
-    JobsFileError,
-    Length,
-    LengthUnit,
-    ModelRef,
-    check_output_name,
-    dpi_for_print_size,
-    load_jobs,
-    panel_grid,
-    panel_spans,
-    parse_length,
-)
+from clients.batch.jobs_file import BatchSettings, JobsFileError, ModelRef, check_output_name, load_jobs
+from famos.units import Length, LengthUnit, dpi_for_print_size, panel_grid, panel_spans, parse_length
 from famos.tiff import Compression, TiffOptions
 
 HEADER = "model,output,content,dpi,print_size,seed,compression,panels,panel_overlap\n"

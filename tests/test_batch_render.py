@@ -113,8 +113,10 @@ def test_resume_skips_verified_outputs_and_rerenders_a_corrupted_one(bundles, tm
 
 
 def test_an_interrupted_job_leaves_no_file_and_the_rerun_finishes(bundles, tmp_path):
-    from render_server.batch import BatchSettings, LocalEngine, load_jobs, run_batch
-    from render_server.render import RenderSettings
+    from clients.batch.engines import LocalEngine
+    from clients.batch.jobs_file import BatchSettings, load_jobs
+    from clients.batch.run import run_batch
+    from famos.renderer import RenderSettings
 
     jobs_file = tmp_path / "jobs.csv"
     jobs_file.write_text(HEADER + "x/tiny,first.tif,,150,,0,,,\nx/tiny,second.tif,,150,,1,,,\n")
@@ -123,7 +125,7 @@ def test_an_interrupted_job_leaves_no_file_and_the_rerun_finishes(bundles, tmp_p
     engine = LocalEngine(chunk=64)
     jobs = load_jobs(jobs_file, engine=engine, settings=settings)
     renderer = engine.renderer(jobs[0].model)
-    n_chunks = len(renderer.plan(RenderSettings(chunk=64)).chunks)
+    n_chunks = len(renderer.task(RenderSettings(chunk=64)).plan.chunks)
     run, calls = renderer.run, 0
 
     def ctrl_c_during_the_second_job(*inputs):
@@ -178,7 +180,7 @@ def test_panels_equal_crops_of_the_full_render(bundles, tmp_path):
     out = tmp_path / "out"
     assert batch(jobs, "--out", out, "--bundles", bundles) == 0
     full = read(out / "full.tif")
-    from render_server.batch import panel_grid
+    from famos.units import panel_grid
 
     panels = panel_grid(height=150, width=226, cols=3, rows=2, overlap=10)
     for panel in panels:
@@ -190,7 +192,8 @@ def test_panels_equal_crops_of_the_full_render(bundles, tmp_path):
 
 
 def test_toml_example_matches_the_csv_example(bundles, tmp_path):
-    from render_server.batch import BatchSettings, LocalEngine, load_jobs
+    from clients.batch.engines import LocalEngine
+    from clients.batch.jobs_file import BatchSettings, load_jobs
 
     engine = LocalEngine()
     settings = BatchSettings(out=tmp_path, bundles=bundles)

@@ -8,7 +8,7 @@ import torch
 
 from conftest import random_content, tiny_model
 from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig, NoisePlacement
-from famos.eager import EagerRunner
+from famos.torch_runners import EagerRunner
 from famos.planning import Rect, receptive_reach, halo_for
 from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips
 

@@ -19,7 +19,9 @@ pytest.importorskip("onnxruntime")
 
 from conftest import tiny_model  # noqa: E402
 from conftest import write_checkpoint as save_checkpoint  # noqa: E402
-from export.bundle import Backend, BundleError, load_bundle  # noqa: E402
+from famos.bundle import load_bundle  # noqa: E402
+from famos.errors import BundleError  # noqa: E402
+from famos.runners import Backend, RunnerOptions, open_runner  # noqa: E402
 from export.parity import (  # noqa: E402
     FP16_TOLERANCE,
     ONNX_TOLERANCE,
@@ -31,7 +33,7 @@ from export.writer import ExportOptions, export_bundle  # noqa: E402
 from famos.canvas import to_unit_range  # noqa: E402
 from famos.cli import main as famos_main  # noqa: E402
 from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig, NoisePlacement  # noqa: E402
-from famos.eager import EagerRunner  # noqa: E402
+from famos.torch_runners import EagerRunner  # noqa: E402
 from famos.planning import Rect  # noqa: E402
 from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips  # noqa: E402
 
@@ -108,9 +110,9 @@ def test_backends_equal_eager_on_random_and_border_windows(bundles, case):
     diffs = max_differences(
         reference,
         {
-            "onnx": bundle.runner(Backend.ONNX),
-            "torchscript": bundle.runner(Backend.TORCHSCRIPT),
-            "torch": bundle.runner(Backend.TORCH),
+            "onnx": open_runner(bundle, RunnerOptions(backend=Backend.ONNX)),
+            "torchscript": open_runner(bundle, RunnerOptions(backend=Backend.TORCHSCRIPT)),
+            "torch": open_runner(bundle, RunnerOptions(backend=Backend.TORCH)),
         },
         inputs=window_inputs(bundle, content),
         windows=windows,
@@ -129,7 +131,7 @@ def test_batch_of_windows(bundles):
     batch = [np.concatenate([p[i] for p in parts]) for i in range(3)]
     expected = EagerRunner(model)(*batch)
     for backend in (Backend.ONNX, Backend.TORCHSCRIPT):
-        assert np.abs(bundle.runner(backend)(*batch) - expected).max() <= ONNX_TOLERANCE
+        assert np.abs(open_runner(bundle, RunnerOptions(backend=backend))(*batch) - expected).max() <= ONNX_TOLERANCE
 
 
 def test_chunked_onnx_render_equals_eager_whole_canvas(bundles):
@@ -141,7 +143,7 @@ def test_chunked_onnx_render_equals_eager_whole_canvas(bundles):
     whole8 = np.concatenate(list(render_strips(whole_plan, inputs, EagerRunner(model))))
     plan = plan_for(spec.generator, spec.canvas, chunk_size=40)
     assert len(plan.chunks) > 4
-    onnx_run = bundle.runner(Backend.ONNX)
+    onnx_run = open_runner(bundle, RunnerOptions(backend=Backend.ONNX))
     float_diff = max(
         float(np.abs(pixels - whole[:, r.y : r.bottom, r.x : r.right]).max())
         for r, pixels in render_chunks(plan, inputs, onnx_run)
@@ -173,7 +175,7 @@ def test_graph_is_folded_and_holds_the_memory(bundles):
     assert height_axes == ["batch", "", "height", "width"]
     import onnxruntime as ort
 
-    session = bundle.runner(Backend.ONNX).session
+    session = open_runner(bundle, RunnerOptions(backend=Backend.ONNX)).session
     assert session.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
@@ -183,7 +185,7 @@ def test_models_without_noise_have_no_noise_input(bundles):
     assert [t.name for t in bundle.manifest.outputs] == ["image"]
     content_window, origin, noise = window_inputs(bundle, content)(Rect(0, 0, 32, 48))
     assert noise is None
-    assert bundle.runner(Backend.ONNX)(content_window, origin, None).shape == (1, 3, 32, 48)
+    assert open_runner(bundle, RunnerOptions(backend=Backend.ONNX))(content_window, origin, None).shape == (1, 3, 32, 48)
 
 
 def test_fp16_graph_within_stated_tolerance(bundles):
@@ -197,7 +199,7 @@ def test_fp16_graph_within_stated_tolerance(bundles):
     # onnxruntime's CPU provider runs it (numerical check only; speed is for CUDA / TensorRT).
     diffs = max_differences(
         EagerRunner(model),
-        {"onnx": bundle.runner(Backend.ONNX, fp16=True), "torch": bundle.runner(Backend.TORCH, fp16=True)},
+        {"onnx": open_runner(bundle, RunnerOptions(backend=Backend.ONNX, fp16=True)), "torch": open_runner(bundle, RunnerOptions(backend=Backend.TORCH, fp16=True))},
         inputs=window_inputs(bundle, content),
         windows=parity_windows(bundle.spec, count=2, seed=2),
     )
@@ -285,7 +287,8 @@ def test_onnx_render_path_imports_no_torch(bundles):
     script = f"""
 import sys
 import numpy as np
-from export.bundle import Backend, load_bundle
+from famos.bundle import load_bundle
+from famos.runners import open_runner
 from famos.canvas import to_unit_range
 from famos.planning import Rect
 from famos.rendering import WindowInputs
@@ -293,7 +296,7 @@ bundle = load_bundle({str(bundle.path)!r})
 spec = bundle.spec
 inputs = WindowInputs(config=spec.generator, canvas=spec.canvas,
                       content=to_unit_range(bundle.default_content()), seed=0)
-image = bundle.runner(Backend.ONNX)(*inputs(Rect(8, 16, 48, 64)))
+image = open_runner(bundle)(*inputs(Rect(8, 16, 48, 64)))
 assert image.shape == (1, 3, 48, 64) and np.isfinite(image).all()
 assert "torch" not in sys.modules, "the ONNX path imported torch"
 print("ok")

@@ -13,7 +13,7 @@ from conftest import make_bundle
 from famos.cli import main
 from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig
 from famos.planning import Rect
-from famos.rendering import plan_for, render_strips
+from famos.rendering import render_strips
 
 CONFIG = GeneratorConfig(depth=3, width=8, n_templates=3, noise=NoiseConfig(n_global=1, n_local=2, n_periodic=1))
 CANVAS = CanvasConfig(90, 150, fold=Fold.MIRROR, template_seed=3)
@@ -27,13 +27,14 @@ def bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def whole(bundle):
     """The eager whole-canvas pass, 8-bit: the reference every render must equal."""
-    from export.bundle import Backend, load_bundle
-    from render_server.render import Renderer, RenderSettings
+    from famos.bundle import load_bundle
+    from famos.renderer import Renderer, RenderSettings
+    from famos.runners import Backend, RunnerOptions
 
-    renderer = Renderer(load_bundle(bundle), backend=Backend.TORCH)
-    settings = RenderSettings(seed=4, chunk=10**6)
-    plan = plan_for(CONFIG, CANVAS, chunk_size=10**6)
-    return np.concatenate(list(render_strips(plan, renderer.inputs(settings), renderer.run)))
+    renderer = Renderer(load_bundle(bundle), RunnerOptions(backend=Backend.TORCH))
+    task = renderer.task(RenderSettings(seed=4, chunk=10**6))  # one chunk: the whole canvas
+    assert len(task.plan.chunks) == 1
+    return np.concatenate(list(render_strips(task.plan, task.inputs, renderer.run)))
 
 
 @pytest.mark.parametrize(
@@ -115,8 +116,8 @@ def test_missing_bundle_and_folder(tmp_path, capsys, bundle):
 
 
 def test_crash_mid_render_leaves_no_file(bundle, tmp_path):
-    from export.bundle import load_bundle
-    from render_server.render import Renderer, RenderSettings, render_tiff
+    from famos.bundle import load_bundle
+    from famos.renderer import Renderer, RenderSettings, render_tiff
 
     renderer = Renderer(load_bundle(bundle))
     calls = {"n": 0}
@@ -137,11 +138,11 @@ def test_crash_mid_render_leaves_no_file(bundle, tmp_path):
 
 def test_strips_are_rows_of_chunks(bundle):
     """The pipeline hands out one chunk row at a time (peak RSS vs canvas size: bench/bench_render.py)."""
-    from export.bundle import load_bundle
-    from render_server.render import Renderer, RenderSettings
+    from famos.bundle import load_bundle
+    from famos.renderer import Renderer, RenderSettings
 
     renderer = Renderer(load_bundle(bundle))
-    heights = [strip.shape[0] for strip in renderer.strips(RenderSettings(chunk=32, region=Rect(0, 0, 90, 150)))]
+    heights = [strip.shape[0] for strip in renderer.strips(renderer.task(RenderSettings(chunk=32, region=Rect(0, 0, 90, 150))))]
     assert heights == [32, 32, 26]
 
 

@@ -19,7 +19,9 @@ import tifffile
 
 grpc = pytest.importorskip("grpc")
 
-from clients.render_client import JobState, Region, RenderClient, ServerError  # noqa: E402
+from clients.render_client import RenderClient, ServerError  # noqa: E402
+from famos.planning import Rect  # noqa: E402
+from famos.values import JobState  # noqa: E402
 from conftest import SERVER_MODEL, bomb_png  # noqa: E402
 from render_server.server import RenderServer, ServerConfig  # noqa: E402
 from render_server.streaming import pieces  # noqa: E402
@@ -84,9 +86,9 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def test_models_list_and_metadata(start, models):
-    from export.bundle import load_bundle
+    from famos.bundle import load_bundle
 
-    server = start(device="cpu")
+    server = start()
     with client_of(server) as client:
         (model,) = client.models()
         assert model == client.model(MODEL)
@@ -110,7 +112,7 @@ def test_streamed_render_equals_local_render(start, models, tmp_path, region, co
     streamed = tmp_path / "streamed.tif"
     with client_of(server) as client:
         result = client.render_to_tiff(
-            MODEL, streamed, seed=5, chunk=32, region=Region.parse(region) if region else None,
+            MODEL, streamed, seed=5, chunk=32, region=Rect.parse(region) if region else None,
             options=TiffOptions(tile=32, compression=Compression(compression)),
         )
     assert np.array_equal(tifffile.imread(streamed), local)
@@ -217,14 +219,14 @@ def test_client_render_imports_no_torch(start, tmp_path):
         (dict(model="../tiny"), grpc.StatusCode.INVALID_ARGUMENT, "model"),
         (dict(model="/etc"), grpc.StatusCode.INVALID_ARGUMENT, "model"),
         (dict(model=MODEL, chunk=8), grpc.StatusCode.INVALID_ARGUMENT, "chunk"),
-        (dict(model=MODEL, region=Region(100, 0, 100, 10)), grpc.StatusCode.INVALID_ARGUMENT, "region"),
-        (dict(model=MODEL, region=Region(0, 0, 0, 10)), grpc.StatusCode.INVALID_ARGUMENT, "region"),
+        (dict(model=MODEL, region=Rect(y=0, x=100, height=10, width=100)), grpc.StatusCode.INVALID_ARGUMENT, "region"),
+        (dict(model=MODEL, region=Rect(y=0, x=0, height=10, width=0)), grpc.StatusCode.INVALID_ARGUMENT, "region"),
         (dict(model=MODEL, content=b"not an image"), grpc.StatusCode.INVALID_ARGUMENT, "content_image"),
         # a pickle is just bytes that are not an image: never unpickled
         (dict(model=MODEL, content=pickle.dumps(np.zeros((4, 4, 3)))), grpc.StatusCode.INVALID_ARGUMENT, "content_image"),
         (dict(model=MODEL, content=None), grpc.StatusCode.RESOURCE_EXHAUSTED, "content_image"),
         (dict(model=MODEL, content=bomb_png()), grpc.StatusCode.RESOURCE_EXHAUSTED, "content_image"),
-        (dict(model=MODEL, region=Region(0, 0, 160, 96)), grpc.StatusCode.RESOURCE_EXHAUSTED, "region"),
+        (dict(model=MODEL, region=Rect(y=0, x=0, height=96, width=160)), grpc.StatusCode.RESOURCE_EXHAUSTED, "region"),
     ],
 )
 def test_bad_requests_get_clear_status_codes(start, kwargs, code, field):
@@ -232,7 +234,7 @@ def test_bad_requests_get_clear_status_codes(start, kwargs, code, field):
     kwargs = dict(kwargs)
     if "content" in kwargs and kwargs["content"] is None:
         kwargs["content"] = png_bytes(np.zeros((101, 100, 3), np.uint8))
-    kwargs.setdefault("region", Region(0, 0, 100, 96))
+    kwargs.setdefault("region", Rect(y=0, x=0, height=96, width=100))
     with client_of(server) as client:
         with pytest.raises(ServerError) as err:
             list(client.render(kwargs.pop("model"), **kwargs))

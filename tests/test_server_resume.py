@@ -13,7 +13,8 @@ import pytest
 
 pytest.importorskip("grpc")
 
-from clients.render_client import JobState, RenderClient  # noqa: E402
+from clients.render_client import RenderClient  # noqa: E402
+from famos.values import JobState  # noqa: E402
 from test_server import MODEL, REPO, local_render  # noqa: E402
 
 STRIPS = 6  # 96 rows in chunks of 16

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from famos.canvas import content_window, to_uint8, to_unit_range
-from famos.eager import EagerRunner
+from famos.torch_runners import EagerRunner
 from famos.generator import FamosGenerator
 from famos.planning import Rect
 from famos.rendering import WindowInputs, plan_for, render_strips

@@ -28,9 +28,8 @@ import torch.nn.functional as F
 
 from famos.checkpoint import CheckpointError, empty_generator, generator_tensors, load, save, spec_of
 from famos.config import CanvasConfig, GeneratorConfig, ModelSpec, from_dict, to_dict
-from famos.eager import build_generator
 from famos.errors import UserError
-from famos.generator import FamosGenerator
+from famos.generator import FamosGenerator, build_generator
 from training.config import AdversarialLoss, CorrespondenceMap, Precision, TrainConfig
 from training.data import Batch, WindowSampler
 from training.discriminator import PatchDiscriminator, dcgan_init

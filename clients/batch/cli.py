@@ -1,7 +1,7 @@
 """`famos batch JOBS --out DIR`: render a jobs file of prints to print-ready TIFFs, resumably.
 
-JOBS is a .csv, .toml or .json file with one print per row (see render_server/batch.py for the
-fields). Every row is validated before anything renders; a re-run skips outputs verified against
+JOBS is a .csv, .toml or .json file with one print per row (see clients/batch/jobs_file.py for
+the fields). Every row is validated before anything renders; a re-run skips outputs verified against
 OUT/batch-manifest.json. The TIFF options apply to every job; --dpi and --compression are the
 defaults of rows that leave those fields empty. Exit code 0 when every job succeeded, 1 when any failed, 2 for a bad
 jobs file (nothing rendered).
@@ -15,8 +15,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from render_server.batch import DEFAULT_MIN_DPI
-    from render_server.render import DEFAULT_CHUNK
+    from clients.batch.jobs_file import DEFAULT_MIN_DPI
+    from famos.renderer import DEFAULT_CHUNK
+    from famos.runners import add_runner_arguments
     from famos.tiff import add_tiff_arguments
 
     parser = argparse.ArgumentParser(prog="famos batch", description=__doc__,
@@ -29,19 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate the jobs file and show the plan; render nothing")
     parser.add_argument("--quiet", action="store_true", help="no per-file progress lines")
     local = parser.add_argument_group("local rendering")
-    local.add_argument("--backend", choices=["onnx", "torchscript", "torch"], default="onnx")
-    local.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     local.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")
     local.add_argument("--workers", type=int, default=2, help="threads preparing chunk inputs")
     remote = parser.add_argument_group("rendering through a render server")
     remote.add_argument("--server", metavar="HOST:PORT", help="render on this server; the model column names its models")
     remote.add_argument("--token", help="bearer token for the server")
     remote.add_argument("--tls-ca", type=pathlib.Path, help="PEM root certificates: connect with TLS")
+    add_runner_arguments(parser)
     add_tiff_arguments(parser)
     args = parser.parse_args(argv)
 
+    from clients.batch.engines import LocalEngine, ServerEngine
     from famos.errors import UserError
-    from render_server.batch import LocalEngine, ServerEngine
+    from famos.runners import runner_options
 
     if args.min_dpi <= 0:
         raise UserError(f"--min-dpi {args.min_dpi:g}: must be positive")
@@ -51,16 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         root_certificates = args.tls_ca.read_bytes() if args.tls_ca else None
         engine = ServerEngine(args.server, token=args.token, root_certificates=root_certificates)
     else:
-        engine = LocalEngine(backend=args.backend, device=args.device, chunk=args.chunk, prepare_workers=args.workers)
+        engine = LocalEngine(runner=runner_options(args), chunk=args.chunk, prepare_workers=args.workers)
     try:
         return _run(args, engine)
     finally:
-        if isinstance(engine, ServerEngine):
-            engine.close()
+        engine.close()
 
 
 def _run(args: argparse.Namespace, engine) -> int:
-    from render_server.batch import BatchSettings, format_summary, load_jobs, run_batch
+    from clients.batch.jobs_file import BatchSettings, load_jobs
+    from clients.batch.report import format_summary
+    from clients.batch.run import run_batch
     from famos.tiff import tiff_options
 
     settings = BatchSettings(out=args.out, tiff=tiff_options(args), min_dpi=args.min_dpi, bundles=args.bundles)

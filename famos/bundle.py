@@ -1,11 +1,13 @@
-"""Load and run an artifact bundle. Imports no torch: the ONNX render path needs only numpy,
-Pillow and onnxruntime.
+"""The artifact bundle format: its files, its manifest, and loading with verification.
+
+Pure numpy and JSON, no torch and no runtime: ``famos.runners`` runs a loaded bundle, ``export``
+writes one.
 
     BUNDLE/
       manifest.json          format, model spec, halo, graph interface, provenance, file checksums
       model.onnx             G + memory in float32, BatchNorm folded, dynamic batch/height/width
       model_fp16.onnx        optional: the U-Net in float16 (inputs and outputs stay float32)
-      model.ts               TorchScript of the same graph (traced on CPU)
+      model.ts               TorchScript of the same graph (scripted generator: any device)
       generator.safetensors  weights + spec: the eager PyTorch reference
       content.png            default content image
       preview.png            the canvas rendered by the eager model, long side <= 1024 px
@@ -18,22 +20,20 @@ ONNX protobuf and safetensors carry no code, and torch.jit.load restores only To
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from famos import __version__
 from famos.config import ModelSpec
-from famos.errors import UserError
+from famos.canvas import load_rgb
+from famos.errors import BundleError
 from famos.files import file_sha256
 from famos.planning import Halo
-from famos.rendering import WindowRunner
 
 FORMAT = "famos-bundle/1"
 MANIFEST = "manifest.json"
@@ -48,21 +48,6 @@ REQUIRED_FILES = (ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, CONTENT_FILE, PREVI
 # Graph interface names, shared by the exporter and every runner.
 CONTENT_INPUT, ORIGIN_INPUT, NOISE_INPUT = "content", "origin", "noise"
 IMAGE_OUTPUT, ALPHA_OUTPUT, MIX_OUTPUT = "image", "alpha", "mix_argmax"
-
-
-
-class Backend(enum.Enum):
-    ONNX = "onnx"
-    TORCHSCRIPT = "torchscript"
-    TORCH = "torch"
-
-
-class BundleError(UserError, ValueError):
-    """A bundle is missing, incomplete, truncated, modified or of another format; names the file."""
-
-
-class BackendUnavailable(UserError, RuntimeError):
-    """The requested backend, device or precision cannot run on this machine."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,98 +152,7 @@ class Bundle:
 
     def default_content(self) -> np.ndarray:
         """The default content image, uint8 (H, W, 3)."""
-        from famos.canvas import load_rgb
-
         return load_rgb(self.path / CONTENT_FILE)
-
-    def runner(
-        self, backend: Backend = Backend.ONNX, *, device: str = "cpu", fp16: bool = False, tensorrt: bool = False
-    ) -> WindowRunner:
-        """A callable ``run(content, origin, noise) -> image`` on numpy arrays.
-
-        content float32 (B, 3, h, w) in [-1, 1]; origin int64 (B, 2); noise float32 or None (ignored
-        by models without noise channels); image float32 (B, 3, h, w). ``device``: "cpu", "cuda" or
-        "cuda:N". ``fp16`` runs the half-precision U-Net (within ``manifest.fp16_tolerance``);
-        ``tensorrt`` puts onnxruntime's TensorRT provider before CUDA.
-        """
-        if tensorrt and backend is not Backend.ONNX:
-            raise BackendUnavailable("TensorRT is available through the ONNX backend only")
-        if backend is Backend.ONNX:
-            name = ONNX_FILE
-            if fp16:
-                if self.manifest.fp16_file is None:
-                    raise BundleError(f"{self.path}: no fp16 graph in this bundle (export it with --fp16)")
-                name = self.manifest.fp16_file
-            cache = pathlib.Path(tempfile.gettempdir()) / "famos-tensorrt" / self.sha256[:16]
-            providers = onnx_providers(device, fp16=fp16, tensorrt=tensorrt, cache_dir=cache)
-            return OnnxRunner(self.path / name, providers=providers, takes_noise=self.manifest.takes_noise())
-        from export import torch_backends
-
-        if backend is Backend.TORCHSCRIPT:
-            return torch_backends.TorchScriptRunner(
-                self.path / TORCHSCRIPT_FILE, device=device, fp16=fp16, takes_noise=self.manifest.takes_noise()
-            )
-        return torch_backends.eager_runner(self.path / WEIGHTS_FILE, device=device, fp16=fp16)
-
-
-class OnnxRunner:
-    """Windows through one onnxruntime session, all graph optimizations on."""
-
-    def __init__(self, model: pathlib.Path, *, providers: list[Any], takes_noise: bool):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
-        self.takes_noise = takes_noise
-
-    @property
-    def providers(self) -> list[str]:
-        return self.session.get_providers()
-
-    def __call__(self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
-        feeds = {
-            CONTENT_INPUT: np.ascontiguousarray(content, dtype=np.float32),
-            ORIGIN_INPUT: np.ascontiguousarray(origin, dtype=np.int64),
-        }
-        if self.takes_noise:
-            if noise is None:
-                raise ValueError("this model has noise channels: pass its noise window")
-            feeds[NOISE_INPUT] = np.ascontiguousarray(noise, dtype=np.float32)
-        return self.session.run([IMAGE_OUTPUT], feeds)[0]
-
-
-def onnx_providers(device: str, *, fp16: bool, tensorrt: bool, cache_dir: pathlib.Path) -> list[Any]:
-    """Execution providers for a device, best first, with the CPU as the fallback for any node
-    the accelerator's provider does not take."""
-    import onnxruntime as ort
-
-    kind, _, index = device.partition(":")
-    if kind == "cpu" and not index:
-        if tensorrt:
-            raise BackendUnavailable("TensorRT needs device 'cuda'")
-        return ["CPUExecutionProvider"]
-    if kind != "cuda" or not (index == "" or index.isdigit()):
-        raise BackendUnavailable(f"device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" not in available:
-        raise BackendUnavailable(
-            f"device {device!r}: this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
-        )
-    device_id = int(index or 0)
-    providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-    if tensorrt:
-        if "TensorrtExecutionProvider" not in available:
-            raise BackendUnavailable("this onnxruntime has no TensorrtExecutionProvider")
-        # Engines take minutes to build: cache them per bundle, outside the (possibly read-only) bundle.
-        trt = {
-            "device_id": device_id,
-            "trt_fp16_enable": fp16,
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache_dir),
-        }
-        providers.insert(0, ("TensorrtExecutionProvider", trt))
-    return providers
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:

@@ -1,8 +1,9 @@
 """Render a bundle's canvas (or a region of it) to a tiled TIFF, chunk by chunk, in constant memory.
 
-``Renderer`` holds one loaded bundle on one backend/device and serves any number of renders
-(the gRPC server keeps one per model); ``render_tiff`` streams its strips into the TIFF writer and
-an optional downscaled preview.
+``Renderer`` holds one loaded bundle on one runner and serves any number of renders (the gRPC
+server keeps one per model). ``Renderer.task`` validates and plans a render once; ``strips`` runs
+it through the pipeline; ``render_tiff`` streams those strips into the TIFF writer and an optional
+downscaled preview.
 """
 
 from __future__ import annotations
@@ -13,23 +14,28 @@ import json
 import math
 import pathlib
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from famos import __version__
+from famos.bundle import Bundle
 from famos.canvas import to_unit_range
-from famos.errors import UserError
+from famos.errors import InvalidField, UserError
+from famos.files import atomic_output
+from famos.pipeline import ProgressCallback, pipelined_strips
 from famos.planning import ChunkPlan, Rect
 from famos.rendering import WindowInputs, plan_for
+from famos.runners import RunnerOptions, open_runner
 from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
-from render_server.pipeline import ProgressCallback, pipelined_strips
 
 # Output chunk side. With the default architecture's 80/64 px halo, 2048 computes 1.07x the
 # delivered pixels at 4096² and 1.13x at 16384² (1024: 1.22x and 1.28x). A window then takes about
 # 10 GB for the default architecture in float32: fine on a GPU; small CPU machines pass --chunk 1024.
 DEFAULT_CHUNK = 2048
+MIN_CHUNK = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,88 +47,88 @@ class RenderSettings:
     queue_chunks: int = 4
 
     def __post_init__(self) -> None:
-        if self.chunk < 16:
-            raise UserError(f"chunk = {self.chunk}: must be at least 16 pixels")
+        if self.chunk < MIN_CHUNK:
+            raise InvalidField("chunk", f"{self.chunk} is below the minimum of {MIN_CHUNK} pixels")
+        if self.prepare_workers < 1:
+            raise InvalidField("workers", f"{self.prepare_workers}: must be at least 1")
 
 
-def parse_region(text: str) -> Rect:
-    """``X,Y,W,H`` in canvas pixels."""
-    try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"region {text!r}: expected X,Y,W,H (four integers)") from None
-    return Rect(y=y, x=x, height=h, width=w)
+@dataclasses.dataclass(frozen=True)
+class RenderTask:
+    """One render, validated and planned once: what its strips, its TIFF and its progress share."""
+
+    settings: RenderSettings
+    plan: ChunkPlan
+    inputs: WindowInputs
+    description: dict[str, Any]  # provenance, written into the TIFF
+
+    @property
+    def region(self) -> Rect:
+        return self.plan.region
 
 
 class Renderer:
     """A bundle ready to render on one backend and device."""
 
-    def __init__(self, bundle, *, backend=None, device: str = "cpu", fp16: bool = False):
-        from export.bundle import Backend
-
+    def __init__(self, bundle: Bundle, options: RunnerOptions = RunnerOptions()):
         self.bundle = bundle
-        self.backend = backend or Backend.ONNX
-        self.device = device
+        self.options = options
         self.spec = bundle.spec
-        self.run = bundle.runner(self.backend, device=device, fp16=fp16)
+        self.run = open_runner(bundle, options)
         self._default_content: np.ndarray | None = None
 
     @property
     def canvas_size(self) -> tuple[int, int]:
         return self.spec.canvas.height, self.spec.canvas.width
 
-    def plan(self, settings: RenderSettings) -> ChunkPlan:
+    def task(self, settings: RenderSettings, content: np.ndarray | None = None) -> RenderTask:
+        """``settings`` on this model's canvas, with ``content`` (uint8 RGB; None: the bundle's own)."""
         canvas = self.spec.canvas
-        region = settings.region or Rect(0, 0, canvas.height, canvas.width)
-        inside = Rect(0, 0, canvas.height, canvas.width)
-        if region.height < 1 or region.width < 1 or not inside.contains(region):
-            raise UserError(
-                f"region {region.x},{region.y},{region.width},{region.height} is empty or outside "
-                f"the canvas {canvas.width}x{canvas.height}"
-            )
-        return plan_for(self.spec.generator, canvas, chunk_size=settings.chunk, region=region)
-
-    def inputs(self, settings: RenderSettings, content: np.ndarray | None = None) -> WindowInputs:
+        region = (settings.region or Rect(0, 0, canvas.height, canvas.width)).check_inside(
+            height=canvas.height, width=canvas.width
+        )
+        plan = plan_for(self.spec.generator, canvas, chunk_size=settings.chunk, region=region)
         if content is None:
             if self._default_content is None:
                 self._default_content = to_unit_range(self.bundle.default_content())
             unit = self._default_content
         else:
             unit = to_unit_range(content)
-        return WindowInputs(config=self.spec.generator, canvas=self.spec.canvas, content=unit, seed=settings.seed)
+        inputs = WindowInputs(config=self.spec.generator, canvas=canvas, content=unit, seed=settings.seed)
+        return RenderTask(settings, plan, inputs, self._provenance(settings, region, content))
 
     def strips(
         self,
-        settings: RenderSettings,
+        task: RenderTask,
         *,
-        content: np.ndarray | None = None,
         first_row: int = 0,
         cancel: threading.Event | None = None,
         progress: ProgressCallback | None = None,
     ) -> Iterator[np.ndarray]:
         return pipelined_strips(
-            self.plan(settings),
-            self.inputs(settings, content),
+            task.plan,
+            task.inputs,
             self.run,
             first_row=first_row,
-            prepare_workers=settings.prepare_workers,
-            queue_chunks=settings.queue_chunks,
+            prepare_workers=task.settings.prepare_workers,
+            queue_chunks=task.settings.queue_chunks,
             cancel=cancel,
             progress=progress,
         )
 
-    def provenance(self, settings: RenderSettings, content: np.ndarray | None) -> dict[str, Any]:
-        plan_region = self.plan(settings).region
-        manifest = self.bundle.manifest
+    def _provenance(self, settings: RenderSettings, region: Rect, content: np.ndarray | None) -> dict[str, Any]:
         return {
             "software": f"famos {__version__}",
             "model": self.bundle.path.name,
             "bundle_sha256": self.bundle.sha256,
             "seed": settings.seed,
             "canvas": {"width": self.spec.canvas.width, "height": self.spec.canvas.height},
-            "region": dataclasses.asdict(plan_region),
+            "region": dataclasses.asdict(region),
             "content": "default" if content is None else hashlib.sha256(np.ascontiguousarray(content)).hexdigest(),
-            "training_steps": (getattr(manifest, "provenance", None) or {}).get("steps"),
+            "training_steps": self.bundle.manifest.provenance.get("steps"),
+            # backends agree to float tolerance, not bit for bit: the file says which one made it
+            "backend": self.options.backend.value,
+            "precision": "float16" if self.options.fp16 else "float32",
         }
 
 
@@ -177,12 +183,10 @@ def render_tiff(
     progress: ProgressCallback | None = None,
 ) -> RenderReport:
     """Render ``settings.region`` to a tiled TIFF at ``path`` (atomically) and optionally a preview PNG."""
-    import time
-
-    plan = renderer.plan(settings)
-    region = plan.region
+    task = renderer.task(settings, content)
+    region = task.region
     overview = Overview(height=region.height, width=region.width) if preview else None
-    strips = renderer.strips(settings, content=content, cancel=cancel, progress=progress)
+    strips = renderer.strips(task, cancel=cancel, progress=progress)
     if overview is not None:
         strips = map(overview.feed, strips)
     start = time.perf_counter()
@@ -192,13 +196,13 @@ def render_tiff(
         height=region.height,
         width=region.width,
         options=options,
-        description=renderer.provenance(settings, content),
+        description=task.description,
     )
     if overview is not None:
         from PIL import Image
 
         _save_png_atomically(Image.fromarray(overview.image()), pathlib.Path(preview))
-    return RenderReport(report, region.width, region.height, len(plan.chunks), time.perf_counter() - start)
+    return RenderReport(report, region.width, region.height, len(task.plan.chunks), time.perf_counter() - start)
 
 
 def render_png(
@@ -212,16 +216,14 @@ def render_png(
     """Small canvases only: the whole image is held in memory for the PNG encoder."""
     from PIL import Image
 
-    region = renderer.plan(settings).region
-    if region.pixels > max_pixels:
-        raise UserError(f"PNG output holds the image in memory: {region.pixels} pixels > {max_pixels}; use .tif")
-    image = np.concatenate(list(renderer.strips(settings, content=content)))
+    task = renderer.task(settings, content)
+    if task.region.pixels > max_pixels:
+        raise UserError(f"PNG output holds the image in memory: {task.region.pixels} pixels > {max_pixels}; use .tif")
+    image = np.concatenate(list(renderer.strips(task)))
     _save_png_atomically(Image.fromarray(image), pathlib.Path(path))
 
 
 def _save_png_atomically(image, path: pathlib.Path) -> None:
-    from famos.files import atomic_output
-
     with atomic_output(path) as tmp:
         image.save(tmp, format="PNG")
 

@@ -5,8 +5,9 @@
 
 Every stage holds a bounded number of chunks, so host memory is O(one strip of chunks) whatever
 the canvas height; device memory is bounded by the chunk size. The result equals
-``famos.rendering.render_strips`` (the sequential reference) exactly: same windows, same runner,
-only overlapped in time. Cancellation is checked between chunks.
+``famos.rendering.render_strips`` (the sequential reference) exactly: it consumes the same pieces
+(window inputs, ``chunk_pixels``, ``StripAssembler``), only overlapped in time. Cancellation is
+checked between chunks.
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from famos.canvas import to_uint8
-from famos.errors import UserError
+from famos.errors import Cancelled
 from famos.planning import ChunkPlan
-from famos.rendering import Progress, WindowInputs, WindowRunner
-
-
-class Cancelled(UserError):
-    """The render was cancelled (client disconnect, job cancel, Ctrl-C) between two chunks."""
-
+from famos.rendering import StripAssembler, WindowInputs, chunk_pixels
+from famos.window import WindowRunner
+from famos.values import Progress
 
 ProgressCallback = Callable[[Progress], None]
 _DONE = object()
@@ -66,10 +63,7 @@ def pipelined_strips(
                     pending[i] = None  # drop the prepared inputs as soon as they are used
                     if i + queue_chunks < len(chunks):
                         pending.append(pool.submit(inputs, chunks[i + queue_chunks].window))
-                    image = run(*window_inputs)[0]
-                    crop = chunk.crop
-                    pixels = to_uint8(image[:, crop.y : crop.bottom, crop.x : crop.right]).transpose(1, 2, 0)
-                    _put(results, (chunk, pixels), stop)
+                    _put(results, (chunk, chunk_pixels(chunk, run(*window_inputs))), stop)
         except BaseException as err:  # surfaced in the consumer thread
             failure.append(err)
         finally:
@@ -78,7 +72,7 @@ def pipelined_strips(
     worker = threading.Thread(target=device_loop, name="famos-device", daemon=True)
     start = time.perf_counter()
     worker.start()
-    strip: list[np.ndarray] = []
+    strips = StripAssembler(plan)
     done = pixels_done = 0
     try:
         while True:
@@ -86,14 +80,13 @@ def pipelined_strips(
             if item is _DONE:
                 break
             chunk, pixels = item
-            strip.append(pixels)
+            strip = strips.add(chunk, pixels)
             done += 1
             pixels_done += chunk.output.pixels
             if progress is not None:
                 progress(Progress(done, len(chunks), pixels_done, pixels_total, time.perf_counter() - start))
-            if chunk.col == plan.n_cols - 1:
-                yield np.concatenate(strip, axis=1) if len(strip) > 1 else strip[0]
-                strip = []
+            if strip is not None:
+                yield strip
         if failure:
             raise failure[0]
         if cancel is not None and cancel.is_set() and done < len(chunks):

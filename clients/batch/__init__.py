@@ -1,0 +1,11 @@
+"""Print-shop batch: a jobs file, one row per print, rendered to print-ready TIFFs, resumably.
+
+    jobs_file   the file's fields, parsing, checks against each model's canvas, the planned jobs
+    engines     LocalEngine (this process, famos.renderer) and ServerEngine (a render server)
+    ledger      OUT/batch-manifest.json: finished outputs, verified and skipped on a re-run
+    report      OUT/batch-report.csv/.json and the summary table
+    run         the loop: one failing job stops nothing
+    cli         `famos batch`
+
+It is a client of the renderer: it imports the core (famos/) and the gRPC client, never the server.
+"""

@@ -1,0 +1,78 @@
+"""The client's side of the gRPC seam: domain values to request messages, response messages to
+the shared value types (``famos.values``). Enums map by name, so no table is typed twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import grpc
+import numpy as np
+
+from famos.errors import UserError
+from famos.planning import Rect
+from famos.tiff import TiffOptions
+from famos.values import Job, JobState, ModelInfo, Piece, Progress, Started
+from protos.famos.render.v1 import render_pb2 as pb
+
+
+class ServerError(UserError):
+    """A call failed on the server (or could not reach it); ``code`` is the gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def render_request(model: str, *, seed: int, region: Rect | None, content: bytes, chunk: int) -> pb.RenderRequest:
+    request = pb.RenderRequest(model=model, seed=seed, content_image=content, chunk=chunk)
+    if region is not None:
+        request.region.CopyFrom(pb.Region(x=region.x, y=region.y, width=region.width, height=region.height))
+    return request
+
+
+def tiff_settings(options: TiffOptions) -> pb.TiffSettings:
+    return pb.TiffSettings(
+        compression=pb.Compression.Value(f"COMPRESSION_{options.compression.name}"),
+        quality=options.quality,
+        tile=options.tile,
+        dpi=options.dpi or 0.0,
+        pyramid=options.pyramid,
+        bigtiff=pb.BigTiff.Value(f"BIG_TIFF_{options.bigtiff.name}"),
+        no_predictor=not options.predictor,
+        no_icc=not options.icc_profile,
+    )
+
+
+def _fields(cls, message) -> dict:
+    return {f.name: getattr(message, f.name) for f in dataclasses.fields(cls)}
+
+
+def model_info(message: pb.Model) -> ModelInfo:
+    fields = _fields(ModelInfo, message)
+    h = message.halo
+    fields["halo"] = (h.top, h.left, h.bottom, h.right)
+    return ModelInfo(**fields)
+
+
+def job(message: pb.Job) -> Job:
+    fields = _fields(Job, message)
+    fields["state"] = JobState[pb.JobState.Name(message.state).removeprefix("JOB_STATE_")]
+    return Job(**fields)
+
+
+def render_event(message: pb.RenderResponse) -> Started | Piece | Progress:
+    kind = message.WhichOneof("event")
+    if kind == "tile":
+        t = message.tile
+        if len(t.rgb) != t.height * t.width * 3:
+            raise ServerError(grpc.StatusCode.DATA_LOSS, f"tile at ({t.x}, {t.y}): {len(t.rgb)} bytes for {t.width}x{t.height}")
+        return Piece(t.y, t.x, np.frombuffer(t.rgb, np.uint8).reshape(t.height, t.width, 3))
+    if kind == "progress":
+        return Progress(**_fields(Progress, message.progress))
+    if kind == "started":
+        s = message.started
+        region = Rect(y=s.region.y, x=s.region.x, height=s.region.height, width=s.region.width)
+        return Started(region, s.chunks_total, s.strips_total, json.loads(s.description_json))
+    raise ServerError(grpc.StatusCode.INTERNAL, f"unknown render event {kind!r} (newer server?)")

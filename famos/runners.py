@@ -1,0 +1,152 @@
+"""Runners: a loaded bundle's graph as a callable ``run(content, origin, noise) -> image`` on numpy
+arrays, on one backend and device.
+
+    onnx         model.onnx (or model_fp16.onnx) in onnxruntime: CPU, CUDA or TensorRT provider
+    torchscript  model.ts in torch.jit (``famos.torch_runners``)
+    torch        generator.safetensors rebuilt as the eager generator: the reference
+
+This module imports no torch: the ONNX path needs only numpy and onnxruntime, and the PyTorch
+runners are imported only when one of them is asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import pathlib
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from famos.bundle import (
+    CONTENT_INPUT, IMAGE_OUTPUT, NOISE_INPUT, ONNX_FILE, ORIGIN_INPUT, TORCHSCRIPT_FILE, WEIGHTS_FILE, Bundle,
+)
+from famos.errors import BackendUnavailable, BundleError, UserError
+from famos.window import WindowRunner, check_window
+
+class Backend(enum.Enum):
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    TORCH = "torch"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerOptions:
+    """How to run a bundle: the same four choices in `famos render`, `famos batch` and `famos serve`."""
+
+    backend: Backend = Backend.ONNX
+    device: str = "cpu"  # cpu, cuda or cuda:N
+    fp16: bool = False  # the half-precision U-Net (within the manifest's fp16_tolerance)
+    tensorrt: bool = False  # onnxruntime's TensorRT provider before CUDA (onnx backend, cuda device)
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        if self.tensorrt and self.backend is not Backend.ONNX:
+            raise BackendUnavailable("--tensorrt: TensorRT is available through the onnx backend only")
+        if self.tensorrt and not self.device.startswith("cuda"):
+            raise BackendUnavailable("--tensorrt: needs --device cuda or cuda:N")
+
+
+def check_device(device: str) -> int | None:
+    """The CUDA device index of ``device`` (None for the CPU); UserError for anything else."""
+    kind, colon, index = device.partition(":")
+    if kind == "cpu" and not colon:
+        return None
+    if kind == "cuda" and (not colon or index.isdigit()):
+        return int(index or 0)
+    raise UserError(f"device {device!r}: use cpu, cuda or cuda:N")
+
+
+def add_runner_arguments(parser) -> None:
+    """``--backend --device --fp16 --tensorrt``, read back with ``runner_options``."""
+    group = parser.add_argument_group("backend and device")
+    group.add_argument("--backend", choices=[b.value for b in Backend], default=Backend.ONNX.value,
+                       help="onnx (onnxruntime), torchscript, or torch (the eager reference)")
+    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    group.add_argument("--fp16", action="store_true",
+                       help="half-precision U-Net (onnx: needs a bundle exported with --fp16; torch)")
+    group.add_argument("--tensorrt", action="store_true",
+                       help="onnx on cuda: put onnxruntime's TensorRT provider first (engines cached per bundle)")
+
+
+def runner_options(args) -> RunnerOptions:
+    return RunnerOptions(backend=Backend(args.backend), device=args.device, fp16=args.fp16, tensorrt=args.tensorrt)
+
+
+def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> WindowRunner:
+    """A runner of ``bundle``'s graph; BackendUnavailable when this machine cannot run it."""
+    manifest = bundle.manifest
+    alignment = manifest.alignment
+    if options.backend is Backend.ONNX:
+        name = manifest.fp16_file if options.fp16 else ONNX_FILE
+        if name is None:
+            raise BundleError(f"{bundle.path}: no fp16 graph in this bundle (export it with --fp16)")
+        cache = pathlib.Path(tempfile.gettempdir()) / "famos-tensorrt" / bundle.sha256[:16]
+        providers = onnx_providers(options, cache_dir=cache)
+        return OnnxRunner(bundle.path / name, providers=providers, takes_noise=manifest.takes_noise(), alignment=alignment)
+    from famos import torch_runners  # torch is optional: loaded only for its own backends
+
+    if options.backend is Backend.TORCHSCRIPT:
+        return torch_runners.TorchScriptRunner(
+            bundle.path / TORCHSCRIPT_FILE, device=options.device, fp16=options.fp16,
+            takes_noise=manifest.takes_noise(), alignment=alignment,
+        )
+    return torch_runners.eager_runner(bundle.path / WEIGHTS_FILE, device=options.device, fp16=options.fp16)
+
+
+class OnnxRunner:
+    """Windows through one onnxruntime session, all graph optimizations on."""
+
+    def __init__(self, model: pathlib.Path, *, providers: list[Any], takes_noise: bool, alignment: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
+        self.takes_noise = takes_noise
+        self.alignment = alignment
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __call__(self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        check_window(content, origin, self.alignment)
+        feeds = {
+            CONTENT_INPUT: np.ascontiguousarray(content, dtype=np.float32),
+            ORIGIN_INPUT: np.ascontiguousarray(origin, dtype=np.int64),
+        }
+        if self.takes_noise:
+            if noise is None:
+                raise ValueError("this model has noise channels: pass its noise window")
+            feeds[NOISE_INPUT] = np.ascontiguousarray(noise, dtype=np.float32)
+        return self.session.run([IMAGE_OUTPUT], feeds)[0]
+
+
+def onnx_providers(options: RunnerOptions, *, cache_dir: pathlib.Path) -> list[Any]:
+    """Execution providers for a device, best first, with the CPU as the fallback for any node
+    the accelerator's provider does not take."""
+    import onnxruntime as ort
+
+    device_id = check_device(options.device)
+    if device_id is None:
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise BackendUnavailable(
+            f"device {options.device!r}: this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        )
+    providers: list[Any] = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    if options.tensorrt:
+        if "TensorrtExecutionProvider" not in available:
+            raise BackendUnavailable("--tensorrt: this onnxruntime has no TensorrtExecutionProvider")
+        # Engines take minutes to build: cache them per bundle, outside the (possibly read-only) bundle.
+        trt = {
+            "device_id": device_id,
+            "trt_fp16_enable": options.fp16,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir),
+        }
+        providers.insert(0, ("TensorrtExecutionProvider", trt))
+    return providers

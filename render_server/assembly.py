@@ -1,0 +1,30 @@
+"""Assembly: a job's spooled strips into its TIFF in the output store.
+
+The same writer and description as an uninterrupted render, so a job resumed after a crash
+produces the identical file, byte for byte.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+from famos.files import remove_partials
+from famos.planning import Rect
+from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
+from render_server.spool import JobSpool
+
+
+def assemble(
+    spool: JobSpool, path: pathlib.Path, *, region: Rect, strips_total: int, options: TiffOptions,
+    description: dict[str, Any],
+) -> TiffReport:
+    remove_partials(path)  # left by a crash during a previous assembly
+    return write_tiled_tiff(
+        path,
+        spool.strips(strips_total),
+        height=region.height,
+        width=region.width,
+        options=options,
+        description=description,
+    )

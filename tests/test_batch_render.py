@@ -66,7 +66,7 @@ def test_example_jobs_file_runs_and_writes_print_conventions(bundles, tmp_path, 
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no partial files left
     rows = report(out)
     assert {r["status"] for r in rows.values()} == {"done"}
-    assert rows["chelsea-card.tif"]["dpi"] == str(round(226 / (5.6 / 2.54), 2))
+    assert rows["chelsea-card.tif"]["dpi"] == "102.51"  # 226 px across the card's 5.6 cm
     data = json.loads((out / "batch-report.json").read_text())
     assert data["summary"]["ok"] and data["summary"]["done"] == 4
 
@@ -81,7 +81,7 @@ def test_example_jobs_file_runs_and_writes_print_conventions(bundles, tmp_path, 
     with tifffile.TiffFile(out / "chelsea-card.tif") as tif:
         assert tif.pages[0].compression == tifffile.COMPRESSION.LZW
         x_res = tif.pages[0].tags["XResolution"].value
-        assert x_res[0] / x_res[1] == pytest.approx(226 / (5.6 / 2.54), rel=1e-3)
+        assert 226 / (x_res[0] / x_res[1]) * 2.54 == pytest.approx(5.6, abs=0.005)  # prints 5.6 cm wide
 
 
 def test_resume_skips_verified_outputs_and_rerenders_a_corrupted_one(bundles, tmp_path):
@@ -237,4 +237,7 @@ def test_server_mode_writes_the_same_prints(bundles, tmp_path):
     for name in names:
         assert np.array_equal(read(tmp_path / "remote" / name), read(tmp_path / "local" / name)), name
         with tifffile.TiffFile(tmp_path / "remote" / name) as tif:
-            assert tif.pages[0].tags["XResolution"].value[0] > 0 and ICC_TAG in tif.pages[0].tags
+            page = tif.pages[0]
+            dpi = 150 if name == "plain.tif" else 100  # the rows' dpi column
+            assert page.tags["XResolution"].value == (dpi, 1) == page.tags["YResolution"].value, name
+            assert page.resolutionunit == tifffile.RESUNIT.INCH and ICC_TAG in page.tags

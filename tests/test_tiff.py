@@ -115,7 +115,9 @@ def test_no_icc_no_dpi_no_description(tmp_path, noise_canvas):
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         assert 34675 not in page.tags
-        assert "XResolution" not in page.tags or page.tags["ResolutionUnit"].value != 2
+        # no DPI given: no physical size claimed (tifffile writes 1/1 with unit NONE)
+        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.NONE
+        assert page.tags["XResolution"].value == (1, 1)
         assert not page.description
 
 

@@ -78,7 +78,14 @@ def test_end_to_end_writes_run_dir_and_checkpoint_contract(images, tmp_path, cap
     capsys.readouterr()
     assert famos(["evaluate", str(out / "checkpoint.safetensors"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["step"] == 4 and result["content_error"] >= 0 and result["style_distance"] > 0
+    # evaluate scores the saved model exactly as the run scored it at its end (same region, seed and
+    # images, so the same numbers as quality.csv's last row), and an untrained output is not the content.
+    with open(out / "quality.csv") as f:
+        before, after = list(csv.DictReader(f))
+    assert result["step"] == int(after["step"]) == 4 and int(before["step"]) == 0
+    assert result["content_error"] == pytest.approx(float(after["content_error"]), rel=1e-5)
+    assert result["style_distance"] == pytest.approx(float(after["style_distance"]), rel=1e-5)
+    assert result["content_error"] > 0 and result["style_distance"] > 0
 
 
 def test_resume_is_exact(images, tmp_path):

@@ -1,0 +1,72 @@
+"""Runner choices: one device grammar for every command, misaligned windows refused, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from famos.bundle import load_bundle  # noqa: E402
+from famos.cli import main  # noqa: E402
+from famos.errors import BackendUnavailable, UserError  # noqa: E402
+from famos.runners import Backend, RunnerOptions, check_device, open_runner  # noqa: E402
+from famos.window import check_window  # noqa: E402
+from conftest import SERVER_MODEL  # noqa: E402
+
+
+def test_device_grammar():
+    assert check_device("cpu") is None
+    assert check_device("cuda") == 0
+    assert check_device("cuda:3") == 3
+    for bad in ("gpu", "cuda:", "cuda:x", "cpu:0", "CUDA"):
+        with pytest.raises(UserError, match="cpu, cuda or cuda:N"):
+            check_device(bad)
+
+
+def test_tensorrt_needs_onnx_on_cuda():
+    with pytest.raises(BackendUnavailable, match="onnx backend only"):
+        RunnerOptions(backend=Backend.TORCH, device="cuda", tensorrt=True)
+    with pytest.raises(BackendUnavailable, match="needs --device cuda"):
+        RunnerOptions(tensorrt=True)
+
+
+@pytest.mark.parametrize("backend", list(Backend))
+def test_every_runner_refuses_a_misaligned_window(models, backend):
+    bundle = load_bundle(models / SERVER_MODEL)
+    run = open_runner(bundle, RunnerOptions(backend=backend))
+    a = bundle.manifest.alignment
+    noise = None
+    if bundle.manifest.takes_noise():
+        noise = np.zeros((1, bundle.spec.generator.noise.channels, 2, 2), np.float32)
+    content = np.zeros((1, 3, 2 * a, 2 * a), np.float32)
+    assert run(content, np.array([[a, 0]], np.int64), noise).shape == content.shape
+    with pytest.raises(ValueError, match="not aligned"):
+        run(content, np.array([[a + 1, 0]], np.int64), noise)
+    with pytest.raises(ValueError, match="not aligned"):
+        run(content[..., : 2 * a - 1], np.array([[0, 0]], np.int64), noise)
+
+
+def test_check_window_accepts_the_alignment_grid():
+    check_window(np.zeros((1, 3, 32, 48)), np.array([[16, 32]]), 16)
+    with pytest.raises(ValueError):
+        check_window(np.zeros((1, 3, 32, 48)), np.array([[8, 32]]), 16)
+
+
+@pytest.mark.parametrize("command", ["render", "batch", "serve"])
+def test_the_same_device_options_in_every_command(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    for option in ("--backend", "--device", "--fp16", "--tensorrt", "cuda:N"):
+        assert option in text, (command, option)
+
+
+def test_unusable_devices_are_one_line_errors(models, tmp_path, capsys):
+    bundle = str(models / SERVER_MODEL)
+    out = str(tmp_path / "x.tif")
+    assert main(["render", bundle, "--out", out, "--device", "gpu"]) == 2
+    assert main(["render", bundle, "--out", out, "--device", "cuda:0", "--backend", "torch", "--tensorrt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "cpu, cuda or cuda:N" in err[0] and "onnx backend only" in err[1]
+    assert not (tmp_path / "x.tif").exists()

@@ -88,6 +88,23 @@ def bomb_png() -> bytes:
     return bytes(data)
 
 
+@pytest.fixture
+def certificate(tmp_path):
+    """A self-signed PEM certificate and key for localhost / 127.0.0.1 (openssl command)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 SERVER_MODEL = "tiny"
 
 

@@ -20,7 +20,6 @@ import json
 import math
 import pathlib
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -400,19 +399,6 @@ def test_client_cancel_of_a_succeeded_job_is_refused(server, capsys):
 
 
 # --- famos serve --tls-cert/--tls-key -------------------------------------------------------------
-
-
-@pytest.fixture
-def certificate(tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
 
 
 def test_serve_with_tls(models, bundle, certificate, tmp_path, capsys):

@@ -7,7 +7,6 @@ import concurrent.futures
 import io
 import pathlib
 import pickle
-import shutil
 import subprocess
 import sys
 import threading
@@ -277,19 +276,6 @@ def test_token_is_required(start, tmp_path):
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-@pytest.fixture
-def certificate(tmp_path) -> tuple[pathlib.Path, pathlib.Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
 
 
 def test_tls_with_self_signed_certificate_and_token(start, certificate, tmp_path):

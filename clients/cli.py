@@ -21,6 +21,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from famos.tiff import add_tiff_arguments
+    from famos.units import add_size_arguments
 
     parser = argparse.ArgumentParser(prog="famos client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", required=True, help="HOST:PORT of `famos serve`")
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--seed", type=int, default=0, help="noise seed")
         sub.add_argument("--region", help="X,Y,W,H: render only this part of the canvas")
         sub.add_argument("--chunk", type=int, default=0, help="output chunk side in pixels (0: the server's default)")
+        add_size_arguments(sub)
         add_tiff_arguments(sub)
 
     render = commands.add_parser("render", help="stream a render and write the TIFF here")
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from famos.errors import UserError
     from famos.planning import Rect
     from famos.tiff import tiff_options
+    from famos.units import output_size
 
     root = args.tls_ca.read_bytes() if args.tls_ca else None
     with RenderClient(args.server, token=args.token, tls=args.tls, root_certificates=root) as client:
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                 content=_content_bytes(args.content) if args.content else b"",
                 chunk=args.chunk,
                 options=options,
+                # pixels and print sizes resolve here; a scale needs the model's canvas: the server's
+                size=output_size(canvas=None, size=args.size, scale=args.scale, print_size=args.print_size, dpi=args.dpi),
+                scale=args.scale,
             )
             if args.command == "render":
                 if args.out.suffix.lower() not in (".tif", ".tiff"):

@@ -25,10 +25,18 @@ class ServerError(UserError):
         self.details = details
 
 
-def render_request(model: str, *, seed: int, region: Rect | None, content: bytes, chunk: int) -> pb.RenderRequest:
+def render_request(
+    model: str, *, seed: int, region: Rect | None, content: bytes, chunk: int,
+    size: tuple[int, int] | None = None, scale: float | None = None,
+) -> pb.RenderRequest:
+    """``size`` is (height, width) of the output canvas, ``scale`` a factor of the model's canvas."""
     request = pb.RenderRequest(model=model, seed=seed, content_image=content, chunk=chunk)
     if region is not None:
         request.region.CopyFrom(pb.Region(x=region.x, y=region.y, width=region.width, height=region.height))
+    if size is not None:
+        request.size.CopyFrom(pb.OutputSize(height=size[0], width=size[1]))
+    elif scale is not None:
+        request.size.CopyFrom(pb.OutputSize(scale=scale))
     return request
 
 

@@ -104,10 +104,14 @@ class RenderClient:
     # streamed renders
 
     def render(
-        self, model: str, *, seed: int = 0, region: Rect | None = None, content: bytes = b"", chunk: int = 0
+        self, model: str, *, seed: int = 0, region: Rect | None = None, content: bytes = b"", chunk: int = 0,
+        size: tuple[int, int] | None = None, scale: float | None = None,
     ) -> RenderStream:
-        """Start a streamed render; ``content`` is PNG or JPEG file bytes (empty: the model's own)."""
-        request = convert.render_request(model, seed=seed, region=region, content=content, chunk=chunk)
+        """Start a streamed render; ``content`` is PNG or JPEG file bytes (empty: the model's own);
+        ``size`` (height, width) or ``scale`` of the model's canvas choose the output canvas."""
+        request = convert.render_request(
+            model, seed=seed, region=region, content=content, chunk=chunk, size=size, scale=scale
+        )
         return RenderStream(self._stub.Render(request, metadata=self._metadata))
 
     def render_to_tiff(
@@ -119,6 +123,8 @@ class RenderClient:
         region: Rect | None = None,
         content: bytes = b"",
         chunk: int = 0,
+        size: tuple[int, int] | None = None,
+        scale: float | None = None,
         options: TiffOptions = TiffOptions(),
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
@@ -126,7 +132,7 @@ class RenderClient:
         """Stream a render into a tiled TIFF at ``path`` (atomically, in memory O(one strip)); the
         TIFF equals `famos render` with the same options, description included. Setting ``cancel``
         stops the render (and the server's work) and raises ``ServerError(CANCELLED)``."""
-        stream = self.render(model, seed=seed, region=region, content=content, chunk=chunk)
+        stream = self.render(model, seed=seed, region=region, content=content, chunk=chunk, size=size, scale=scale)
         events = iter(stream)
         watcher = _cancel_watcher(cancel, stream)
         try:
@@ -160,10 +166,14 @@ class RenderClient:
         region: Rect | None = None,
         content: bytes = b"",
         chunk: int = 0,
+        size: tuple[int, int] | None = None,
+        scale: float | None = None,
         options: TiffOptions = TiffOptions(),
     ) -> Job:
         request = pb.SubmitJobRequest(
-            render=convert.render_request(model, seed=seed, region=region, content=content, chunk=chunk),
+            render=convert.render_request(
+                model, seed=seed, region=region, content=content, chunk=chunk, size=size, scale=scale
+            ),
             output_name=output_name,
             tiff=convert.tiff_settings(options),
         )

@@ -6,6 +6,7 @@ window origin. Its interface:
 
     content  float32 (batch, 3, height, width)   in [-1, 1], height/width multiples of 2^depth
     origin   int64   (batch, 2)                  global (y, x) of the window
+    canvas   int64   (batch, 2)                  aligned (height, width) of the canvas rendered
     noise    float32 (batch, C, noise_height, noise_width)   only when the model has noise channels
     ->
     image    float32 (batch, 3, height, width)
@@ -29,6 +30,7 @@ from torch import nn
 
 from famos.bundle import (
     ALPHA_OUTPUT,
+    CANVAS_INPUT,
     CONTENT_INPUT,
     IMAGE_OUTPUT,
     MIX_OUTPUT,
@@ -58,8 +60,10 @@ class InferenceGraph(nn.Module):
         self.diagnostics = diagnostics
         self.mix_diagnostic = diagnostics and generator.n_templates > 0
 
-    def forward(self, content: torch.Tensor, origin: torch.Tensor, noise: Optional[torch.Tensor] = None):
-        image, alpha, weights, _, _ = self.generator(content, origin, noise)
+    def forward(
+        self, content: torch.Tensor, origin: torch.Tensor, canvas: torch.Tensor, noise: Optional[torch.Tensor] = None
+    ):
+        image, alpha, weights, _, _ = self.generator(content, origin, noise, canvas)
         if not self.diagnostics:
             return image
         if not self.mix_diagnostic:
@@ -102,6 +106,7 @@ def interface(spec: ModelSpec, *, diagnostics: bool) -> tuple[tuple[TensorInfo, 
     inputs = [
         TensorInfo(CONTENT_INPUT, "float32", ("batch", 3, *pixels)),
         TensorInfo(ORIGIN_INPUT, "int64", ("batch", 2)),
+        TensorInfo(CANVAS_INPUT, "int64", ("batch", 2)),
     ]
     if config.noise.channels:
         cells = pixels if config.noise.placement is NoisePlacement.INPUT else ("noise_height", "noise_width")
@@ -125,6 +130,9 @@ def example_inputs(spec: ModelSpec, inputs: tuple[TensorInfo, ...]) -> tuple[tor
         shape = [sizes[a] if isinstance(a, str) else a for a in info.shape]
         if info.name == ORIGIN_INPUT:
             tensors.append(torch.tensor([[0, 0], [alignment, 2 * alignment]], dtype=torch.int64))
+        elif info.name == CANVAS_INPUT:
+            height, width = spec.canvas.aligned(alignment)
+            tensors.append(torch.tensor([[height, width], [7 * alignment, 11 * alignment]], dtype=torch.int64))
         else:
             tensors.append(torch.rand(shape, generator=generator) * 2 - 1)
     return tuple(tensors)

@@ -141,7 +141,8 @@ def _write_files(
         config=spec.generator, canvas=spec.canvas, content=to_unit_range(content), seed=options.preview_seed
     )
     eager = EagerRunner(model)
-    parity = _check_parity(folder, spec=spec, inputs=window_inputs, eager=eager, options=options, takes_noise=len(inputs) > 2)
+    takes_noise = any(i.name == files.NOISE_INPUT for i in inputs)
+    parity = _check_parity(folder, spec=spec, inputs=window_inputs, eager=eager, options=options, takes_noise=takes_noise)
     preview_region = _write_preview(folder / files.PREVIEW_FILE, spec=spec, inputs=window_inputs, eager=eager, options=options)
     export_info: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -179,7 +180,10 @@ def _check_parity(
 ) -> dict[str, float]:
     windows = parity_windows(spec, count=options.parity_windows)
     cpu = ["CPUExecutionProvider"]
-    aligned = dict(takes_noise=takes_noise, alignment=spec.generator.alignment)
+    aligned = dict(
+        takes_noise=takes_noise, alignment=spec.generator.alignment,
+        trained_canvas=spec.canvas.aligned(spec.generator.alignment),
+    )
     candidates = {
         "onnx": (OnnxRunner(folder / files.ONNX_FILE, providers=cpu, **aligned), ONNX_TOLERANCE),
         "torchscript": (
@@ -193,7 +197,15 @@ def _check_parity(
         half = OnnxRunner(folder / files.FP16_FILE, providers=cpu, **aligned)
         candidates["onnx_fp16"] = (half, FP16_TOLERANCE)
     runners = {name: runner for name, (runner, _) in candidates.items()}
+    # the same windows on a canvas twice the trained size: the graphs' canvas input must agree too
+    canvas = spec.canvas
+    doubled = WindowInputs(
+        config=spec.generator, canvas=dataclasses.replace(canvas, height=2 * canvas.height, width=2 * canvas.width),
+        content=inputs.content, seed=inputs.seed,
+    )
     measured = max_differences(eager, runners, inputs=inputs, windows=windows)
+    for name, worst in max_differences(eager, runners, inputs=doubled, windows=windows).items():
+        measured[name] = max(measured[name], worst)
     for name, (_, tolerance) in candidates.items():
         if not measured[name] <= tolerance:
             raise ParityError(

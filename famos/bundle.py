@@ -35,7 +35,8 @@ from famos.errors import BundleError
 from famos.files import file_sha256
 from famos.planning import Halo
 
-FORMAT = "famos-bundle/1"
+FORMAT = "famos-bundle/2"  # 2: the graph takes the canvas size (any output size from one model)
+READABLE_FORMATS = ("famos-bundle/1", FORMAT)  # a /1 bundle renders only its trained canvas
 MANIFEST = "manifest.json"
 ONNX_FILE = "model.onnx"
 FP16_FILE = "model_fp16.onnx"
@@ -46,7 +47,7 @@ PREVIEW_FILE = "preview.png"
 REQUIRED_FILES = (ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, CONTENT_FILE, PREVIEW_FILE)
 
 # Graph interface names, shared by the exporter and every runner.
-CONTENT_INPUT, ORIGIN_INPUT, NOISE_INPUT = "content", "origin", "noise"
+CONTENT_INPUT, ORIGIN_INPUT, CANVAS_INPUT, NOISE_INPUT = "content", "origin", "canvas", "noise"
 IMAGE_OUTPUT, ALPHA_OUTPUT, MIX_OUTPUT = "image", "alpha", "mix_argmax"
 
 
@@ -111,8 +112,8 @@ class Manifest:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         """Raises KeyError, TypeError or ValueError for anything malformed."""
-        if data.get("format") != FORMAT:
-            raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
+        if data.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"format {data.get('format')!r}, expected one of {', '.join(READABLE_FORMATS)}")
         files = {
             str(name): FileEntry(sha256=str(entry["sha256"]), bytes=int(entry["bytes"]))
             for name, entry in data["files"].items()
@@ -135,6 +136,10 @@ class Manifest:
 
     def takes_noise(self) -> bool:
         return any(t.name == NOISE_INPUT for t in self.inputs)
+
+    def takes_canvas(self) -> bool:
+        """Whether the graph renders canvases other than the trained one (format 2 on)."""
+        return any(t.name == CANVAS_INPUT for t in self.inputs)
 
 
 @dataclasses.dataclass(frozen=True)

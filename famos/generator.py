@@ -136,6 +136,8 @@ class CanvasCoordinates(nn.Module):
 
     The value of a level-l cell is the average of ψ over its 2^l × 2^l pixels (ψ is linear, so the
     average is the value at the cell centre): identical to average-pooling the full-resolution ψ.
+    The canvas is the trained one unless a window passes another (a render at another size: ψ
+    then spans that canvas, as the paper's coordinates do for any output).
     """
 
     def __init__(self, canvas_height: int, canvas_width: int, depth: int):
@@ -144,23 +146,30 @@ class CanvasCoordinates(nn.Module):
         self.canvas_width = canvas_width
         self.depth = depth
 
-    def forward(self, origin: torch.Tensor, height: int, width: int) -> List[torch.Tensor]:
-        # origin: (B, 2) int64 pixel coordinates of the window, multiples of 2^depth.
+    def forward(
+        self, origin: torch.Tensor, height: int, width: int, canvas: Optional[torch.Tensor] = None
+    ) -> List[torch.Tensor]:
+        # origin: (B, 2) int64 pixel coordinates of the window, multiples of 2^depth;
+        # canvas: (B, 2) int64 aligned canvas (height, width), None: the trained canvas.
+        if canvas is None:
+            size = torch.tensor([[self.canvas_height, self.canvas_width]], dtype=torch.float32, device=origin.device)
+        else:
+            size = canvas.to(torch.float32)
         out: List[torch.Tensor] = []
         for level in range(self.depth + 1):
             cell = 1 << level
-            ys = self._axis(origin[:, 0], height // cell, cell, self.canvas_height)
-            xs = self._axis(origin[:, 1], width // cell, cell, self.canvas_width)
+            ys = self._axis(origin[:, 0], height // cell, cell, size[:, 0])
+            xs = self._axis(origin[:, 1], width // cell, cell, size[:, 1])
             grid_y = ys[:, :, None].expand(-1, -1, xs.shape[1])
             grid_x = xs[:, None, :].expand(-1, ys.shape[1], -1)
             out.append(torch.stack([grid_y, grid_x], dim=1))
         return out
 
     @staticmethod
-    def _axis(start: torch.Tensor, cells: int, cell: int, canvas: int) -> torch.Tensor:
+    def _axis(start: torch.Tensor, cells: int, cell: int, canvas: torch.Tensor) -> torch.Tensor:
         index = torch.arange(cells, device=start.device, dtype=torch.float32)
         first = torch.div(start, cell, rounding_mode="floor").to(torch.float32)
-        return (first[:, None] + index[None, :] + 0.5) * (2.0 * cell / canvas) - 1.0
+        return (first[:, None] + index[None, :] + 0.5) * (2.0 * cell / canvas[:, None]) - 1.0
 
 
 class TemplateSampler(nn.Module):
@@ -260,14 +269,20 @@ class FamosGenerator(nn.Module):
         self.blend = Blend(config.blend)
 
     def forward(
-        self, content: torch.Tensor, origin: torch.Tensor, noise: Optional[torch.Tensor] = None
+        self,
+        content: torch.Tensor,
+        origin: torch.Tensor,
+        noise: Optional[torch.Tensor] = None,
+        canvas: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """content (B, 3, h, w) in [-1, 1]; origin (B, 2) int64; noise (B, C, h', w') or None.
+        """content (B, 3, h, w) in [-1, 1]; origin (B, 2) int64; noise (B, C, h', w') or None;
+        canvas (B, 2) int64, the aligned canvas being rendered (None: the trained one).
 
         Returns (image I, alpha α, mix weights Ã, painted I_G, copied I_M); h, w multiples of 2^depth.
+        Only ψ depends on the canvas size: templates and noise are functions of global position.
         """
         height, width = content.shape[2], content.shape[3]
-        psi = self.coordinates(origin, height, width)
+        psi = self.coordinates(origin, height, width, canvas)
         parts = [content]
         if self.coord_copy:
             parts.append(psi[0])

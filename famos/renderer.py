@@ -23,7 +23,8 @@ import numpy as np
 from famos import __version__
 from famos.bundle import Bundle
 from famos.canvas import to_unit_range
-from famos.errors import InvalidField, UserError
+from famos.config import CanvasConfig
+from famos.errors import BundleError, InvalidField, UserError
 from famos.files import atomic_output
 from famos.pipeline import ProgressCallback, pipelined_strips
 from famos.planning import ChunkPlan, Rect
@@ -42,11 +43,14 @@ MIN_CHUNK = 16
 class RenderSettings:
     seed: int = 0
     chunk: int = DEFAULT_CHUNK
-    region: Rect | None = None  # None: the whole delivered canvas
+    region: Rect | None = None  # None: the whole output canvas
+    size: tuple[int, int] | None = None  # (height, width) of the output canvas; None: the model's
     prepare_workers: int = 2
     queue_chunks: int = 4
 
     def __post_init__(self) -> None:
+        if self.size is not None and (self.size[0] < 1 or self.size[1] < 1):
+            raise InvalidField("size", f"{self.size[1]}x{self.size[0]} px: width and height must be positive")
         if self.chunk < MIN_CHUNK:
             raise InvalidField("chunk", f"{self.chunk} is below the minimum of {MIN_CHUNK} pixels")
         if self.prepare_workers < 1:
@@ -77,13 +81,26 @@ class Renderer:
         self.run = open_runner(bundle, options)
         self._default_content: np.ndarray | None = None
 
-    @property
-    def canvas_size(self) -> tuple[int, int]:
-        return self.spec.canvas.height, self.spec.canvas.width
+    def canvas(self, size: tuple[int, int] | None) -> CanvasConfig:
+        """The output canvas at ``size`` (height, width): the trained canvas with another extent.
+
+        What makes another size look like the trained one (DESIGN.md, the paper): templates keep
+        their style pixels per output pixel (style_scale, fold and offsets unchanged), the content
+        is resampled onto the new canvas, ψ spans the new canvas, noise stays a function of global
+        position. A format-1 bundle's graph has ψ for its trained canvas only."""
+        trained = self.spec.canvas
+        if size is None or size == (trained.height, trained.width):
+            return trained
+        if not self.bundle.manifest.takes_canvas():
+            raise BundleError(
+                f"{self.bundle.path}: a format-1 bundle renders only its trained canvas "
+                f"({trained.width}x{trained.height}); export it again to render other sizes"
+            )
+        return dataclasses.replace(trained, height=size[0], width=size[1])
 
     def task(self, settings: RenderSettings, content: np.ndarray | None = None) -> RenderTask:
-        """``settings`` on this model's canvas, with ``content`` (uint8 RGB; None: the bundle's own)."""
-        canvas = self.spec.canvas
+        """``settings`` on this model, with ``content`` (uint8 RGB; None: the bundle's own)."""
+        canvas = self.canvas(settings.size)
         region = (settings.region or Rect(0, 0, canvas.height, canvas.width)).check_inside(
             height=canvas.height, width=canvas.width
         )
@@ -95,7 +112,7 @@ class Renderer:
         else:
             unit = to_unit_range(content)
         inputs = WindowInputs(config=self.spec.generator, canvas=canvas, content=unit, seed=settings.seed)
-        return RenderTask(settings, plan, inputs, self._provenance(settings, region, content))
+        return RenderTask(settings, plan, inputs, self._provenance(settings, canvas, region, content))
 
     def strips(
         self,
@@ -116,13 +133,17 @@ class Renderer:
             progress=progress,
         )
 
-    def _provenance(self, settings: RenderSettings, region: Rect, content: np.ndarray | None) -> dict[str, Any]:
+    def _provenance(
+        self, settings: RenderSettings, canvas: CanvasConfig, region: Rect, content: np.ndarray | None
+    ) -> dict[str, Any]:
+        trained = self.spec.canvas
         return {
             "software": f"famos {__version__}",
             "model": self.bundle.path.name,
             "bundle_sha256": self.bundle.sha256,
             "seed": settings.seed,
-            "canvas": {"width": self.spec.canvas.width, "height": self.spec.canvas.height},
+            "canvas": {"width": canvas.width, "height": canvas.height},
+            "trained_canvas": {"width": trained.width, "height": trained.height},
             "region": dataclasses.asdict(region),
             "content": "default" if content is None else hashlib.sha256(np.ascontiguousarray(content)).hexdigest(),
             "training_steps": self.bundle.manifest.provenance.get("steps"),

@@ -28,7 +28,8 @@ class WindowInputs:
         self.content = content  # float32 (Hc, Wc, 3) in [-1, 1]: any size, resampled per window
         self.seed = seed
 
-    def __call__(self, window: Rect) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def __call__(self, window: Rect) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], np.ndarray]:
+        """(content, origin, noise, canvas): the arguments of a ``WindowRunner`` for ``window``."""
         content = content_window(
             self.content, canvas_height=self.canvas.height, canvas_width=self.canvas.width, window=window
         )
@@ -44,7 +45,8 @@ class WindowInputs:
                 height=window.height // cell,
                 width=window.width // cell,
             )[None]
-        return content[None], origin, noise
+        canvas = np.array([self.canvas.aligned(self.config.alignment)], dtype=np.int64)
+        return content[None], origin, noise, canvas
 
 
 def plan_for(

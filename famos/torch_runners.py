@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from famos.checkpoint import load_generator
-from famos.errors import BackendUnavailable
+from famos.errors import BackendUnavailable, BundleError
 from famos.generator import FamosGenerator, HalfPrecisionUNet
-from famos.window import check_window
+from famos.window import canvas_input, check_window
 
 
 def _torch_device(device: str) -> str:
@@ -34,10 +34,13 @@ class EagerRunner:
         self.alignment = model.config.alignment
 
     @torch.inference_mode()
-    def __call__(self, content: np.ndarray, origin: np.ndarray, noise: Optional[np.ndarray]) -> np.ndarray:
+    def __call__(
+        self, content: np.ndarray, origin: np.ndarray, noise: Optional[np.ndarray], canvas: Optional[np.ndarray] = None
+    ) -> np.ndarray:
         check_window(content, origin, self.alignment)
         to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
-        image = self.model(to(content), to(origin), None if noise is None else to(noise))[0]
+        size = None if canvas is None else to(np.ascontiguousarray(canvas, dtype=np.int64))
+        image = self.model(to(content), to(origin), None if noise is None else to(noise), size)[0]
         return image.float().cpu().numpy()
 
 
@@ -52,7 +55,10 @@ def eager_runner(path: pathlib.Path, *, device: str, fp16: bool) -> EagerRunner:
 class TorchScriptRunner:
     """Windows through the TorchScript module; its outputs after the image are diagnostics."""
 
-    def __init__(self, path: pathlib.Path, *, device: str, fp16: bool, takes_noise: bool, alignment: int):
+    def __init__(
+        self, path: pathlib.Path, *, device: str, fp16: bool, takes_noise: bool, alignment: int,
+        trained_canvas: tuple[int, int], takes_canvas: bool = True,
+    ):
         if fp16:
             raise BackendUnavailable("--fp16: use the onnx or torch backend (model.ts is float32)")
         self.device = _torch_device(device)
@@ -61,10 +67,19 @@ class TorchScriptRunner:
             self.module = torch.jit.load(str(path), map_location=self.device).eval()
         self.takes_noise = takes_noise
         self.alignment = alignment
+        self.trained_canvas = trained_canvas
+        self.takes_canvas = takes_canvas
 
-    def __call__(self, content: np.ndarray, origin: np.ndarray, noise: Optional[np.ndarray]) -> np.ndarray:
+    def __call__(
+        self, content: np.ndarray, origin: np.ndarray, noise: Optional[np.ndarray], canvas: Optional[np.ndarray] = None
+    ) -> np.ndarray:
         check_window(content, origin, self.alignment)
         args = [torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)), torch.from_numpy(origin)]
+        size = canvas_input(canvas, self.trained_canvas, len(content))
+        if self.takes_canvas:
+            args.append(torch.from_numpy(size))
+        elif np.any(size != self.trained_canvas):
+            raise BundleError("this bundle (format 1) renders only its trained canvas: export it again for other sizes")
         if self.takes_noise:
             if noise is None:
                 raise ValueError("this model has noise channels: pass its noise window")

@@ -7,7 +7,7 @@ import dataclasses
 import enum
 import re
 
-from famos.errors import UserError
+from famos.errors import InvalidField, UserError
 from famos.planning import Rect
 
 INCHES_PER_UNIT = {"in": 1.0, "cm": 1 / 2.54, "mm": 1 / 25.4}
@@ -121,3 +121,80 @@ def panel_grid(*, height: int, width: int, cols: int, rows: int, overlap: int) -
         for r, (y, h) in enumerate(ys)
         for c, (x, w) in enumerate(xs)
     )
+
+
+# --- pixel sizes: a training canvas, or a render's output size ----------------------------------
+
+
+def print_pixels(text: str, *, dpi: float) -> tuple[int, int]:
+    """Pixel (width, height) of a print size (``"60x40cm"``) at ``dpi``: round(inches x dpi)."""
+    return pixels_at_dpi(parse_print_size(text), dpi=dpi, what=text)
+
+
+def pixels_at_dpi(inches: tuple[float, float], *, dpi: float, what: str = "print size") -> tuple[int, int]:
+    if dpi <= 0:
+        raise UnitError(f"dpi = {dpi:g} must be positive")
+    return _positive(what, round(inches[0] * dpi), round(inches[1] * dpi))
+
+
+def parse_canvas(text: str) -> tuple[int, int]:
+    """``"1200x800"`` -> (width, height) in pixels, both positive."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*[x×]\s*(-?\d+)\s*", text.lower())
+    if not match:
+        raise UnitError(f"canvas {text!r}: expected WIDTHxHEIGHT in pixels (e.g. 1200x800)")
+    return _positive(text, int(match[1]), int(match[2]))
+
+
+def scaled_canvas(content_width: int, content_height: int, *, scale: float) -> tuple[int, int]:
+    if scale <= 0:
+        raise UnitError(f"scale = {scale:g} must be positive")
+    return _positive(f"scale {scale:g}", round(content_width * scale), round(content_height * scale))
+
+
+def _positive(what: str, width: int, height: int) -> tuple[int, int]:
+    if width < 1 or height < 1:
+        raise UnitError(f"canvas {what} gives {width}x{height} pixels: width and height must be positive")
+    return width, height
+
+
+def output_size(
+    *, canvas: tuple[int, int] | None, size: str | None = None, scale: float | None = None,
+    print_size: str | None = None, dpi: float | None = None,
+) -> tuple[int, int] | None:
+    """The (height, width) to render a model whose canvas is ``canvas`` (height, width) at: ``size``
+    ``WxH`` pixels, ``scale`` times the canvas, or ``print_size`` at ``dpi``; None (the model's own
+    canvas) when none is given. At most one of the three; ``dpi`` alone only tags the file. A
+    client that does not know the canvas passes None: a scale is then checked and left to the
+    server (None is returned)."""
+    given = [name for name, value in (("size", size), ("scale", scale), ("print_size", print_size)) if value is not None]
+    if len(given) > 1:
+        raise InvalidField(given[1], f"give one output size: {' or '.join(given)}, not both")
+    try:
+        if size:
+            width, height = parse_canvas(size)
+        elif scale is not None:
+            if canvas is None:
+                if not scale > 0:
+                    raise InvalidField("scale", f"{scale:g} must be positive")
+                return None
+            width, height = scaled_canvas(canvas[1], canvas[0], scale=scale)
+        elif print_size:
+            if dpi is None:
+                raise InvalidField("print_size", f"{print_size!r} needs a dpi (the pixels are print size x dpi)")
+            width, height = print_pixels(print_size, dpi=dpi)
+        else:
+            return None
+    except InvalidField:
+        raise
+    except UserError as err:
+        raise InvalidField(given[0], str(err)) from None
+    return height, width
+
+
+def add_size_arguments(parser) -> None:
+    """``--size --scale --print-size``: the output size of `famos render` and `famos client`; the
+    print size's DPI is the TIFF ``--dpi`` option, which then also tags the file."""
+    group = parser.add_argument_group("output size (default: the model's canvas)")
+    group.add_argument("--size", metavar="WxH", help="output pixels, e.g. 6000x4000")
+    group.add_argument("--scale", type=float, metavar="F", help="the model's canvas times F")
+    group.add_argument("--print-size", metavar="SIZE", help="e.g. 60x40cm, 24x16in, 600x400mm; with --dpi")

@@ -1,7 +1,8 @@
 """The window contract between the chunk loop and every runner (ONNX, TorchScript, eager).
 
 A runner computes one input window of the canvas: content float32 (B, 3, h, w) in [-1, 1], origin
-int64 (B, 2) (the window's global y, x), noise float32 or None -> image float32 (B, 3, h, w).
+int64 (B, 2) (the window's global y, x), noise float32 or None, and optionally canvas int64 (B, 2)
+(the aligned canvas being rendered; None: the model's trained canvas) -> image float32 (B, 3, h, w).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-WindowRunner = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray]], np.ndarray]
+WindowRunner = Callable[[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]], np.ndarray]
 
 
 def check_window(content: np.ndarray, origin: np.ndarray, alignment: int) -> None:
@@ -23,3 +24,10 @@ def check_window(content: np.ndarray, origin: np.ndarray, alignment: int) -> Non
             f"window at origin {np.asarray(origin).tolist()} of {height}x{width} px is not aligned to "
             f"{alignment} px (origin and size must be multiples of the model's alignment)"
         )
+
+
+def canvas_input(canvas: np.ndarray | None, trained: tuple[int, int], batch: int) -> np.ndarray:
+    """The canvas input of a graph: ``canvas`` as int64 (B, 2), or the trained canvas repeated."""
+    if canvas is None:
+        return np.tile(np.array([trained], dtype=np.int64), (batch, 1))
+    return np.ascontiguousarray(canvas, dtype=np.int64)

@@ -1,4 +1,9 @@
-"""`famos render BUNDLE --out mosaic.tif`: a bundle's canvas to a tiled TIFF, in constant memory."""
+"""`famos render BUNDLE --out mosaic.tif`: a bundle's canvas to a tiled TIFF, in constant memory.
+
+The output is the model's canvas unless --size, --scale or --print-size (with --dpi) asks for
+another: one model renders any size (the style keeps its trained pixel scale, the content is
+resampled onto the new canvas). --region then picks a part of that output canvas.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +16,20 @@ def main(argv: list[str] | None = None) -> int:
     from famos.renderer import DEFAULT_CHUNK
     from famos.runners import add_runner_arguments
     from famos.tiff import add_tiff_arguments
+    from famos.units import add_size_arguments
 
-    parser = argparse.ArgumentParser(prog="famos render", description=__doc__)
+    parser = argparse.ArgumentParser(prog="famos render", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=pathlib.Path, help="bundle folder written by `famos export`")
     parser.add_argument("--out", type=pathlib.Path, required=True, help=".tif/.tiff (tiled) or .png (small canvases)")
     parser.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the model's canvas")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
-    parser.add_argument("--region", help="X,Y,W,H: render only this part of the canvas")
+    parser.add_argument("--region", help="X,Y,W,H: render only this part of the output canvas")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")
     parser.add_argument("--preview", type=pathlib.Path, help="also write a downscaled overview PNG")
     parser.add_argument("--workers", type=int, default=2, help="threads preparing chunk inputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_size_arguments(parser)
     add_runner_arguments(parser)
     add_tiff_arguments(parser)
     args = parser.parse_args(argv)
@@ -33,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from famos.renderer import RenderSettings, Renderer, describe, render_png, render_tiff
     from famos.runners import runner_options
     from famos.tiff import tiff_options
+    from famos.units import output_size
 
     suffix = args.out.suffix.lower()
     if suffix not in (".tif", ".tiff", ".png"):
@@ -40,14 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out.parent.is_dir():
         raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
     options = tiff_options(args)
+    bundle = load_bundle(args.bundle)
+    trained = bundle.spec.canvas
     settings = RenderSettings(
         seed=args.seed,
         chunk=args.chunk,
         region=Rect.parse(args.region) if args.region else None,
+        size=output_size(canvas=(trained.height, trained.width), size=args.size, scale=args.scale,
+                         print_size=args.print_size, dpi=args.dpi),
         prepare_workers=args.workers,
     )
     content = load_rgb(args.content) if args.content else None
-    renderer = Renderer(load_bundle(args.bundle), runner_options(args))
+    renderer = Renderer(bundle, runner_options(args))
     if suffix == ".png":
         render_png(renderer, args.out, settings=settings, content=content)
         print(f"wrote {args.out}")

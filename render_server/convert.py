@@ -24,8 +24,16 @@ def render_spec(request: pb.RenderRequest) -> RenderSpec:
     if request.HasField("region"):
         r = request.region
         region = Rect(y=r.y, x=r.x, height=r.height, width=r.width)
+    size = scale = None
+    if request.HasField("size"):
+        s = request.size
+        if s.width or s.height:
+            size = (s.height, s.width)
+        elif s.scale:
+            scale = s.scale
     return RenderSpec(
-        model=request.model, seed=request.seed, region=region, chunk=request.chunk, content_image=request.content_image
+        model=request.model, seed=request.seed, region=region, chunk=request.chunk,
+        content_image=request.content_image, size=size, scale=scale,
     )
 
 

@@ -18,6 +18,7 @@ from famos.canvas import image_to_rgb
 from famos.errors import InvalidField
 from famos.planning import Rect
 from famos.renderer import Renderer, RenderSettings, RenderTask
+from famos.units import output_size
 from famos.values import Piece, Progress, Started
 from render_server.errors import ResourceExhausted
 from render_server.models import ModelStore
@@ -40,6 +41,8 @@ class RenderSpec:
     region: Rect | None = None
     chunk: int = 0  # 0: the server's default
     content_image: bytes = b""
+    size: tuple[int, int] | None = None  # (height, width) of the output canvas; None: scale or the model's
+    scale: float | None = None  # the model's canvas times this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +55,11 @@ def prepare(models: ModelStore, spec: RenderSpec, limits: Limits) -> PreparedRen
     if not spec.model:
         raise InvalidField("model", "is empty")
     renderer = models.renderer(spec.model)
-    settings = RenderSettings(seed=spec.seed, chunk=spec.chunk or limits.default_chunk, region=spec.region)
+    trained = renderer.spec.canvas
+    size = spec.size
+    if size is None and spec.scale is not None:
+        size = output_size(canvas=(trained.height, trained.width), scale=spec.scale)
+    settings = RenderSettings(seed=spec.seed, chunk=spec.chunk or limits.default_chunk, region=spec.region, size=size)
     content = decode_content(spec.content_image, max_pixels=limits.max_content_pixels) if spec.content_image else None
     task = renderer.task(settings, content)
     region = task.region

@@ -94,6 +94,38 @@ def test_dpi_and_print_size_both_ways():
         dpi_for_print_size(width_px=1500, height_px=1000, print_size=(10.0, 10.0))
 
 
+def test_output_size_from_pixels_scale_or_print_size_and_dpi(tmp_path):
+    """One model, any size: pixels, a scale of the canvas, or print size x dpi; any two of
+    pixels, print size and dpi fix the third."""
+    path = jobs_file(tmp_path, "model,output,size,scale,dpi,print_size\n" + (
+        "bundles/poster,px.tif,3000x2000,,300,\n"          # row 2: pixels at 300 dpi = 25.4x16.9 cm
+        "bundles/poster,scaled.tif,,2.5,,\n"               # row 3: 3750x2500 at --dpi
+        "bundles/poster,print.tif,,,150,60x40cm\n"         # row 4: 60x40 cm at 150 dpi = 3543x2362
+        "bundles/poster,fit.tif,3000x2000,,,50.8x33.87cm\n"  # row 5: pixels and print size -> 150 dpi
+        "bundles/poster,canvas.tif,,,150,\n"               # row 6: the model's canvas
+    ))
+    jobs = load_jobs(path, engine=CanvasOnly(ENGINE_CANVASES), settings=settings(tmp_path, tiff=TiffOptions(dpi=120)))
+    sizes = {j.name: (j.width, j.height, round(j.dpi, 1)) for j in jobs}
+    assert sizes == {
+        "px.tif": (3000, 2000, 300.0), "scaled.tif": (3750, 2500, 120.0), "print.tif": (3543, 2362, 150.0),
+        "fit.tif": (3000, 2000, 150.0), "canvas.tif": (1500, 1000, 150.0),
+    }
+    width_cm, height_cm = next(j for j in jobs if j.name == "print.tif").print_size_cm
+    assert (round(width_cm), round(height_cm)) == (60, 40)
+
+
+def test_conflicting_sizes_are_reported(tmp_path):
+    path = jobs_file(tmp_path, "model,output,size,scale,dpi,print_size\n" + (
+        "bundles/poster,a.tif,300x200,2,150,\n"          # row 2: size and scale
+        "bundles/poster,b.tif,300x200,,150,10x5cm\n"     # row 3: pixels, print size and dpi
+        "bundles/poster,c.tif,0x200,,150,\n"             # row 4: empty size
+        "bundles/poster,d.tif,,,50,60x40cm\n"            # row 5: under the dpi floor
+    ))
+    with pytest.raises(JobsFileError) as caught:
+        load_jobs(path, engine=CanvasOnly(ENGINE_CANVASES), settings=settings(tmp_path))
+    assert {(e.row, e.field) for e in caught.value.errors} == {(2, "scale"), (3, "print_size"), (4, "size"), (5, "dpi")}
+
+
 def test_every_bad_row_is_reported_with_row_and_field_and_nothing_renders(tmp_path):
     path = jobs_file(tmp_path, HEADER + (
         "bundles/poster,ok.tif,,150,,,,,\n"            # row 2: fine
@@ -102,7 +134,7 @@ def test_every_bad_row_is_reported_with_row_and_field_and_nothing_renders(tmp_pa
         "bundles/poster,sub/x.tif,,150,,,,,\n"         # row 5: separator
         "bundles/poster,d.tif,missing.png,abc,,x,gif,,\n"  # row 6: content, dpi, seed, compression
         "bundles/nope,e.tif,,150,,,,,\n"               # row 7: unknown bundle
-        "bundles/poster,f.tif,,150,30x20cm,,,,\n"      # row 8: both dpi and print size
+        "bundles/poster,f.tif,,150,30x20,,,,\n"        # row 8: a print size without a unit
         "bundles/poster,g.tif,,,,,,,\n"                # row 9: neither
         "bundles/poster,ok.tif,,200,,,,,\n"            # row 10: duplicate output
         ",h.png,,150,,,,0x2,1furlong\n"                # row 11: model, output, panels, overlap

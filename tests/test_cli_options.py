@@ -241,7 +241,7 @@ def test_export_with_the_dynamo_exporter_renders_like_the_tracer(tmp_path):
     assert "dynamo=True" in exporters["dynamo"] and "dynamo=False" in exporters["tracer"], exporters
     graph = onnx.load(str(dynamo / "model.onnx"))
     onnx.checker.check_model(graph)
-    assert [i.name for i in graph.graph.input] == ["content", "origin", "noise"]
+    assert [i.name for i in graph.graph.input] == ["content", "origin", "canvas", "noise"]
     assert (dynamo / "model.onnx").read_bytes() != (tracer / "model.onnx").read_bytes()
     for seed in (0, 7):
         assert np.array_equal(render(dynamo, tmp_path / f"d{seed}.tif", "--seed", seed, "--chunk", 16),

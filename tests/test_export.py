@@ -128,7 +128,7 @@ def test_batch_of_windows(bundles):
     bundle, model, content = bundles["memory-mirror-noise"]
     inputs = window_inputs(bundle, content)
     parts = [inputs(Rect(0, 0, 48, 64)), inputs(Rect(56, 88, 48, 64))]
-    batch = [np.concatenate([p[i] for p in parts]) for i in range(3)]
+    batch = [np.concatenate([p[i] for p in parts]) for i in range(4)]
     expected = EagerRunner(model)(*batch)
     for backend in (Backend.ONNX, Backend.TORCHSCRIPT):
         assert np.abs(open_runner(bundle, RunnerOptions(backend=backend))(*batch) - expected).max() <= ONNX_TOLERANCE
@@ -166,7 +166,7 @@ def test_graph_is_folded_and_holds_the_memory(bundles):
     graph = onnx.load(str(bundle.path / "model.onnx"))
     ops = {node.op_type for node in graph.graph.node}
     assert "BatchNormalization" not in ops and {"Conv", "Gather", "Softmax"} <= ops
-    assert [i.name for i in graph.graph.input] == ["content", "origin", "noise"]
+    assert [i.name for i in graph.graph.input] == ["content", "origin", "canvas", "noise"]
     assert [o.name for o in graph.graph.output] == ["image", "alpha", "mix_argmax"]
     style_pixels = model.sampler.style_pixels.numel()
     assert any(np.prod(t.dims) == style_pixels for t in graph.graph.initializer), "style images not constants"
@@ -181,9 +181,9 @@ def test_graph_is_folded_and_holds_the_memory(bundles):
 
 def test_models_without_noise_have_no_noise_input(bundles):
     bundle, model, content = bundles["memory-wrap-plain"]
-    assert [t.name for t in bundle.manifest.inputs] == ["content", "origin"]
+    assert [t.name for t in bundle.manifest.inputs] == ["content", "origin", "canvas"]
     assert [t.name for t in bundle.manifest.outputs] == ["image"]
-    content_window, origin, noise = window_inputs(bundle, content)(Rect(0, 0, 32, 48))
+    content_window, origin, noise, _ = window_inputs(bundle, content)(Rect(0, 0, 32, 48))
     assert noise is None
     assert open_runner(bundle, RunnerOptions(backend=Backend.ONNX))(content_window, origin, None).shape == (1, 3, 32, 48)
 

@@ -120,6 +120,26 @@ def test_streamed_render_equals_local_render(start, models, tmp_path, region, co
     assert result.description["bundle_sha256"] == client_of(server).model(MODEL).bundle_sha256
 
 
+def test_other_output_sizes_stream_and_run_as_jobs_like_local_renders(start, models, tmp_path):
+    """One served model, any size: pixels or a scale of its canvas, streamed or as a job; the
+    same file as `famos render --size/--scale`, and a job resumes with its size (JobSpec)."""
+    server = start()
+    local = local_render(models, tmp_path / "local.tif", "--seed", "2", "--chunk", "32", "--size", "250x130")
+    with client_of(server) as client:
+        client.render_to_tiff(MODEL, tmp_path / "streamed.tif", seed=2, chunk=32, size=(130, 250))
+        job = client.wait(client.submit(MODEL, output_name="scaled.tif", seed=2, chunk=32, scale=1.5).id)
+        assert job.state is JobState.SUCCEEDED, job.error
+        client.download(job.id, tmp_path / "job.tif")
+        with pytest.raises(ServerError) as err:
+            list(client.render(MODEL, size=(0, 10)))
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "size" in err.value.details
+    assert (tmp_path / "streamed.tif").read_bytes() == (tmp_path / "local.tif").read_bytes()
+    assert local.shape == (130, 250, 3)
+    scaled = local_render(models, tmp_path / "scaled.tif", "--seed", "2", "--chunk", "32", "--scale", "1.5")
+    assert scaled.shape == (144, 240, 3)  # 96x160 x 1.5
+    assert (tmp_path / "job.tif").read_bytes() == (tmp_path / "scaled.tif").read_bytes()
+
+
 def test_new_content_image_equals_local_render(start, models, tmp_path):
     server = start()
     content = np.random.default_rng(3).integers(0, 256, (70, 50, 3), dtype=np.uint8)

@@ -21,10 +21,8 @@ from training.config import (
     LossConfig,
     RegularizerConfig,
     TrainConfig,
-    parse_canvas,
-    print_pixels,
 )
-from famos.units import parse_print_size
+from famos.units import parse_canvas, parse_print_size, print_pixels
 from training.data import WindowSampler
 from training.losses import (
     Vgg19Features,

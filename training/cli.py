@@ -257,7 +257,7 @@ def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int
 
 
 def _canvas_size(options: dict[str, Any], *, content_size: tuple[int, int]) -> tuple[int, int]:
-    from training.config import parse_canvas, print_pixels, scaled_canvas
+    from famos.units import parse_canvas, print_pixels, scaled_canvas
 
     chosen = [k for k in ("canvas", "scale", "print_size") if options.get(k) is not None]
     if len(chosen) > 1:

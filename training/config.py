@@ -1,18 +1,16 @@
-"""Training configuration (frozen dataclasses, Enums for modes) and canvas-size parsing.
+"""Training configuration (frozen dataclasses, Enums for modes).
 
 ``TrainConfig`` travels inside every checkpoint as JSON (famos.config.to_dict), so a run resumes
-from the file alone. The size parsers are pure functions; print sizes use famos.units, the grammar
-the print-shop batch tool shares.
+from the file alone. Canvas sizes (pixels, scale, print size) parse with famos.units, the grammar
+`famos render`, the batch and the server share.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
-import re
 
 from famos.errors import UserError
-from famos.units import parse_print_size
 
 
 class CropMode(enum.Enum):
@@ -110,31 +108,3 @@ class TrainConfig:
 
 
 # --- canvas sizes --------------------------------------------------------------------------------
-
-
-def print_pixels(text: str, *, dpi: float) -> tuple[int, int]:
-    """Pixel (width, height) of a print size at ``dpi``: round(inches x dpi)."""
-    if dpi <= 0:
-        raise UserError(f"dpi = {dpi:g} must be positive")
-    width, height = parse_print_size(text)
-    return _positive(text, round(width * dpi), round(height * dpi))
-
-
-def parse_canvas(text: str) -> tuple[int, int]:
-    """``"1200x800"`` -> (width, height) in pixels, both positive."""
-    match = re.fullmatch(r"\s*(-?\d+)\s*[x×]\s*(-?\d+)\s*", text.lower())
-    if not match:
-        raise UserError(f"canvas {text!r}: expected WIDTHxHEIGHT in pixels (e.g. 1200x800)")
-    return _positive(text, int(match[1]), int(match[2]))
-
-
-def scaled_canvas(content_width: int, content_height: int, *, scale: float) -> tuple[int, int]:
-    if scale <= 0:
-        raise UserError(f"scale = {scale:g} must be positive")
-    return _positive(f"scale {scale:g}", round(content_width * scale), round(content_height * scale))
-
-
-def _positive(what: str, width: int, height: int) -> tuple[int, int]:
-    if width < 1 or height < 1:
-        raise UserError(f"canvas {what} gives {width}x{height} pixels: width and height must be positive")
-    return width, height

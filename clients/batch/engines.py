@@ -65,7 +65,10 @@ class LocalEngine:
         return self.bundle(model).sha256
 
     def render(self, job: Job, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
-        settings = RenderSettings(seed=job.seed, chunk=self.chunk, region=output.region, prepare_workers=self.prepare_workers)
+        settings = RenderSettings(
+            seed=job.seed, chunk=self.chunk, region=output.region, size=(job.height, job.width),
+            prepare_workers=self.prepare_workers,
+        )
         render_tiff(self.renderer(job.model), path, settings=settings, options=options, content=self._content(job))
 
     def _content(self, job: Job) -> np.ndarray | None:
@@ -112,6 +115,7 @@ class ServerEngine:
             path,
             seed=job.seed,
             region=output.region,
+            size=(job.height, job.width),
             content=job.content.read_bytes() if job.content is not None else b"",
             options=options,
         )

@@ -10,12 +10,15 @@ list of objects, or ``{"jobs": [...]}``), with these fields:
     output         file name inside ``--out`` (``.tif``/``.tiff``, ``.tif`` added when missing);
                    no folders, no ``..``, no absolute paths.
     content        optional image, relative to the jobs file's folder; empty: the bundle's default
-                   content. It is resampled onto the model's canvas.
-    dpi            exactly one of the two (or ``--dpi`` as the default for rows with neither).
-    print_size     The pixel size is the model's canvas, so one fixes the other: ``dpi = 150``
-                   prints the canvas at 150 pixels per inch; ``print_size = 120x80cm`` (cm, mm or
-                   in) gives the DPI, and its proportions must match the canvas within 1 %.
-                   A DPI under the floor (``--min-dpi``, default 100) is rejected.
+                   content. It is resampled onto the output canvas.
+    size, scale    optional output pixels ``WxH`` (``6000x4000``), or a scale of the model's canvas
+                   (``2.5``); at most one. Empty: the model's canvas, or print_size x dpi.
+    dpi            Pixels, print size and DPI: any two fix the third. ``print_size = 60x40cm``
+    print_size     with ``dpi = 150`` renders 3543x2362 px; a dpi alone prints the output pixels
+                   at that DPI; a print size alone gives the DPI (its proportions must match the
+                   pixels within 1 %). ``--dpi`` is the default dpi of rows that need one. A DPI
+                   under the floor (``--min-dpi``, default 100) is rejected. One model renders
+                   every size: the style keeps its trained pixel scale.
     seed           optional integer noise seed (default 0).
     compression    optional: deflate, lzw, none, zstd or jpeg (default ``--compression``, deflate:
                    deflate and LZW are what print RIPs read).
@@ -49,11 +52,15 @@ from typing import Any, Protocol
 from famos.errors import UserError
 from famos.planning import Rect
 from famos.tiff import Compression, TiffOptions
-from famos.units import Length, LengthUnit, dpi_for_print_size, panel_grid, parse_grid, parse_length, parse_print_size
+from famos.units import (
+    Length, LengthUnit, dpi_for_print_size, panel_grid, parse_canvas, parse_grid, parse_length, parse_print_size,
+    pixels_at_dpi, scaled_canvas,
+)
 
 DEFAULT_MIN_DPI = 100.0
 FIELDS = (
-    "model", "output", "content", "dpi", "print_size", "seed", "compression", "panels", "panel_overlap",
+    "model", "output", "content", "size", "scale", "dpi", "print_size", "seed", "compression", "panels",
+    "panel_overlap",
 )
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -119,6 +126,8 @@ class JobRequest:
     model: ModelRef
     output: str
     content: pathlib.Path | None
+    size: tuple[int, int] | None  # (width, height) pixels
+    scale: float | None
     dpi: float | None
     print_size: tuple[float, float] | None  # inches
     seed: int
@@ -260,10 +269,14 @@ def parse_request(
     model = field("model", model_ref)
     output = field("output", check_output_name)
     content = field("content", lambda t: base / t)
+    size = field("size", parse_canvas)
+    scale = field("scale", positive)
     dpi = field("dpi", positive)
     print_size = field("print_size", parse_print_size)
-    if dpi is not None and print_size is not None:
-        errors.append(FieldError(row, "print_size", "give a dpi or a print size, not both (the pixel size is fixed)"))
+    if size is not None and scale is not None:
+        errors.append(FieldError(row, "scale", "give a size or a scale, not both"))
+    if (size is not None or scale is not None) and dpi is not None and print_size is not None:
+        errors.append(FieldError(row, "print_size", "pixels, print size and dpi: give two of them, not three"))
     seed = field("seed", integer, 0)
     codec = field("compression", compression)
     panels = field("panels", parse_grid)
@@ -271,7 +284,7 @@ def parse_request(
     if errors:
         return errors
     return JobRequest(
-        row=row, model=model, output=output, content=content, dpi=dpi, print_size=print_size,
+        row=row, model=model, output=output, content=content, size=size, scale=scale, dpi=dpi, print_size=print_size,
         seed=seed, compression=codec, panels=panels, panel_overlap=overlap,
     )
 
@@ -284,10 +297,25 @@ def plan_job(
     default_dpi: float | None,
     default_compression: Compression,
 ) -> Job | list[FieldError]:
-    """A request on its model's canvas (height, width): the DPI, the floor, the panels' regions."""
-    height, width = canvas
+    """A request for a model whose canvas is (height, width): the output pixels, the DPI, the
+    floor, the panels' regions."""
     row = request.row
-    if request.print_size is not None:
+    height, width = canvas
+    if request.size is not None:
+        width, height = request.size
+    elif request.scale is not None:
+        try:
+            width, height = scaled_canvas(width, height, scale=request.scale)
+        except UserError as err:
+            return [FieldError(row, "scale", str(err))]
+    elif request.print_size is not None and request.dpi is not None:
+        try:
+            width, height = pixels_at_dpi(request.print_size, dpi=request.dpi)
+        except UserError as err:
+            return [FieldError(row, "print_size", str(err))]
+    if request.print_size is not None and request.dpi is not None:
+        dpi, source = request.dpi, "dpi"
+    elif request.print_size is not None:
         try:
             dpi = dpi_for_print_size(width_px=width, height_px=height, print_size=request.print_size)
         except ValueError as err:
@@ -303,7 +331,7 @@ def plan_job(
         return [FieldError(
             row, source,
             f"{dpi:.1f} dpi ({width}x{height} px printed at {w_cm:.1f}x{h_cm:.1f} cm) is below the floor "
-            f"of {min_dpi:g} dpi (--min-dpi); the model's canvas is too small for this print",
+            f"of {min_dpi:g} dpi (--min-dpi); give more pixels (size, scale, or print_size with a dpi)",
         )]
     outputs: tuple[Output, ...] = (Output(request.output, None),)
     if request.panels is not None:

@@ -69,6 +69,7 @@ def output_fingerprint(job: Job, output: Output, *, model: str, options: TiffOpt
         "model": model,
         "content": content,
         "seed": job.seed,
+        "size": [job.height, job.width],
         "region": dataclasses.asdict(output.region) if output.region else None,
         "tiff": options.to_json(),
     }

@@ -112,19 +112,31 @@ class Region(_message.Message):
     height: int
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
+class OutputSize(_message.Message):
+    __slots__ = ("width", "height", "scale")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    scale: float
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., scale: _Optional[float] = ...) -> None: ...
+
 class RenderRequest(_message.Message):
-    __slots__ = ("model", "seed", "region", "content_image", "chunk")
+    __slots__ = ("model", "seed", "region", "content_image", "chunk", "size")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_IMAGE_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
     model: str
     seed: int
     region: Region
     content_image: bytes
     chunk: int
-    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., content_image: _Optional[bytes] = ..., chunk: _Optional[int] = ...) -> None: ...
+    size: OutputSize
+    def __init__(self, model: _Optional[str] = ..., seed: _Optional[int] = ..., region: _Optional[_Union[Region, _Mapping]] = ..., content_image: _Optional[bytes] = ..., chunk: _Optional[int] = ..., size: _Optional[_Union[OutputSize, _Mapping]] = ...) -> None: ...
 
 class RenderResponse(_message.Message):
     __slots__ = ("started", "tile", "progress")

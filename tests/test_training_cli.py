@@ -190,3 +190,35 @@ def test_short_tiny_run_beats_untrained_generator(tmp_path):
     assert int(after["step"]) == 200
     assert float(after["content_error"]) < float(before["content_error"])
     assert float(after["style_distance"]) < float(before["style_distance"])
+
+
+def test_a_gigapixel_canvas_trains_with_bounded_previews(images, tmp_path):
+    """A 40000x26700 canvas (1.07 gigapixels): every preview and the final one render at most
+    about 4 MP (a whole render would take hours here), as a captioned sheet: the composition
+    small and three 100 % crops."""
+    out = tmp_path / "giga"
+    assert train(images, out, "--steps", "2", "--checkpoint-every", "2", "--preview-every", "1",
+                 "--canvas", "40000x26700", "--preview-max-side", "600") == 0
+    sheet = np.asarray(Image.open(out / "preview.png"))
+    assert sheet.shape[1] >= 3 * 512  # three crops side by side
+    assert sheet.shape[0] * sheet.shape[1] < 4_000_000
+    assert (out / "previews" / "step_000001_canvas.png").exists()
+    assert (out / "preview.png").read_bytes() == (out / "previews" / "step_000002_canvas.png").read_bytes()
+
+
+def test_bounded_preview_crops_are_the_real_canvas_at_100_percent():
+    from conftest import tiny_model
+    from famos.config import CanvasConfig, GeneratorConfig
+    from famos.planning import Rect
+    from training.metrics import render_region
+    from training.previews import canvas_preview
+
+    model = tiny_model(GeneratorConfig(depth=2, width=4, n_templates=2), CanvasConfig(1200, 1800))
+    content = np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    whole = canvas_preview(model, content, max_side=300, max_pixels=3_000_000)
+    assert whole.shape == (200, 300, 3)  # within the budget: the whole canvas, downscaled
+    sheet = canvas_preview(model, content, max_side=300, max_pixels=1_000_000)
+    # layout: caption, overview (200 x 300), gap, caption, three 512 crops in a row
+    top = 14 + 200 + 8 + 14
+    centre = render_region(model, content, Rect(344, 644, 512, 512))  # centred on (900, 600)
+    assert np.array_equal(sheet[top : top + 512, 520 : 520 + 512], centre)

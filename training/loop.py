@@ -4,8 +4,10 @@
     RUN_DIR/checkpoints/step_000500.safetensors      snapshots every checkpoint_every steps
     RUN_DIR/losses.csv, RUN_DIR/losses.png           every step / at previews and the end
     RUN_DIR/previews/step_000500_patches.png         I_C, I_M, I_G, I, alpha, A of fixed windows
-    RUN_DIR/previews/step_000500_canvas.png          the canvas through the chunked renderer
-    RUN_DIR/preview.png                              the final canvas
+    RUN_DIR/previews/step_000500_canvas.png          the canvas through the chunked renderer (at most
+                                                     4 MP: a large canvas shows its composition small
+                                                     and three 100 % crops, captioned)
+    RUN_DIR/preview.png                              the final canvas, the same way
     RUN_DIR/quality.csv                              content error and style distance, before/after
 
 Ctrl-C finishes the current step, saves the checkpoint and returns 130; a second Ctrl-C aborts
@@ -15,6 +17,7 @@ at once (the previous checkpoint is intact either way).
 from __future__ import annotations
 
 import csv
+import shutil
 import signal
 import sys
 import threading
@@ -23,6 +26,7 @@ import time
 
 import torch
 
+from famos.files import atomic_output
 from training.metrics import Quality, evaluate
 from training.previews import LossLog, canvas_preview, patch_grid, plot_losses, read_losses, save_png
 from training.trainer import Trainer
@@ -90,7 +94,12 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
         return INTERRUPTED
     if saved_step != trainer.step:
         _checkpoint(trainer, paths, snapshot=True)
-    save_png(run_dir / "preview.png", _canvas(trainer))
+    last_preview = paths.preview(trainer.step, "canvas")
+    if last_preview.exists():  # the final step just previewed the same weights: no second render
+        with atomic_output(run_dir / "preview.png") as tmp:
+            shutil.copyfile(last_preview, tmp)
+    else:
+        save_png(run_dir / "preview.png", _canvas(trainer))
     save_png(paths.losses_plot, plot_losses(read_losses(paths.losses)))
     after = _quality(trainer)
     _record_quality(paths.quality, trainer.step, after, fresh=False)

@@ -7,6 +7,7 @@ plot is drawn with Pillow so training needs no plotting library.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import pathlib
 
@@ -16,6 +17,7 @@ import torch
 from famos.canvas import to_uint8, to_unit_range
 from famos.torch_runners import EagerRunner
 from famos.generator import FamosGenerator
+from famos.planning import Rect
 from famos.rendering import WindowInputs, plan_for, render_strips
 
 GRID_ROWS = ("I_C", "I_M", "I_G", "I", "alpha", "A")
@@ -50,26 +52,87 @@ def patch_grid(
     return out
 
 
+# A preview renders at most this many pixels whatever the canvas: a gigapixel canvas would take
+# hours per preview on a CPU, and the run is there to train.
+PREVIEW_PIXELS = 4_000_000
+CROP_SIDE = 512  # the 100 % crops of a large canvas
+_CAPTION = 14  # caption strip height in pixels
+
+
 def canvas_preview(
-    model: FamosGenerator, content: np.ndarray, *, max_side: int, seed: int = 0, device: str = "cpu", chunk: int = 512
+    model: FamosGenerator, content: np.ndarray, *, max_side: int, seed: int = 0, device: str = "cpu",
+    chunk: int = 512, max_pixels: int = PREVIEW_PIXELS,
 ) -> np.ndarray:
-    """The whole canvas through the chunked renderer, each strip downscaled as it arrives, so a
-    large canvas never sits in memory at full size."""
+    """What a person needs to judge the canvas, from at most ``max_pixels`` rendered pixels.
+
+    A canvas within the budget is rendered whole and downscaled to ``max_side``. A larger one gets
+    a captioned sheet: the whole composition small (the model rendered onto a canvas of the same
+    proportions, ``max_side`` long: templates keep their trained pixel size, so textures look
+    larger there than in the print), and three crops of the real canvas at 100 %.
+    """
+    canvas = model.canvas
+    runner = EagerRunner(model, device=device)
+    if canvas.height * canvas.width <= max_pixels:
+        return _downscaled(model, content, canvas, runner, max_side=max_side, seed=seed, chunk=chunk)
+    factor = max_side / max(canvas.height, canvas.width)
+    small = dataclasses.replace(
+        canvas, height=max(1, round(canvas.height * factor)), width=max(1, round(canvas.width * factor))
+    )
+    overview = _render(model, content, small, None, runner, seed=seed, chunk=chunk)
+    panels = [(overview, f"whole canvas {canvas.width}x{canvas.height}, rendered at {small.width}x{small.height}")]
+    side_y, side_x = min(CROP_SIDE, canvas.height), min(CROP_SIDE, canvas.width)
+    for fy, fx in ((0.25, 0.25), (0.5, 0.5), (0.75, 0.75)):
+        y = min(max(0, round(canvas.height * fy) - side_y // 2), canvas.height - side_y)
+        x = min(max(0, round(canvas.width * fx) - side_x // 2), canvas.width - side_x)
+        crop = _render(model, content, canvas, Rect(y, x, side_y, side_x), runner, seed=seed, chunk=chunk)
+        panels.append((crop, f"100% at x={x} y={y}"))
+    return _contact_sheet(panels[0], panels[1:])
+
+
+def _render(model, content, canvas, region, runner, *, seed: int, chunk: int) -> np.ndarray:
+    """uint8 pixels of ``region`` (None: all) of ``model`` rendered onto ``canvas``."""
+    inputs = WindowInputs(config=model.config, canvas=canvas, content=to_unit_range(content), seed=seed)
+    plan = plan_for(model.config, canvas, chunk_size=chunk, region=region)
+    return np.concatenate(list(render_strips(plan, inputs, runner)))
+
+
+def _downscaled(model, content, canvas, runner, *, max_side: int, seed: int, chunk: int) -> np.ndarray:
+    """The whole canvas, each strip downscaled as it arrives (never held at full size)."""
     from PIL import Image
 
-    canvas = model.canvas
     factor = min(1.0, max_side / max(canvas.height, canvas.width))
     inputs = WindowInputs(config=model.config, canvas=canvas, content=to_unit_range(content), seed=seed)
     plan = plan_for(model.config, canvas, chunk_size=chunk)
     width = max(1, round(canvas.width * factor))
     strips, top = [], 0
-    for strip in render_strips(plan, inputs, EagerRunner(model, device=device)):
+    for strip in render_strips(plan, inputs, runner):
         bottom = top + strip.shape[0]
         rows = round(bottom * factor) - round(top * factor)  # cumulative rounding: no drift
         if rows > 0:
             strips.append(np.asarray(Image.fromarray(strip).resize((width, rows), Image.BILINEAR)))
         top = bottom
     return np.concatenate(strips)
+
+
+def _contact_sheet(top: tuple[np.ndarray, str], row: list[tuple[np.ndarray, str]]) -> np.ndarray:
+    """``top`` above a row of panels, each under its caption, on white."""
+    from PIL import Image, ImageDraw
+
+    gap = 8
+    row_width = sum(p.shape[1] for p, _ in row) + gap * (len(row) - 1)
+    row_height = max(p.shape[0] for p, _ in row)
+    width = max(top[0].shape[1], row_width)
+    height = 2 * _CAPTION + top[0].shape[0] + gap + row_height
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((2, 1), top[1], fill="black")
+    sheet.paste(Image.fromarray(top[0]), (0, _CAPTION))
+    x, y = 0, _CAPTION + top[0].shape[0] + gap
+    for pixels, caption in row:
+        draw.text((x + 2, y + 1), caption, fill="black")
+        sheet.paste(Image.fromarray(pixels), (x, y + _CAPTION))
+        x += pixels.shape[1] + gap
+    return np.asarray(sheet)
 
 
 def save_png(path: pathlib.Path, image: np.ndarray) -> None:

@@ -2,6 +2,7 @@
 
     famos evaluate runs/tiny/checkpoint.safetensors                  # against its own training data
     famos evaluate model.safetensors --content new.png --style s.png # against other images
+    famos evaluate runs/tiny/checkpoint.safetensors --scale 4         # rendered at 4x its canvas
 
 The canvas (centre region up to --max-side) is rendered with the chunked renderer in eval mode;
 content error is blurred grey MSE against the content, style distance the sliced Wasserstein
@@ -15,6 +16,7 @@ import json
 import pathlib
 
 from famos.errors import UserError
+from famos.units import add_size_arguments, output_size
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-side", type=int, default=512, help="evaluate the centre region at most this square")
     parser.add_argument("--seed", type=int, default=0, help="noise seed of the render")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_size_arguments(parser)
+    parser.add_argument("--dpi", type=float, help="with --print-size")
     args = parser.parse_args(argv)
     if args.max_side < 8:
         raise UserError(f"--max-side {args.max_side} must be at least 8 (patches are 7 x 7)")
@@ -46,12 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         styles = [tensors[k].numpy() for k in sorted((k for k in tensors if k.startswith("data.style.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
         if not styles:
             raise UserError(f"{args.checkpoint}: holds no style images; pass --style")
-    quality = evaluate(model, content=content, styles=styles, max_side=args.max_side, seed=args.seed)
-    result = {"step": header.get("step"), "content_error": quality.content_error, "style_distance": quality.style_distance}
+    canvas = model.canvas
+    size = output_size(canvas=(canvas.height, canvas.width), size=args.size, scale=args.scale,
+                       print_size=args.print_size, dpi=args.dpi)
+    quality = evaluate(model, content=content, styles=styles, max_side=args.max_side, seed=args.seed, size=size)
+    height, width = size or (canvas.height, canvas.width)
+    result = {"step": header.get("step"), "canvas": f"{width}x{height}",
+              "content_error": quality.content_error, "style_distance": quality.style_distance}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"step {result['step']}: content error {quality.content_error:.5f}, style distance {quality.style_distance:.5f}")
+        print(f"step {result['step']}, canvas {result['canvas']}: content error {quality.content_error:.5f}, style distance {quality.style_distance:.5f}")
     return 0
 
 

@@ -18,6 +18,7 @@ import torch
 
 from famos.canvas import content_window, to_uint8, to_unit_range
 from famos.torch_runners import EagerRunner
+from famos.config import CanvasConfig
 from famos.generator import FamosGenerator
 from famos.planning import Rect
 from famos.rendering import WindowInputs, plan_for, render_strips
@@ -78,11 +79,13 @@ def centre_region(height: int, width: int, *, max_side: int) -> Rect:
 
 
 def render_region(
-    model: FamosGenerator, content: np.ndarray, region: Rect, *, seed: int = 0, device: str = "cpu", chunk: int = 512
+    model: FamosGenerator, content: np.ndarray, region: Rect, *, seed: int = 0, device: str = "cpu", chunk: int = 512,
+    canvas: CanvasConfig | None = None,
 ) -> np.ndarray:
-    """uint8 (h, w, 3) of ``region`` of the model's canvas, rendered chunk by chunk in eval mode."""
-    inputs = WindowInputs(config=model.config, canvas=model.canvas, content=to_unit_range(content), seed=seed)
-    plan = plan_for(model.config, model.canvas, chunk_size=chunk, region=region)
+    """uint8 (h, w, 3) of ``region`` of ``canvas`` (default: the model's), chunk by chunk in eval mode."""
+    canvas = canvas or model.canvas
+    inputs = WindowInputs(config=model.config, canvas=canvas, content=to_unit_range(content), seed=seed)
+    plan = plan_for(model.config, canvas, chunk_size=chunk, region=region)
     return np.concatenate(list(render_strips(plan, inputs, EagerRunner(model, device=device))))
 
 
@@ -99,12 +102,13 @@ def style_at_canvas_scale(style: np.ndarray, style_scale: float) -> np.ndarray:
 
 def evaluate(
     model: FamosGenerator, *, content: np.ndarray, styles: list[np.ndarray], max_side: int = 512,
-    seed: int = 0, device: str = "cpu",
+    seed: int = 0, device: str = "cpu", size: tuple[int, int] | None = None,
 ) -> Quality:
-    """Quality of the centre region (at most max_side square) of the model's canvas."""
-    canvas = model.canvas
+    """Quality of the centre region (at most max_side square) of the model's canvas, or of the
+    model rendered at ``size`` (height, width): the same bounded cost at any canvas size."""
+    canvas = model.canvas if size is None else dataclasses.replace(model.canvas, height=size[0], width=size[1])
     region = centre_region(canvas.height, canvas.width, max_side=max_side)
-    image = render_region(model, content, region, seed=seed, device=device)
+    image = render_region(model, content, region, seed=seed, device=device, canvas=canvas)
     target = content_window(
         to_unit_range(content), canvas_height=canvas.height, canvas_width=canvas.width, window=region
     )

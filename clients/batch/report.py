@@ -36,6 +36,10 @@ class JobResult:
     seconds: float
     error: str = ""
 
+    @property
+    def print_size_cm(self) -> tuple[float, float]:
+        return self.width / self.dpi * 2.54, self.height / self.dpi * 2.54
+
 
 @dataclasses.dataclass(frozen=True)
 class BatchReport:
@@ -55,14 +59,15 @@ class BatchReport:
         return self.rendered_pixels / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-_REPORT_COLUMNS = ("row", "output", "model", "status", "width", "height", "dpi", "files", "bytes",
-                   "rendered_pixels", "seconds", "error")
+_REPORT_COLUMNS = ("row", "output", "model", "status", "width", "height", "dpi", "print_width_cm",
+                   "print_height_cm", "files", "bytes", "rendered_pixels", "seconds", "error")
 
 
 def _report_record(result: JobResult) -> dict[str, Any]:
     record = dataclasses.asdict(result)
     record["status"] = result.status.value
     record["dpi"] = round(result.dpi, 2)
+    record["print_width_cm"], record["print_height_cm"] = (round(v, 1) for v in result.print_size_cm)
     record["seconds"] = round(result.seconds, 3)
     return record
 
@@ -89,11 +94,13 @@ def write_reports(report: BatchReport, out: pathlib.Path) -> None:
 
 def format_summary(report: BatchReport) -> str:
     """The table printed at the end of a batch."""
-    header = ("row", "output", "status", "pixels", "dpi", "files", "MB", "seconds", "error")
+    header = ("row", "output", "status", "pixels", "dpi", "print (cm)", "files", "MB", "seconds", "error")
     lines = [header]
     for r in report.results:
+        width_cm, height_cm = r.print_size_cm
         lines.append((
-            str(r.row), r.output, r.status.value, f"{r.width}x{r.height}", f"{r.dpi:.1f}", str(r.files),
+            str(r.row), r.output, r.status.value, f"{r.width}x{r.height}", f"{r.dpi:.1f}",
+            f"{width_cm:.1f}x{height_cm:.1f}", str(r.files),
             f"{r.bytes / 1e6:.2f}", f"{r.seconds:.2f}", r.error,
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]

@@ -29,7 +29,7 @@ ICC_TAG = 34675
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> pathlib.Path:
-    """A folder holding one exported bundle named ``tiny`` (and nothing else, as a server's models)."""
+    """A folder holding one exported model as ``tiny`` and ``mosaic`` (the examples' name), as a server's models."""
     from famos.canvas import load_rgb
     from famos.cli import main as famos
 
@@ -38,6 +38,7 @@ def bundles(tmp_path_factory) -> pathlib.Path:
     write_checkpoint(checkpoint, tiny_model(CONFIG, CANVAS, seed=5), content=load_rgb(EXAMPLES / "content" / "chelsea.png"))
     root = tmp_path_factory.mktemp("bundles")
     assert famos(["export", str(checkpoint), "--out", str(root / "tiny")]) == 0
+    shutil.copytree(root / "tiny", root / "mosaic")  # the examples' model name
     return root
 
 
@@ -56,32 +57,66 @@ def read(path: pathlib.Path) -> np.ndarray:
     return tifffile.imread(path)
 
 
-def test_example_jobs_file_runs_and_writes_print_conventions(bundles, tmp_path, capsys):
+def test_example_jobs_file_plans_real_print_sizes_from_one_model(bundles, capsys):
+    """examples/jobs.csv: what print shops sell, all from one model (a 226x150 canvas here)."""
+    assert batch(EXAMPLES / "jobs.csv", "--out", "unused", "--bundles", bundles, "--check") == 0
+    plan = capsys.readouterr().out
+    for expected in (
+        "mosaic 3543x2362 px at 300.0 dpi = 30.0x20.0 cm",   # poster
+        "mosaic 3543x2362 px at 150.0 dpi = 60.0x40.0 cm",   # print
+        "mosaic 5906x3937 px at 100.0 dpi = 150.0x100.0 cm",  # 2-panel mural
+        "mosaic 1772x1181 px at 300.0 dpi = 15.0x10.0 cm",   # card with its own content
+    ):
+        assert expected in plan
+    assert "mural-150x100cm_r1c1.tif, mural-150x100cm_r1c2.tif" in plan
+
+
+def test_example_jobs_render_with_print_conventions(bundles, tmp_path, capsys):
+    """The example rows at a tenth of their DPI (the same structure, 0.5 MP in all): files, tags,
+    panels and the report's pixels, DPI, print size, bytes and time."""
+    rows = (EXAMPLES / "jobs.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    dpi_column = header.index("dpi")
+    small = [rows[0]]
+    for row in rows[1:]:
+        cells = row.split(",")
+        cells[dpi_column] = str(int(cells[dpi_column]) // 10)
+        small.append(",".join(cells))
+    (tmp_path / "examples").mkdir()
+    jobs = tmp_path / "examples" / "jobs.csv"
+    jobs.write_text("\n".join(small) + "\n")
+    shutil.copytree(EXAMPLES / "style", tmp_path / "examples" / "style")
     out = tmp_path / "prints"
-    assert batch(EXAMPLES / "jobs.csv", "--out", out, "--bundles", bundles) == 0
+    assert batch(jobs, "--out", out, "--bundles", bundles, "--min-dpi", "10") == 0
     summary = capsys.readouterr().out
-    assert "4 jobs: 4 done, 0 skipped, 0 failed" in summary
+    assert "4 jobs: 4 done, 0 skipped, 0 failed" in summary and "30.0x20.0" in summary, summary
     files = sorted(p.name for p in out.glob("*.tif"))
-    assert files == ["chelsea-150dpi.tif", "chelsea-card.tif", "gravel-content.tif", "mural_r1c1.tif", "mural_r1c2.tif"]
+    assert files == ["card-gravel-15x10cm.tif", "mural-150x100cm_r1c1.tif", "mural-150x100cm_r1c2.tif",
+                     "poster-30x20cm-300dpi.tif", "print-60x40cm-150dpi.tif"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no partial files left
     rows = report(out)
     assert {r["status"] for r in rows.values()} == {"done"}
-    assert rows["chelsea-card.tif"]["dpi"] == "102.51"  # 226 px across the card's 5.6 cm
+    poster = rows["poster-30x20cm-300dpi.tif"]
+    assert (poster["width"], poster["height"], poster["dpi"]) == ("354", "236", "30.0")
+    assert (poster["print_width_cm"], poster["print_height_cm"]) == ("30.0", "20.0")
+    assert int(poster["bytes"]) == (out / "poster-30x20cm-300dpi.tif").stat().st_size
+    assert float(poster["seconds"]) > 0
     data = json.loads((out / "batch-report.json").read_text())
     assert data["summary"]["ok"] and data["summary"]["done"] == 4
 
-    with tifffile.TiffFile(out / "chelsea-150dpi.tif") as tif:
+    with tifffile.TiffFile(out / "poster-30x20cm-300dpi.tif") as tif:
         page = tif.pages[0]
         assert not tif.is_bigtiff  # classic TIFF under 4 GB
-        assert page.shape == (150, 226, 3) and page.dtype == np.uint8 and page.photometric == tifffile.PHOTOMETRIC.RGB
-        assert page.tags["XResolution"].value == (150, 1) and page.resolutionunit == tifffile.RESUNIT.INCH
+        assert page.shape == (236, 354, 3) and page.dtype == np.uint8 and page.photometric == tifffile.PHOTOMETRIC.RGB
+        assert page.tags["XResolution"].value == (30, 1) and page.resolutionunit == tifffile.RESUNIT.INCH
         assert page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
         icc = page.tags[ICC_TAG].value
         assert b"sRGB" in icc or b"s\x00R\x00G\x00B" in icc
-    with tifffile.TiffFile(out / "chelsea-card.tif") as tif:
+    with tifffile.TiffFile(out / "card-gravel-15x10cm.tif") as tif:
         assert tif.pages[0].compression == tifffile.COMPRESSION.LZW
-        x_res = tif.pages[0].tags["XResolution"].value
-        assert 226 / (x_res[0] / x_res[1]) * 2.54 == pytest.approx(5.6, abs=0.005)  # prints 5.6 cm wide
+        assert tif.pages[0].shape == (118, 177, 3)  # 15x10 cm at 30 dpi
+    left, right = (read(out / f"mural-150x100cm_r1c{c}.tif") for c in (1, 2))
+    assert left.shape == right.shape and left.shape[0] == 394  # equal panels, 150x100 cm at 30 dpi
 
 
 def test_resume_skips_verified_outputs_and_rerenders_a_corrupted_one(bundles, tmp_path):

@@ -53,7 +53,8 @@ def summary(bundle: Bundle) -> str:
     lines = [
         f"bundle      {bundle.path}  (sha256 {bundle.sha256[:16]}, {manifest.format}, famos {manifest.code_version})",
         f"canvas      {canvas.width}x{canvas.height} px (computed {aligned_w}x{aligned_h}), fold {canvas.fold.value}, "
-        f"style scale {canvas.style_scale:g}, {len(spec.style_sizes)} style image(s)",
+        f"style scale {canvas.style_scale:g}, {len(spec.style_sizes)} style image(s); renders "
+        + ("any size (--size/--scale/--print-size)" if manifest.takes_canvas() else "this canvas only (format 1)"),
         f"generator   depth {config.depth}, width {config.width}, kernel {config.kernel}, N = {config.n_templates} "
         f"templates, blend {config.blend.value}, noise {noise.channels} ch ({noise.placement.value})",
         f"halo        top {halo.top}, left {halo.left}, bottom {halo.bottom}, right {halo.right}; "

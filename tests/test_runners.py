@@ -70,3 +70,23 @@ def test_unusable_devices_are_one_line_errors(models, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "cpu, cuda or cuda:N" in err[0] and "onnx backend only" in err[1]
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_a_format_1_bundle_says_it_renders_only_its_canvas(models, tmp_path, capsys):
+    """Bundles from before the canvas input still load; asking them for another size is a clear
+    one-line error, not a wrong image."""
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(models / SERVER_MODEL, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format"] = "famos-bundle/1"
+    manifest["inputs"] = [t for t in manifest["inputs"] if t["name"] != "canvas"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert not load_bundle(old).manifest.takes_canvas()
+    out = tmp_path / "x.tif"
+    assert main(["render", str(old), "--out", str(out), "--scale", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "renders only its trained canvas" in err and "export it again" in err
+    assert not out.exists()

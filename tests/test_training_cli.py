@@ -222,3 +222,16 @@ def test_bounded_preview_crops_are_the_real_canvas_at_100_percent():
     top = 14 + 200 + 8 + 14
     centre = render_region(model, content, Rect(344, 644, 512, 512))  # centred on (900, 600)
     assert np.array_equal(sheet[top : top + 512, 520 : 520 + 512], centre)
+
+
+def test_the_quick_start_preset_trains_a_2_megapixel_canvas_of_the_bundled_samples():
+    """README's first command: `--preset mosaic` is the tiny architecture on the bundled samples
+    for an 1800x1200 canvas; an explicit size or scale replaces that canvas."""
+    from training.cli import EXAMPLES, _resolve, build_parser
+
+    options, _ = _resolve(build_parser().parse_args(["--preset", "mosaic", "--out", "x"]))
+    assert options["canvas"] == "1800x1200" and 1800 * 1200 >= 2_000_000
+    assert options["content"] == [EXAMPLES / "content" / "chelsea.png"] and all(p.exists() for p in options["style"])
+    assert options["preview_every"] == options["steps"]  # only the final preview renders
+    options, _ = _resolve(build_parser().parse_args(["--preset", "mosaic", "--out", "x", "--scale", "2"]))
+    assert "canvas" not in options and options["scale"] == 2

@@ -14,16 +14,11 @@ import json
 import os
 import pathlib
 import platform
-import subprocess
-import sys
+
+from common import famos
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
-
-def famos(*args: str, capture: bool = False) -> str:
-    result = subprocess.run([sys.executable, "-m", "famos.cli", *map(str, args)], check=True,
-                            capture_output=capture, text=True)
-    return result.stdout
 
 
 def main(argv: list[str] | None = None) -> int:

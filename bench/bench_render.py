@@ -14,10 +14,11 @@ import argparse
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import tempfile
 import time
+
+from common import measured
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,15 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"render_{side}.tif"
         command = [sys.executable, "-m", "famos.cli", "render", str(bundle), "--out", str(out), "--quiet",
                    "--region", f"0,0,{side},{side}", "--chunk", str(args.chunk), "--compression", args.compression]
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - start
-        if status != 0:
-            print(f"render of {side}² failed with status {status}", file=sys.stderr)
-            return 1
+        seconds, peak = measured(command)
         mp = side * side / 1e6
-        peak = usage.ru_maxrss / 1024  # KiB on Linux
         rss.append(peak)
         print(f"| {side}² | {mp:.0f} | {seconds:.1f} | {mp / seconds:.2f} | {mp / seconds / graph_mps:.2f} | "
               f"{peak:.0f} | {out.stat().st_size / 2**20:.0f} |")

@@ -13,10 +13,10 @@ import math
 import os
 import pathlib
 import platform
-import subprocess
 import sys
 import tempfile
-import time
+
+from common import measured
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,16 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"size_{width}x{height}.tif"
         command = [sys.executable, "-m", "famos.cli", "render", str(bundle), "--out", str(out), "--quiet",
                    "--size", f"{width}x{height}", "--chunk", str(args.chunk), "--compression", args.compression]
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - start
-        if status != 0:
-            print(f"render at {width}x{height} failed with status {status}", file=sys.stderr)
-            return 1
+        seconds, peak = measured(command)
         real_mp = width * height / 1e6
         print(f"| {real_mp:.1f} | {width}x{height} | {scale:.2f} | {seconds:.1f} | {real_mp / seconds:.2f} | "
-              f"{usage.ru_maxrss / 1024:.0f} | {out.stat().st_size / 2**20:.1f} |", flush=True)
+              f"{peak:.0f} | {out.stat().st_size / 2**20:.1f} |", flush=True)
         if not args.keep:
             out.unlink()
     return 0

@@ -14,17 +14,12 @@ import json
 import os
 import pathlib
 import platform
-import subprocess
-import sys
 import time
+
+from common import famos
 
 VARIANTS = (("parametric", "parametric (U-Net paints)"), ("copy", "copy (memory only)"), ("full", "blended (full FAMOS)"))
 
-
-def famos(*args: object, capture: bool = False) -> str:
-    result = subprocess.run([sys.executable, "-m", "famos.cli", *map(str, args)], check=True,
-                            capture_output=capture, text=True)
-    return result.stdout
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -235,3 +235,21 @@ def test_the_quick_start_preset_trains_a_2_megapixel_canvas_of_the_bundled_sampl
     assert options["preview_every"] == options["steps"]  # only the final preview renders
     options, _ = _resolve(build_parser().parse_args(["--preset", "mosaic", "--out", "x", "--scale", "2"]))
     assert "canvas" not in options and options["scale"] == 2
+
+
+@pytest.mark.parametrize("mode", ["parametric", "copy", "full"])
+def test_the_quick_start_preset_serves_every_variant(mode):
+    """bench/bench_variants.py trains `--preset mosaic --mode M`: the preset's template options
+    (entropy) quietly do not apply to the parametric U-Net, while the same flag given by hand is refused."""
+    from famos.errors import UserError
+    from training.cli import _resolve, build_parser, configs
+
+    args = build_parser().parse_args(["--preset", "mosaic", "--mode", mode, "--out", "x"])
+    options, given = _resolve(args)
+    generator, canvas, _ = configs(options, given=given, content_size=(451, 300))
+    assert (canvas.width, canvas.height) == (1800, 1200)
+    assert generator.n_templates == (0 if mode == "parametric" else 16)
+    args = build_parser().parse_args(["--preset", "mosaic", "--mode", "parametric", "--entropy", "0.1", "--out", "x"])
+    options, given = _resolve(args)
+    with pytest.raises(UserError, match="entropy"):
+        configs(options, given=given, content_size=(451, 300))

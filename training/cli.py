@@ -214,8 +214,9 @@ def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int
             raise UserError("--mode parametric has no templates (N = 0); drop --templates")
         templates = 0
         for flag in ("entropy", "mix_tv", "alpha_norm", "alpha_tv", "diversity", "copy_content_weight"):
-            if options[flag]:
+            if options[flag] and flag in given:
                 raise UserError(f"--mode parametric has no templates or alpha; --{flag.replace('_', '-')} does not apply")
+            options[flag] = 0.0  # a preset's value for the templates does not apply either
     elif templates < 1:
         raise UserError(f"--templates {templates}: mode {mode!r} needs at least one template (or --mode parametric)")
     if mode == "copy":

@@ -220,3 +220,23 @@ def test_size_errors_are_one_line(bundle, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("famos render: error:") for line in err)
     assert not out.exists()
+
+
+def test_memory_of_a_render_does_not_grow_with_the_output_height(bundle, tmp_path):
+    """At another size too, `famos render` holds one strip of chunks: an output 32x taller (same
+    width; 24 MiB more of 8-bit pixels, 100 MiB more as float) peaks within a few MiB of the short
+    one (each in its own process)."""
+    import os
+    import sys
+
+    def peak_mib(size: str) -> float:
+        out = tmp_path / f"{size}.tif"
+        command = [sys.executable, "-m", "famos.cli", "render", str(bundle), "--out", str(out), "--size", size,
+                   "--chunk", "256", "--quiet"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        assert status == 0
+        return usage.ru_maxrss / 1024
+
+    short, tall = peak_mib("1024x256"), peak_mib("1024x8192")
+    assert tall < short + 12, (short, tall)

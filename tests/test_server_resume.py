@@ -22,7 +22,6 @@ from clients.render_client import RenderClient  # noqa: E402
 from famos.values import JobState  # noqa: E402
 from test_server import MODEL, REPO, local_render  # noqa: E402
 
-STRIPS = 6  # 96 rows in chunks of 16
 KILLED_AFTER = 2  # strips 0..2 are on disk when the first server dies
 
 # `famos serve`, but the process dies by SIGKILL right after spooling strip KILLED_AFTER
@@ -76,12 +75,13 @@ class Served:
         return code
 
 
-def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("scale, strips", [(None, 6), (2.0, 12)])  # 96 or 192 rows in chunks of 16
+def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path, scale, strips):  # noqa: F811
     store = tmp_path / "store"
     store.mkdir()
     first = Served(models, store, dies_mid_job=True)
     with first.client() as client:
-        job = client.submit(MODEL, output_name="resumed.tif", seed=7, chunk=16)
+        job = client.submit(MODEL, output_name="resumed.tif", seed=7, chunk=16, scale=scale)
     assert first.finish() == -signal.SIGKILL, "".join(first.lines)
     # strip KILLED_AFTER is on disk but was never counted: the store and the log lag the spool
     assert first.strips_rendered(job.id) == list(range(KILLED_AFTER))
@@ -95,16 +95,16 @@ def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path):  # noq
             resumed = client.wait(job.id)
             assert resumed.state is JobState.SUCCEEDED, resumed.error
             # the restarted server renders only the strips the spool lacks
-            assert second.strips_rendered(job.id) == list(range(KILLED_AFTER + 1, STRIPS))
-            assert resumed.strips_done == STRIPS and resumed.attempts == 2
-            assert resumed.strips_rendered == STRIPS - 1  # strip KILLED_AFTER: rendered once, never counted
-            straight = client.wait(client.submit(MODEL, output_name="straight.tif", seed=7, chunk=16).id)
+            assert second.strips_rendered(job.id) == list(range(KILLED_AFTER + 1, strips))
+            assert resumed.strips_done == strips and resumed.attempts == 2
+            assert resumed.strips_rendered == strips - 1  # strip KILLED_AFTER: rendered once, never counted
+            straight = client.wait(client.submit(MODEL, output_name="straight.tif", seed=7, chunk=16, scale=scale).id)
             assert straight.state is JobState.SUCCEEDED
     finally:
         # graceful shutdown on SIGTERM: exit status 0
         assert second.finish(signal.SIGTERM) == 0, "".join(second.lines)
     resumed_bytes = (store / "resumed.tif").read_bytes()
     assert resumed_bytes == (store / "straight.tif").read_bytes()
-    local_render(models, tmp_path / "local.tif", "--seed", "7", "--chunk", "16")
+    local_render(models, tmp_path / "local.tif", "--seed", "7", "--chunk", "16", *(["--scale", str(scale)] if scale else []))
     assert resumed_bytes == (tmp_path / "local.tif").read_bytes()
     assert not any((store / ".spool").iterdir())

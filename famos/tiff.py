@@ -17,6 +17,7 @@ import dataclasses
 import enum
 import functools
 import json
+import math
 import os
 import pathlib
 import contextlib
@@ -64,6 +65,7 @@ _WORST_CASE_EXPANSION = {
 
 
 MAX_TILE = 4096  # a row of tiles is buffered: tile x canvas width x 3 bytes
+MAX_DPI = 100_000  # resolution tags are rationals; no print process comes near this
 
 
 class TiffOptionError(InvalidField):
@@ -92,8 +94,8 @@ class TiffOptions:
             raise TypeError(f"bigtiff must be a BigTiff, got {self.bigtiff!r}")
         if not 1 <= self.quality <= 100:
             raise TiffOptionError("quality", f"must be in 1..100, got {self.quality!r}")
-        if self.dpi is not None and not self.dpi > 0:
-            raise TiffOptionError("dpi", f"must be positive, got {self.dpi!r}")
+        if self.dpi is not None and not (math.isfinite(self.dpi) and 0 < self.dpi <= MAX_DPI):
+            raise TiffOptionError("dpi", f"must be a positive number up to {MAX_DPI:g}, got {self.dpi!r}")
         if self.workers < 1:
             raise TiffOptionError("workers", f"must be >= 1, got {self.workers!r}")
 
@@ -477,5 +479,7 @@ def tiff_options(args) -> TiffOptions:
             icc_profile=not args.no_icc,
             workers=args.tiff_workers,
         )
+    except TiffOptionError:
+        raise
     except ValueError as err:  # an unknown enum value; argparse's choices normally catch it first
         raise InvalidField("tiff", str(err)) from None

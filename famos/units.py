@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import re
 
 from famos.errors import InvalidField, UserError
@@ -132,8 +133,8 @@ def print_pixels(text: str, *, dpi: float) -> tuple[int, int]:
 
 
 def pixels_at_dpi(inches: tuple[float, float], *, dpi: float, what: str = "print size") -> tuple[int, int]:
-    if dpi <= 0:
-        raise UnitError(f"dpi = {dpi:g} must be positive")
+    if not (math.isfinite(dpi) and dpi > 0):
+        raise UnitError(f"dpi = {dpi:g} must be a positive number")
     return _positive(what, round(inches[0] * dpi), round(inches[1] * dpi))
 
 
@@ -146,8 +147,8 @@ def parse_canvas(text: str) -> tuple[int, int]:
 
 
 def scaled_canvas(content_width: int, content_height: int, *, scale: float) -> tuple[int, int]:
-    if scale <= 0:
-        raise UnitError(f"scale = {scale:g} must be positive")
+    if not (math.isfinite(scale) and scale > 0):
+        raise UnitError(f"scale = {scale:g} must be a positive number")
     return _positive(f"scale {scale:g}", round(content_width * scale), round(content_height * scale))
 
 
@@ -174,8 +175,8 @@ def output_size(
             width, height = parse_canvas(size)
         elif scale is not None:
             if canvas is None:
-                if not scale > 0:
-                    raise InvalidField("scale", f"{scale:g} must be positive")
+                if not (math.isfinite(scale) and scale > 0):
+                    raise InvalidField("scale", f"{scale:g} must be a positive number")
                 return None
             width, height = scaled_canvas(canvas[1], canvas[0], scale=scale)
         elif print_size:

@@ -215,10 +215,13 @@ def test_another_size_is_the_same_style_not_a_resized_image(bundle, whole, tmp_p
 
 def test_size_errors_are_one_line(bundle, tmp_path, capsys):
     out = tmp_path / "x.tif"
-    for extra in (["--size", "0x10"], ["--scale", "-1"], ["--size", "10x10", "--scale", "2"], ["--print-size", "4x3cm"]):
-        assert main(["render", str(bundle), "--out", str(out), "--quiet", *extra]) == 2
+    bad = (["--size", "0x10"], ["--scale", "-1"], ["--size", "10x10", "--scale", "2"], ["--print-size", "4x3cm"],
+           ["--scale", "nan"], ["--scale", "inf"], ["--scale", "0.0001"], ["--dpi", "inf"],
+           ["--print-size", "4x3cm", "--dpi", "nan"])
+    for extra in bad:
+        assert main(["render", str(bundle), "--out", str(out), "--quiet", *extra]) == 2, extra
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("famos render: error:") for line in err)
+    assert len(err) == len(bad) and all(line.startswith("famos render: error:") for line in err), err
     assert not out.exists()
 
 

@@ -1,8 +1,9 @@
 """`famos client --server HOST:PORT COMMAND`: use a FAMOS render server from the command line.
 
     famos client --server host:50051 models
-    famos client --server host:50051 render MODEL --out mosaic.tif [--content IMG] [TIFF options]
-    famos client --server host:50051 submit MODEL [--name print.tif] [--watch] [TIFF options]
+    famos client --server host:50051 render MODEL --out mosaic.tif [--content IMG] [--size WxH | --scale F |
+                                            --print-size 60x40cm --dpi 150] [TIFF options]
+    famos client --server host:50051 submit MODEL [--name print.tif] [--watch] [same options]
     famos client --server host:50051 watch JOB | cancel JOB | jobs | download JOB --out FILE
 
 The token comes from --token or $FAMOS_TOKEN; --tls (system roots) or --tls-ca FILE enable TLS.
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def render_arguments(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("model", help="model name (see `models`)")
-        sub.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the model's canvas")
+        sub.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the output canvas")
         sub.add_argument("--seed", type=int, default=0, help="noise seed")
         sub.add_argument("--region", help="X,Y,W,H: render only this part of the canvas")
         sub.add_argument("--chunk", type=int, default=0, help="output chunk side in pixels (0: the server's default)")

@@ -66,7 +66,10 @@ def model_info(message: pb.Model) -> ModelInfo:
 
 def job(message: pb.Job) -> Job:
     fields = _fields(Job, message)
-    fields["state"] = JobState[pb.JobState.Name(message.state).removeprefix("JOB_STATE_")]
+    try:
+        fields["state"] = JobState[pb.JobState.Name(message.state).removeprefix("JOB_STATE_")]
+    except (KeyError, ValueError):
+        raise ServerError(grpc.StatusCode.UNKNOWN, f"unknown job state {message.state} (newer server?)") from None
     return Job(**fields)
 
 

@@ -31,6 +31,7 @@ from famos.planning import ChunkPlan, Rect
 from famos.rendering import WindowInputs, plan_for
 from famos.runners import RunnerOptions, open_runner
 from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
+from famos.units import MAX_SIDE
 
 # Output chunk side. With the default architecture's 80/64 px halo, 2048 computes 1.07x the
 # delivered pixels at 4096² and 1.13x at 16384² (1024: 1.22x and 1.28x). A window then takes about
@@ -49,8 +50,8 @@ class RenderSettings:
     queue_chunks: int = 4
 
     def __post_init__(self) -> None:
-        if self.size is not None and (self.size[0] < 1 or self.size[1] < 1):
-            raise InvalidField("size", f"{self.size[1]}x{self.size[0]} px: width and height must be positive")
+        if self.size is not None and not (1 <= self.size[0] <= MAX_SIDE and 1 <= self.size[1] <= MAX_SIDE):
+            raise InvalidField("size", f"{self.size[1]}x{self.size[0]} px: each side must be 1 to {MAX_SIDE}")
         if self.chunk < MIN_CHUNK:
             raise InvalidField("chunk", f"{self.chunk} is below the minimum of {MIN_CHUNK} pixels")
         if self.prepare_workers < 1:

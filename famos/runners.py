@@ -1,5 +1,5 @@
-"""Runners: a loaded bundle's graph as a callable ``run(content, origin, noise) -> image`` on numpy
-arrays, on one backend and device.
+"""Runners: a loaded bundle's graph as a callable ``run(content, origin, noise, canvas=None) -> image``
+on numpy arrays (the contract is ``famos.window``), on one backend and device.
 
     onnx         model.onnx (or model_fp16.onnx) in onnxruntime: CPU, CUDA or TensorRT provider
     torchscript  model.ts in torch.jit (``famos.torch_runners``)

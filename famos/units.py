@@ -1,4 +1,5 @@
-"""Physical sizes, pure: one grammar for `famos train --print-size` and the batch jobs file, and the
+"""Sizes, pure: one grammar for pixels (``WxH``), scales and print sizes at a DPI, shared by
+`famos train`, `famos render`, `famos evaluate`, `famos client` and the batch jobs file, and the
 print geometry built on it (DPI from a print size, lengths in px or physical units, mural panels)."""
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 # A print size is typed in round centimetres; 1 % absorbs that rounding and the canvas's own
 # rounding to whole pixels, while a different aspect ratio (a cropped or stretched print) fails.
 ASPECT_TOLERANCE = 0.01
+# The longest side of any canvas or output, 2^20 px (a terapixel square; 88 m at 300 dpi): far past
+# every print, and small enough that sizes fit the gRPC int32 fields and plans stay bounded.
+MAX_SIDE = 2**20
 
 
 class UnitError(UserError, ValueError):
@@ -155,6 +159,8 @@ def scaled_canvas(content_width: int, content_height: int, *, scale: float) -> t
 def _positive(what: str, width: int, height: int) -> tuple[int, int]:
     if width < 1 or height < 1:
         raise UnitError(f"canvas {what} gives {width}x{height} pixels: width and height must be positive")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise UnitError(f"canvas {what} gives {width}x{height} pixels: a side is over the limit of {MAX_SIDE}")
     return width, height
 
 

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=pathlib.Path, help="bundle folder written by `famos export`")
     parser.add_argument("--out", type=pathlib.Path, required=True, help=".tif/.tiff (tiled) or .png (small canvases)")
-    parser.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the model's canvas")
+    parser.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the output canvas")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--region", help="X,Y,W,H: render only this part of the output canvas")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")

@@ -27,10 +27,14 @@ def render_spec(request: pb.RenderRequest) -> RenderSpec:
     size = scale = None
     if request.HasField("size"):
         s = request.size
+        if (s.width or s.height) and s.scale:
+            raise InvalidField("size", "give width and height or a scale, not both")
         if s.width or s.height:
             size = (s.height, s.width)
         elif s.scale:
             scale = s.scale
+        else:
+            raise InvalidField("size", "is set but empty: give width and height or a scale")
     return RenderSpec(
         model=request.model, seed=request.seed, region=region, chunk=request.chunk,
         content_image=request.content_image, size=size, scale=scale,

@@ -51,6 +51,8 @@ class ServerConfig:
     grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"--port {self.port}: must be 0 to 65535 (0: any free port)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UserError("--tls-cert and --tls-key go together")
         for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels"):

@@ -24,6 +24,9 @@ from render_server.errors import ResourceExhausted
 from render_server.models import ModelStore
 
 
+MAX_CHUNKS = 1 << 18  # per render: 2^30 px at chunk 64; planning stays under a second and ~100 MB
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     max_pixels: int  # of a rendered region
@@ -60,14 +63,17 @@ def prepare(models: ModelStore, spec: RenderSpec, limits: Limits) -> PreparedRen
     if size is None and spec.scale is not None:
         size = output_size(canvas=(trained.height, trained.width), scale=spec.scale)
     settings = RenderSettings(seed=spec.seed, chunk=spec.chunk or limits.default_chunk, region=spec.region, size=size)
+    # the limit before any planning: a plan holds one object per chunk
+    height, width = size or (trained.height, trained.width)
+    region = spec.region or Rect(0, 0, height, width)
+    chunks = -(-region.height // settings.chunk) * -(-region.width // settings.chunk)
+    if region.pixels > limits.max_pixels or chunks > MAX_CHUNKS:
+        raise ResourceExhausted(
+            f"region: {region.width}x{region.height} = {region.pixels} pixels in {chunks} chunks, over the "
+            f"server's limit of {limits.max_pixels} pixels or {MAX_CHUNKS} chunks"
+        )
     content = decode_content(spec.content_image, max_pixels=limits.max_content_pixels) if spec.content_image else None
     task = renderer.task(settings, content)
-    region = task.region
-    if region.pixels > limits.max_pixels:
-        raise ResourceExhausted(
-            f"region: {region.width}x{region.height} = {region.pixels} pixels, over the server's "
-            f"limit of {limits.max_pixels}"
-        )
     return PreparedRender(renderer, task)
 
 

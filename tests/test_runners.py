@@ -90,3 +90,20 @@ def test_a_format_1_bundle_says_it_renders_only_its_canvas(models, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "renders only its trained canvas" in err and "export it again" in err
     assert not out.exists()
+
+
+def test_sizes_and_numbers_out_of_range_are_one_line_errors(models, tmp_path, capsys):
+    bundle = str(models / SERVER_MODEL)
+    calls = [
+        ["render", bundle, "--out", str(tmp_path / "a.tif"), "--size", "3000000000x2"],
+        ["render", bundle, "--out", str(tmp_path / "a.tif"), "--scale", "1e300"],
+        ["batch", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o"), "--min-dpi", "nan"],
+        ["batch", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o"), "--chunk", "4"],
+        ["serve", "--models", str(models), "--output", str(tmp_path), "--port", "99999"],
+    ]
+    for argv in calls:
+        assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(calls) and all(": error: " in line for line in err), err
+    assert "1048576" in err[0] and "--min-dpi" in err[2] and "--chunk" in err[3] and "--port" in err[4]
+    assert list(tmp_path.iterdir()) == []

@@ -140,6 +140,29 @@ def test_other_output_sizes_stream_and_run_as_jobs_like_local_renders(start, mod
     assert (tmp_path / "job.tif").read_bytes() == (tmp_path / "scaled.tif").read_bytes()
 
 
+def test_absurd_output_sizes_are_refused_before_any_planning(start):
+    """A scale of 1e300 once planned a terapixel canvas before the pixel limit and got the server
+    OOM-killed; now the limit comes first, and an empty or double size is INVALID_ARGUMENT."""
+    from protos.famos.render.v1 import render_pb2 as pb
+
+    server = start()
+    with client_of(server) as client:
+        for kwargs, code in (
+            (dict(scale=1e300), grpc.StatusCode.INVALID_ARGUMENT),  # a side over MAX_SIDE
+            (dict(size=(2**31 - 1, 2**31 - 1)), grpc.StatusCode.INVALID_ARGUMENT),  # over MAX_SIDE
+            (dict(size=(96, 2**20), chunk=16), grpc.StatusCode.RESOURCE_EXHAUSTED),  # 393216 chunks
+        ):
+            with pytest.raises(ServerError) as err:
+                list(client.render(MODEL, **kwargs))
+            assert err.value.code == code, (kwargs, err.value)
+        stub = client._stub
+        for size in (pb.OutputSize(), pb.OutputSize(width=10, height=10, scale=2)):
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.Render(pb.RenderRequest(model=MODEL, size=size)))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "size" in err.value.details()
+        assert [m.name for m in client.models()] == [MODEL]  # still serving
+
+
 def test_new_content_image_equals_local_render(start, models, tmp_path):
     server = start()
     content = np.random.default_rng(3).integers(0, 256, (70, 50, 3), dtype=np.uint8)

@@ -105,6 +105,3 @@ class TrainConfig:
             raise UserError(f"d-steps = {self.losses.d_steps} must be positive")
         if self.regularizers.entropy_ramp_steps < 1:
             raise UserError("entropy-ramp-steps must be positive")
-
-
-# --- canvas sizes --------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     canvas = model.canvas
     size = output_size(canvas=(canvas.height, canvas.width), size=args.size, scale=args.scale,
                        print_size=args.print_size, dpi=args.dpi)
+    if size is not None and min(size) < 7:
+        raise UserError(f"output {size[1]}x{size[0]} px: needs at least 7 px a side (patches are 7 x 7)")
     quality = evaluate(model, content=content, styles=styles, max_side=args.max_side, seed=args.seed, size=size)
     height, width = size or (canvas.height, canvas.width)
     result = {"step": header.get("step"), "canvas": f"{width}x{height}",

@@ -10,13 +10,14 @@ jobs file (nothing rendered).
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     from clients.batch.jobs_file import DEFAULT_MIN_DPI
-    from famos.renderer import DEFAULT_CHUNK
+    from famos.renderer import DEFAULT_CHUNK, MIN_CHUNK
     from famos.runners import add_runner_arguments
     from famos.tiff import add_tiff_arguments
 
@@ -44,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from famos.errors import UserError
     from famos.runners import runner_options
 
-    if args.min_dpi <= 0:
-        raise UserError(f"--min-dpi {args.min_dpi:g}: must be positive")
+    if not (math.isfinite(args.min_dpi) and args.min_dpi > 0):
+        raise UserError(f"--min-dpi {args.min_dpi:g}: must be a positive number")
+    if args.chunk < MIN_CHUNK:
+        raise UserError(f"--chunk {args.chunk}: must be at least {MIN_CHUNK} pixels")
     if args.server:
         if args.bundles:
             raise UserError("--bundles names local bundle folders; with --server the model column names served models")

@@ -147,7 +147,7 @@ class Output:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """A validated print: the model's canvas at a DPI, and the files it produces."""
+    """A validated print: its output pixels (the model renders any size) at a DPI, and its files."""
 
     row: int
     model: ModelRef
@@ -156,7 +156,7 @@ class Job:
     seed: int
     compression: Compression
     dpi: float
-    width: int  # canvas pixels
+    width: int  # output pixels
     height: int
     outputs: tuple[Output, ...]
 

@@ -33,6 +33,9 @@ class CanvasOnly:
             raise UserError(f"{model.path}: no such bundle folder")
         return self.canvases[model.name]
 
+    def renders_any_size(self, model: ModelRef) -> bool:
+        return True
+
     def fingerprint(self, model: ModelRef) -> str:
         return model.name
 

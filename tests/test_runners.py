@@ -90,6 +90,12 @@ def test_a_format_1_bundle_says_it_renders_only_its_canvas(models, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "renders only its trained canvas" in err and "export it again" in err
     assert not out.exists()
+    # a jobs file asking it for another size fails validation, before anything renders
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("model,output,size,dpi\nold,a.tif,320x192,150\nold,b.tif,,150\n")
+    assert main(["batch", str(jobs), "--out", str(tmp_path / "prints"), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "row 2, size: old renders only its canvas 160x96" in err and "row 3" not in err
 
 
 def test_sizes_and_numbers_out_of_range_are_one_line_errors(models, tmp_path, capsys):

@@ -61,6 +61,9 @@ class LocalEngine:
         canvas = self.bundle(model).spec.canvas
         return canvas.height, canvas.width
 
+    def renders_any_size(self, model: ModelRef) -> bool:
+        return self.bundle(model).manifest.takes_canvas()
+
     def fingerprint(self, model: ModelRef) -> str:
         return self.bundle(model).sha256
 
@@ -105,6 +108,9 @@ class ServerEngine:
     def canvas(self, model: ModelRef) -> tuple[int, int]:
         info = self._model(model)
         return info.canvas_height, info.canvas_width
+
+    def renders_any_size(self, model: ModelRef) -> bool:
+        return True  # ModelInfo does not say; the server refuses a format-1 model's other sizes in one line
 
     def fingerprint(self, model: ModelRef) -> str:
         return self._model(model).bundle_sha256

@@ -368,6 +368,9 @@ class Canvases(Protocol):
     def canvas(self, model: ModelRef) -> tuple[int, int]:
         """(height, width) of the model's canvas; UserError when the model cannot be used."""
 
+    def renders_any_size(self, model: ModelRef) -> bool:
+        """False for a bundle that renders only its trained canvas (format 1)."""
+
 
 def load_jobs(
     jobs_file: pathlib.Path, *, engine: Canvases, settings: BatchSettings
@@ -405,6 +408,11 @@ def load_jobs(
         )
         if isinstance(planned, list):
             errors += planned
+        elif (planned.height, planned.width) != canvas and not engine.renders_any_size(request.model):
+            errors.append(FieldError(
+                request.row, "size", f"{request.model.name} renders only its canvas {canvas[1]}x{canvas[0]} "
+                f"(a format-1 bundle), not {planned.width}x{planned.height}: export it again",
+            ))
         elif not problem:
             jobs.append(planned)
     errors += duplicate_outputs(jobs)

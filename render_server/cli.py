@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
                          print_size=args.print_size, dpi=args.dpi),
         prepare_workers=args.workers,
     )
+    if settings.size is not None and not args.quiet:
+        height, width = settings.size
+        if abs((width / height) / (trained.width / trained.height) - 1) > 0.01:
+            print(f"famos render: note: {width}x{height} has other proportions than the model's canvas "
+                  f"{trained.width}x{trained.height}: the content is stretched to fill it", file=sys.stderr)
     content = load_rgb(args.content) if args.content else None
     renderer = Renderer(bundle, runner_options(args))
     if suffix == ".png":

@@ -243,3 +243,10 @@ def test_memory_of_a_render_does_not_grow_with_the_output_height(bundle, tmp_pat
 
     short, tall = peak_mib("1024x256"), peak_mib("1024x8192")
     assert tall < short + 12, (short, tall)
+
+
+def test_other_proportions_get_a_note_not_an_error(bundle, tmp_path, capsys):
+    assert main(["render", str(bundle), "--out", str(tmp_path / "square.tif"), "--size", "120x120", "--chunk", "64"]) == 0
+    assert "note: 120x120 has other proportions than the model's canvas 150x90" in capsys.readouterr().err
+    assert main(["render", str(bundle), "--out", str(tmp_path / "double.tif"), "--scale", "2", "--chunk", "64"]) == 0
+    assert "note:" not in capsys.readouterr().err

@@ -27,7 +27,7 @@ from export.parity import (
     parity_windows,
 )
 from famos import bundle as files
-from famos.bundle import Bundle, FileEntry, Manifest, load_bundle
+from famos.bundle import Bundle, FileEntry, GraphInputs, Manifest, load_bundle
 from famos.canvas import to_unit_range
 from famos.checkpoint import CheckpointError, generator_tensors, load_generator, save
 from famos.config import ModelSpec
@@ -180,21 +180,19 @@ def _check_parity(
 ) -> dict[str, float]:
     windows = parity_windows(spec, count=options.parity_windows)
     cpu = ["CPUExecutionProvider"]
-    aligned = dict(
-        takes_noise=takes_noise, alignment=spec.generator.alignment,
-        trained_canvas=spec.canvas.aligned(spec.generator.alignment),
-    )
+    alignment = spec.generator.alignment
+    feeds = GraphInputs(alignment=alignment, trained_canvas=spec.canvas.aligned(alignment), takes_noise=takes_noise)
     candidates = {
-        "onnx": (OnnxRunner(folder / files.ONNX_FILE, providers=cpu, **aligned), ONNX_TOLERANCE),
+        "onnx": (OnnxRunner(folder / files.ONNX_FILE, providers=cpu, inputs=feeds), ONNX_TOLERANCE),
         "torchscript": (
-            TorchScriptRunner(folder / files.TORCHSCRIPT_FILE, device="cpu", fp16=False, **aligned),
+            TorchScriptRunner(folder / files.TORCHSCRIPT_FILE, device="cpu", fp16=False, inputs=feeds),
             TORCHSCRIPT_TOLERANCE,
         ),
     }
     if options.fp16:
         # onnxruntime's CPU provider runs float16 convolutions (slowly): a numerical check of the
         # exported graph here; speed is for the CUDA/TensorRT providers.
-        half = OnnxRunner(folder / files.FP16_FILE, providers=cpu, **aligned)
+        half = OnnxRunner(folder / files.FP16_FILE, providers=cpu, inputs=feeds)
         candidates["onnx_fp16"] = (half, FP16_TOLERANCE)
     runners = {name: runner for name, (runner, _) in candidates.items()}
     # the same windows on a canvas twice the trained size: the graphs' canvas input must agree too

@@ -34,6 +34,7 @@ from famos.canvas import load_rgb
 from famos.errors import BundleError
 from famos.files import file_sha256
 from famos.planning import Halo
+from famos.window import check_window
 
 FORMAT = "famos-bundle/2"  # 2: the graph takes the canvas size (any output size from one model)
 READABLE_FORMATS = ("famos-bundle/1", FORMAT)  # a /1 bundle renders only its trained canvas
@@ -140,6 +141,47 @@ class Manifest:
     def takes_canvas(self) -> bool:
         """Whether the graph renders canvases other than the trained one (format 2 on)."""
         return any(t.name == CANVAS_INPUT for t in self.inputs)
+
+    def graph_inputs(self) -> GraphInputs:
+        return GraphInputs(
+            alignment=self.alignment,
+            trained_canvas=self.spec.canvas.aligned(self.alignment),
+            takes_noise=self.takes_noise(),
+            takes_canvas=self.takes_canvas(),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphInputs:
+    """How an exported graph (ONNX or TorchScript) is fed a window: the one place that checks the
+    window, fills in the trained canvas and keeps a format-1 graph to its canvas."""
+
+    alignment: int
+    trained_canvas: tuple[int, int]  # aligned (height, width)
+    takes_noise: bool
+    takes_canvas: bool = True
+
+    def __call__(
+        self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None, canvas: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """The graph's inputs by name, in its input order (content, origin, canvas, noise)."""
+        check_window(content, origin, self.alignment)
+        feeds = {
+            CONTENT_INPUT: np.ascontiguousarray(content, dtype=np.float32),
+            ORIGIN_INPUT: np.ascontiguousarray(origin, dtype=np.int64),
+        }
+        if canvas is None:
+            canvas = np.tile(np.array([self.trained_canvas], dtype=np.int64), (len(content), 1))
+        canvas = np.ascontiguousarray(canvas, dtype=np.int64)
+        if self.takes_canvas:
+            feeds[CANVAS_INPUT] = canvas
+        elif np.any(canvas != self.trained_canvas):
+            raise BundleError("this bundle (format 1) renders only its trained canvas: export it again for other sizes")
+        if self.takes_noise:
+            if noise is None:
+                raise ValueError("this model has noise channels: pass its noise window")
+            feeds[NOISE_INPUT] = np.ascontiguousarray(noise, dtype=np.float32)
+        return feeds
 
 
 @dataclasses.dataclass(frozen=True)

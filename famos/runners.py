@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from famos.bundle import (
-    CANVAS_INPUT, CONTENT_INPUT, IMAGE_OUTPUT, NOISE_INPUT, ONNX_FILE, ORIGIN_INPUT, TORCHSCRIPT_FILE, WEIGHTS_FILE, Bundle,
-)
+from famos.bundle import IMAGE_OUTPUT, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, Bundle, GraphInputs
 from famos.errors import BackendUnavailable, BundleError, UserError
-from famos.window import WindowRunner, canvas_input, check_window
+from famos.window import WindowRunner
+
 
 class Backend(enum.Enum):
     ONNX = "onnx"
@@ -77,25 +76,19 @@ def runner_options(args) -> RunnerOptions:
 def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> WindowRunner:
     """A runner of ``bundle``'s graph; BackendUnavailable when this machine cannot run it."""
     manifest = bundle.manifest
-    alignment = manifest.alignment
-    trained = bundle.spec.canvas.aligned(alignment)
+    inputs = manifest.graph_inputs()
     if options.backend is Backend.ONNX:
         name = manifest.fp16_file if options.fp16 else ONNX_FILE
         if name is None:
             raise BundleError(f"{bundle.path}: no fp16 graph in this bundle (export it with --fp16)")
         cache = pathlib.Path(tempfile.gettempdir()) / "famos-tensorrt" / bundle.sha256[:16]
         providers = onnx_providers(options, cache_dir=cache)
-        return OnnxRunner(
-            bundle.path / name, providers=providers, takes_noise=manifest.takes_noise(), alignment=alignment,
-            trained_canvas=trained, takes_canvas=manifest.takes_canvas(),
-        )
+        return OnnxRunner(bundle.path / name, providers=providers, inputs=inputs)
     from famos import torch_runners  # torch is optional: loaded only for its own backends
 
     if options.backend is Backend.TORCHSCRIPT:
         return torch_runners.TorchScriptRunner(
-            bundle.path / TORCHSCRIPT_FILE, device=options.device, fp16=options.fp16,
-            takes_noise=manifest.takes_noise(), alignment=alignment, trained_canvas=trained,
-            takes_canvas=manifest.takes_canvas(),
+            bundle.path / TORCHSCRIPT_FILE, device=options.device, fp16=options.fp16, inputs=inputs
         )
     return torch_runners.eager_runner(bundle.path / WEIGHTS_FILE, device=options.device, fp16=options.fp16)
 
@@ -103,19 +96,13 @@ def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> Win
 class OnnxRunner:
     """Windows through one onnxruntime session, all graph optimizations on."""
 
-    def __init__(
-        self, model: pathlib.Path, *, providers: list[Any], takes_noise: bool, alignment: int,
-        trained_canvas: tuple[int, int], takes_canvas: bool = True,
-    ):
+    def __init__(self, model: pathlib.Path, *, providers: list[Any], inputs: GraphInputs):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
-        self.takes_noise = takes_noise
-        self.alignment = alignment
-        self.trained_canvas = trained_canvas
-        self.takes_canvas = takes_canvas
+        self.inputs = inputs
 
     @property
     def providers(self) -> list[str]:
@@ -124,21 +111,7 @@ class OnnxRunner:
     def __call__(
         self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None, canvas: np.ndarray | None = None
     ) -> np.ndarray:
-        check_window(content, origin, self.alignment)
-        feeds = {
-            CONTENT_INPUT: np.ascontiguousarray(content, dtype=np.float32),
-            ORIGIN_INPUT: np.ascontiguousarray(origin, dtype=np.int64),
-        }
-        canvas = canvas_input(canvas, self.trained_canvas, len(content))
-        if self.takes_canvas:
-            feeds[CANVAS_INPUT] = canvas
-        elif np.any(canvas != self.trained_canvas):
-            raise BundleError("this bundle (format 1) renders only its trained canvas: export it again for other sizes")
-        if self.takes_noise:
-            if noise is None:
-                raise ValueError("this model has noise channels: pass its noise window")
-            feeds[NOISE_INPUT] = np.ascontiguousarray(noise, dtype=np.float32)
-        return self.session.run([IMAGE_OUTPUT], feeds)[0]
+        return self.session.run([IMAGE_OUTPUT], self.inputs(content, origin, noise, canvas))[0]
 
 
 def onnx_providers(options: RunnerOptions, *, cache_dir: pathlib.Path) -> list[Any]:

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from famos.checkpoint import load_generator
-from famos.errors import BackendUnavailable, BundleError
+from famos.bundle import GraphInputs
+from famos.errors import BackendUnavailable
 from famos.generator import FamosGenerator, HalfPrecisionUNet
-from famos.window import canvas_input, check_window
+from famos.window import check_window
 
 
 def _torch_device(device: str) -> str:
@@ -55,36 +56,20 @@ def eager_runner(path: pathlib.Path, *, device: str, fp16: bool) -> EagerRunner:
 class TorchScriptRunner:
     """Windows through the TorchScript module; its outputs after the image are diagnostics."""
 
-    def __init__(
-        self, path: pathlib.Path, *, device: str, fp16: bool, takes_noise: bool, alignment: int,
-        trained_canvas: tuple[int, int], takes_canvas: bool = True,
-    ):
+    def __init__(self, path: pathlib.Path, *, device: str, fp16: bool, inputs: GraphInputs):
         if fp16:
             raise BackendUnavailable("--fp16: use the onnx or torch backend (model.ts is float32)")
         self.device = _torch_device(device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, not gone
             self.module = torch.jit.load(str(path), map_location=self.device).eval()
-        self.takes_noise = takes_noise
-        self.alignment = alignment
-        self.trained_canvas = trained_canvas
-        self.takes_canvas = takes_canvas
+        self.inputs = inputs
 
     def __call__(
         self, content: np.ndarray, origin: np.ndarray, noise: Optional[np.ndarray], canvas: Optional[np.ndarray] = None
     ) -> np.ndarray:
-        check_window(content, origin, self.alignment)
-        args = [torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)), torch.from_numpy(origin)]
-        size = canvas_input(canvas, self.trained_canvas, len(content))
-        if self.takes_canvas:
-            args.append(torch.from_numpy(size))
-        elif np.any(size != self.trained_canvas):
-            raise BundleError("this bundle (format 1) renders only its trained canvas: export it again for other sizes")
-        if self.takes_noise:
-            if noise is None:
-                raise ValueError("this model has noise channels: pass its noise window")
-            args.append(torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)))
+        feeds = self.inputs(content, origin, noise, canvas)  # positional, in the graph's order
         with torch.inference_mode():
-            out = self.module(*[a.to(self.device) for a in args])
+            out = self.module(*[torch.from_numpy(a).to(self.device) for a in feeds.values()])
         image = out[0] if isinstance(out, (tuple, list)) else out
         return image.float().cpu().numpy()

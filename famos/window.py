@@ -25,9 +25,3 @@ def check_window(content: np.ndarray, origin: np.ndarray, alignment: int) -> Non
             f"{alignment} px (origin and size must be multiples of the model's alignment)"
         )
 
-
-def canvas_input(canvas: np.ndarray | None, trained: tuple[int, int], batch: int) -> np.ndarray:
-    """The canvas input of a graph: ``canvas`` as int64 (B, 2), or the trained canvas repeated."""
-    if canvas is None:
-        return np.tile(np.array([trained], dtype=np.int64), (batch, 1))
-    return np.ascontiguousarray(canvas, dtype=np.int64)

@@ -12,6 +12,7 @@ user would get, with the generator in eval mode.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -78,15 +79,24 @@ def centre_region(height: int, width: int, *, max_side: int) -> Rect:
     return Rect((height - h) // 2, (width - w) // 2, h, w)
 
 
-def render_region(
-    model: FamosGenerator, content: np.ndarray, region: Rect, *, seed: int = 0, device: str = "cpu", chunk: int = 512,
-    canvas: CanvasConfig | None = None,
-) -> np.ndarray:
-    """uint8 (h, w, 3) of ``region`` of ``canvas`` (default: the model's), chunk by chunk in eval mode."""
+def region_strips(
+    model: FamosGenerator, content: np.ndarray, region: Rect | None, *, seed: int = 0, device: str = "cpu",
+    chunk: int = 512, canvas: CanvasConfig | None = None,
+) -> Iterator[np.ndarray]:
+    """uint8 row strips of ``region`` (None: all) of ``canvas`` (default: the model's), chunk by
+    chunk in eval mode: how evaluation and training previews render."""
     canvas = canvas or model.canvas
     inputs = WindowInputs(config=model.config, canvas=canvas, content=to_unit_range(content), seed=seed)
     plan = plan_for(model.config, canvas, chunk_size=chunk, region=region)
-    return np.concatenate(list(render_strips(plan, inputs, EagerRunner(model, device=device))))
+    return render_strips(plan, inputs, EagerRunner(model, device=device))
+
+
+def render_region(
+    model: FamosGenerator, content: np.ndarray, region: Rect | None, *, seed: int = 0, device: str = "cpu",
+    chunk: int = 512, canvas: CanvasConfig | None = None,
+) -> np.ndarray:
+    """uint8 (h, w, 3) of ``region`` (None: all) of ``canvas`` (default: the model's)."""
+    return np.concatenate(list(region_strips(model, content, region, seed=seed, device=device, chunk=chunk, canvas=canvas)))
 
 
 def style_at_canvas_scale(style: np.ndarray, style_scale: float) -> np.ndarray:

@@ -10,15 +10,15 @@ import csv
 import dataclasses
 import math
 import pathlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from famos.canvas import to_uint8, to_unit_range
-from famos.torch_runners import EagerRunner
+from famos.canvas import to_uint8
 from famos.generator import FamosGenerator
 from famos.planning import Rect
-from famos.rendering import WindowInputs, plan_for, render_strips
+from training.metrics import region_strips, render_region
 
 GRID_ROWS = ("I_C", "I_M", "I_G", "I", "alpha", "A")
 
@@ -71,41 +71,32 @@ def canvas_preview(
     larger there than in the print), and three crops of the real canvas at 100 %.
     """
     canvas = model.canvas
-    runner = EagerRunner(model, device=device)
+    render = dict(seed=seed, device=device, chunk=chunk)
     if canvas.height * canvas.width <= max_pixels:
-        return _downscaled(model, content, canvas, runner, max_side=max_side, seed=seed, chunk=chunk)
+        return _downscaled(region_strips(model, content, None, **render), canvas, max_side=max_side)
     factor = max_side / max(canvas.height, canvas.width)
     small = dataclasses.replace(
         canvas, height=max(1, round(canvas.height * factor)), width=max(1, round(canvas.width * factor))
     )
-    overview = _render(model, content, small, None, runner, seed=seed, chunk=chunk)
+    overview = render_region(model, content, None, canvas=small, **render)
     panels = [(overview, f"whole canvas {canvas.width}x{canvas.height}, rendered at {small.width}x{small.height}")]
     side_y, side_x = min(CROP_SIDE, canvas.height), min(CROP_SIDE, canvas.width)
     for fy, fx in ((0.25, 0.25), (0.5, 0.5), (0.75, 0.75)):
         y = min(max(0, round(canvas.height * fy) - side_y // 2), canvas.height - side_y)
         x = min(max(0, round(canvas.width * fx) - side_x // 2), canvas.width - side_x)
-        crop = _render(model, content, canvas, Rect(y, x, side_y, side_x), runner, seed=seed, chunk=chunk)
+        crop = render_region(model, content, Rect(y, x, side_y, side_x), **render)
         panels.append((crop, f"100% at x={x} y={y}"))
     return _contact_sheet(panels[0], panels[1:])
 
 
-def _render(model, content, canvas, region, runner, *, seed: int, chunk: int) -> np.ndarray:
-    """uint8 pixels of ``region`` (None: all) of ``model`` rendered onto ``canvas``."""
-    inputs = WindowInputs(config=model.config, canvas=canvas, content=to_unit_range(content), seed=seed)
-    plan = plan_for(model.config, canvas, chunk_size=chunk, region=region)
-    return np.concatenate(list(render_strips(plan, inputs, runner)))
-
-
-def _downscaled(model, content, canvas, runner, *, max_side: int, seed: int, chunk: int) -> np.ndarray:
+def _downscaled(rendered: Iterator[np.ndarray], canvas, *, max_side: int) -> np.ndarray:
     """The whole canvas, each strip downscaled as it arrives (never held at full size)."""
     from PIL import Image
 
     factor = min(1.0, max_side / max(canvas.height, canvas.width))
-    inputs = WindowInputs(config=model.config, canvas=canvas, content=to_unit_range(content), seed=seed)
-    plan = plan_for(model.config, canvas, chunk_size=chunk)
     width = max(1, round(canvas.width * factor))
     strips, top = [], 0
-    for strip in render_strips(plan, inputs, runner):
+    for strip in rendered:
         bottom = top + strip.shape[0]
         rows = round(bottom * factor) - round(top * factor)  # cumulative rounding: no drift
         if rows > 0:

@@ -36,17 +36,20 @@ def pipelined_strips(
     run: WindowRunner,
     *,
     first_row: int = 0,
+    end_row: int | None = None,
     prepare_workers: int = 2,
     queue_chunks: int = 4,
     cancel: threading.Event | None = None,
     progress: ProgressCallback | None = None,
 ) -> Iterator[np.ndarray]:
-    """Row strips (uint8, (h, region width, 3)) of ``plan`` from strip ``first_row`` on.
+    """Row strips (uint8, (h, region width, 3)) of ``plan``, strips ``first_row`` to ``end_row``
+    (excluded; None: to the last).
 
     Input preparation for up to ``queue_chunks`` chunks runs ahead on ``prepare_workers`` threads
     while the device thread runs the graph; finished chunks wait in a queue of ``queue_chunks``.
     """
-    chunks = [c for c in plan.chunks if c.row >= first_row]
+    end = plan.n_rows if end_row is None else end_row
+    chunks = [c for c in plan.chunks if first_row <= c.row < end]
     pixels_total = sum(c.output.pixels for c in chunks)
     results: queue.Queue = queue.Queue(maxsize=max(1, queue_chunks))
     stop = threading.Event()

@@ -118,6 +118,12 @@ class ChunkPlan:
         for row in range(self.n_rows):
             yield self.chunks[row * self.n_cols : (row + 1) * self.n_cols]
 
+    def row_top(self, row: int) -> int:
+        """The first region row that strip ``row`` delivers (``region.height`` past the last strip)."""
+        if row >= self.n_rows:
+            return self.region.height
+        return self.chunks[row * self.n_cols].output.y - self.region.y
+
     @property
     def computed_pixels(self) -> int:
         return sum(c.window.pixels for c in self.chunks)

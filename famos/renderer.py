@@ -1,9 +1,11 @@
 """Render a bundle's canvas (or a region of it) to a tiled TIFF, chunk by chunk, in constant memory.
 
-``Renderer`` holds one loaded bundle on one runner and serves any number of renders (the gRPC
-server keeps one per model). ``Renderer.task`` validates and plans a render once; ``strips`` runs
-it through the pipeline; ``render_tiff`` streams those strips into the TIFF writer and an optional
-downscaled preview.
+``Renderer`` holds one loaded bundle and serves any number of renders (the gRPC server keeps one
+per model), in this process on one runner, or on the workers of a Ray cluster
+(``famos.cluster.WorkerPool``). ``Renderer.task`` validates and plans a render once; ``strips``
+runs it to raw row strips, ``encoded_strips`` to strips whose TIFF tiles are already compressed
+(on the workers, for a cluster); ``render_tiff`` streams those into the TIFF writer and an
+optional downscaled preview.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pathlib
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,8 +32,12 @@ from famos.pipeline import ProgressCallback, pipelined_strips
 from famos.planning import ChunkPlan, Rect
 from famos.rendering import WindowInputs, plan_for
 from famos.runners import RunnerOptions, open_runner
-from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
+from famos.tiff import TiffOptions, TiffReport, tile_format, write_encoded_tiff
+from famos.tiles import EncodedStrip, TileCodec, encode_strips
 from famos.units import MAX_SIDE
+
+if TYPE_CHECKING:
+    from famos.cluster import WorkerPool
 
 # Output chunk side. With the default architecture's 80/64 px halo, 2048 computes 1.07x the
 # delivered pixels at 4096² and 1.13x at 16384² (1024: 1.22x and 1.28x). A window then takes about
@@ -73,13 +79,15 @@ class RenderTask:
 
 
 class Renderer:
-    """A bundle ready to render on one backend and device."""
+    """A bundle ready to render on one backend and device, here or on a cluster's workers (which
+    then run ``cluster.runner``'s backend and device; this process loads no runner)."""
 
-    def __init__(self, bundle: Bundle, options: RunnerOptions = RunnerOptions()):
+    def __init__(self, bundle: Bundle, options: RunnerOptions = RunnerOptions(), *, cluster: WorkerPool | None = None):
         self.bundle = bundle
-        self.options = options
+        self.cluster = cluster
+        self.options = options if cluster is None else cluster.runner
         self.spec = bundle.spec
-        self.run = open_runner(bundle, options)
+        self.run = open_runner(bundle, options) if cluster is None else None
         self._default_content: np.ndarray | None = None
 
     def canvas(self, size: tuple[int, int] | None) -> CanvasConfig:
@@ -123,6 +131,9 @@ class Renderer:
         cancel: threading.Event | None = None,
         progress: ProgressCallback | None = None,
     ) -> Iterator[np.ndarray]:
+        """Raw row strips (uint8 (h, region width, 3)) of ``task`` from strip ``first_row`` on."""
+        if self.cluster is not None:
+            return self.cluster.strips(self.bundle, task, first_row=first_row, cancel=cancel, progress=progress)
         return pipelined_strips(
             task.plan,
             task.inputs,
@@ -133,6 +144,24 @@ class Renderer:
             cancel=cancel,
             progress=progress,
         )
+
+    def encoded_strips(
+        self,
+        task: RenderTask,
+        codec: TileCodec,
+        *,
+        first_row: int = 0,
+        cancel: threading.Event | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[EncodedStrip]:
+        """``task``'s strips from ``first_row`` on with their tiles encoded for ``codec``: by ``codec``'s
+        threads here, by the workers on a cluster (the same bytes either way)."""
+        if self.cluster is not None:
+            return self.cluster.encoded_strips(
+                self.bundle, task, codec.format, first_row=first_row, cancel=cancel, progress=progress
+            )
+        strips = self.strips(task, first_row=first_row, cancel=cancel, progress=progress)
+        return encode_strips(strips, top=task.plan.row_top(first_row), height=task.region.height, codec=codec)
 
     def _provenance(
         self, settings: RenderSettings, canvas: CanvasConfig, region: Rect, content: np.ndarray | None
@@ -149,6 +178,7 @@ class Renderer:
             "content": "default" if content is None else hashlib.sha256(np.ascontiguousarray(content)).hexdigest(),
             "training_steps": self.bundle.manifest.provenance.get("steps"),
             # backends agree to float tolerance, not bit for bit: the file says which one made it
+            # (not where: a cluster render is the same file as a local one)
             "backend": self.options.backend.value,
             "precision": "float16" if self.options.fp16 else "float32",
         }
@@ -207,24 +237,43 @@ def render_tiff(
     """Render ``settings.region`` to a tiled TIFF at ``path`` (atomically) and optionally a preview PNG."""
     task = renderer.task(settings, content)
     region = task.region
-    overview = Overview(height=region.height, width=region.width) if preview else None
-    strips = renderer.strips(task, cancel=cancel, progress=progress)
-    if overview is not None:
-        strips = map(overview.feed, strips)
     start = time.perf_counter()
-    report = write_tiled_tiff(
-        path,
-        strips,
-        height=region.height,
-        width=region.width,
-        options=options,
-        description=task.description,
-    )
-    if overview is not None:
+    with TileCodec(tile_format(options), workers=options.workers) as codec:
+        report = write_encoded_tiff(
+            path,
+            renderer.encoded_strips(task, codec, cancel=cancel, progress=progress),
+            height=region.height,
+            width=region.width,
+            options=options,
+            description=task.description,
+            codec=codec,
+        )
+    if preview is not None:
         from PIL import Image
 
-        _save_png_atomically(Image.fromarray(overview.image()), pathlib.Path(preview))
+        _save_png_atomically(Image.fromarray(overview_of_tiff(report.path)), pathlib.Path(preview))
     return RenderReport(report, region.width, region.height, len(task.plan.chunks), time.perf_counter() - start)
+
+
+def overview_of_tiff(path: pathlib.Path, *, max_side: int = 1024) -> np.ndarray:
+    """A box-filtered overview of a tiled TIFF's full-resolution image, read a tile row at a time
+    (the tiles may have been made on other machines: the file is what there is to look at)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        height, width = page.shape[:2]
+        tile_height, tile_width = page.tilelength, page.tilewidth
+        across = -(-width // tile_width)
+        overview = Overview(height=height, width=width, max_side=max_side)
+        band = np.empty((tile_height, across * tile_width, 3), np.uint8)
+        for k, (tile, _, _) in enumerate(page.segments()):
+            x = k % across * tile_width
+            band[:, x : x + tile_width] = tile[0]
+            if k % across == across - 1:
+                top = k // across * tile_height
+                overview.feed(band[: min(tile_height, height - top), :width])
+        return overview.image()
 
 
 def render_png(

@@ -38,6 +38,8 @@ class RunnerOptions:
     device: str = "cpu"  # cpu, cuda or cuda:N
     fp16: bool = False  # the half-precision U-Net (within the manifest's fp16_tolerance)
     tensorrt: bool = False  # onnxruntime's TensorRT provider before CUDA (onnx backend, cuda device)
+    threads: int = 0  # CPU threads of one runner; 0: the library's default (every core). Cluster
+    # workers set it to the cores Ray gives them, so that workers sharing a machine do not oversubscribe it.
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -83,8 +85,11 @@ def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> Win
             raise BundleError(f"{bundle.path}: no fp16 graph in this bundle (export it with --fp16)")
         cache = pathlib.Path(tempfile.gettempdir()) / "famos-tensorrt" / bundle.sha256[:16]
         providers = onnx_providers(options, cache_dir=cache)
-        return OnnxRunner(bundle.path / name, providers=providers, inputs=inputs)
+        return OnnxRunner(bundle.path / name, providers=providers, inputs=inputs, threads=options.threads)
     from famos import torch_runners  # torch is optional: loaded only for its own backends
+
+    if options.threads:
+        torch_runners.set_threads(options.threads)
 
     if options.backend is Backend.TORCHSCRIPT:
         return torch_runners.TorchScriptRunner(
@@ -96,11 +101,12 @@ def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> Win
 class OnnxRunner:
     """Windows through one onnxruntime session, all graph optimizations on."""
 
-    def __init__(self, model: pathlib.Path, *, providers: list[Any], inputs: GraphInputs):
+    def __init__(self, model: pathlib.Path, *, providers: list[Any], inputs: GraphInputs, threads: int = 0):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
         self.inputs = inputs
 

@@ -26,9 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from famos.errors import InvalidField
 from famos.files import atomic_output, sidecar_path
+from famos.tiles import TileCodec, TileFormat, box_reduce, encode_strips, tile_rows
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from famos.tiles import EncodedStrip
 
 _CLASSIC_LIMIT = 2**32 - 1  # classic TIFF offsets are uint32
 # Tags, IFDs, ICC profile and description; generous so that AUTO never lands just over the edge.
@@ -83,7 +86,7 @@ class TiffOptions:
     bigtiff: BigTiff = BigTiff.AUTO
     pyramid: bool = False  # 2x box-filtered levels as SubIFDs until a level fits one tile
     icc_profile: bool = True  # embed an sRGB ICC profile so print RIPs do not guess the colours
-    workers: int = 2  # threads compressing tiles in parallel (tifffile maxworkers)
+    workers: int = 0  # threads compressing tiles in parallel; 0: one per core
 
     def __post_init__(self) -> None:
         if not isinstance(self.tile, int) or not 16 <= self.tile <= MAX_TILE or self.tile % 16:
@@ -96,8 +99,8 @@ class TiffOptions:
             raise TiffOptionError("quality", f"must be in 1..100, got {self.quality!r}")
         if self.dpi is not None and not (math.isfinite(self.dpi) and 0 < self.dpi <= MAX_DPI):
             raise TiffOptionError("dpi", f"must be a positive number up to {MAX_DPI:g}, got {self.dpi!r}")
-        if self.workers < 1:
-            raise TiffOptionError("workers", f"must be >= 1, got {self.workers!r}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise TiffOptionError("tiff-workers", f"must be 0 (one per core) or more, got {self.workers!r}")
 
     def to_json(self) -> dict[str, Any]:
         """Every option that shapes the file's bytes (not ``workers``), as JSON values."""
@@ -105,7 +108,7 @@ class TiffOptions:
         return {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], *, workers: int = 2) -> TiffOptions:
+    def from_json(cls, data: dict[str, Any], *, workers: int = 0) -> TiffOptions:
         values = {k: v for k, v in data.items() if k != "workers"}  # a machine setting, not the file's
         values["compression"] = Compression(values["compression"])
         values["bigtiff"] = BigTiff(values["bigtiff"])
@@ -178,8 +181,29 @@ def write_tiled_tiff(
     """Write strips of shape (h_i, width, 3) uint8, top to bottom, as a tiled RGB TIFF at `path`.
 
     The strips are consumed once and never assembled: memory is O(one strip + one tile row).
-    Nothing appears at `path` unless the whole file was written and synced.
+    Tiles are compressed on ``options.workers`` threads. Nothing appears at `path` unless the
+    whole file was written and synced.
     """
+    with TileCodec(tile_format(options), workers=options.workers) as codec:
+        encoded = encode_strips(_checked_strips(strips, height=height, width=width), height=height, codec=codec)
+        return write_encoded_tiff(
+            path, encoded, height=height, width=width, options=options, description=description, codec=codec
+        )
+
+
+def write_encoded_tiff(
+    path: str | os.PathLike[str],
+    strips: Iterable[EncodedStrip],
+    *,
+    height: int,
+    width: int,
+    options: TiffOptions = TiffOptions(),
+    description: dict[str, Any] | None = None,
+    codec: TileCodec | None = None,
+) -> TiffReport:
+    """Write strips already encoded for ``options`` (``famos.tiles``: by Ray workers, a job spool or
+    this process), top to bottom, as a tiled RGB TIFF at `path`: the tile bytes go to the file as
+    they are, in file order. Memory is O(a few strips' encoded bytes + one tile row)."""
     import tifffile
 
     path = pathlib.Path(path)
@@ -196,6 +220,8 @@ def write_tiled_tiff(
     # atomic_output: a unique hidden name per call (concurrent renders to one path never share a
     # partial file), renamed to ``path`` only when complete; the pyramid spools sit beside it.
     with contextlib.ExitStack() as cleanup:
+        if codec is None:
+            codec = cleanup.enter_context(TileCodec(tile_format(options), workers=options.workers))
         cleanup.callback(lambda: [spool.discard() for spool in spools])
         partial = cleanup.enter_context(atomic_output(path))
         for k, (h, w) in enumerate(level_shapes, start=1):
@@ -204,18 +230,21 @@ def write_tiled_tiff(
         for parent, child in zip(spools, spools[1:]):
             parent.below = child
 
-        page = _page_kwargs(options)
+        def main_tiles() -> Iterator[bytes]:
+            for tiles, reduced in tile_rows(strips, height=height, width=width, codec=codec):
+                if spools:
+                    spools[0].accept(reduced)
+                yield from tiles
+
+        page = _page_kwargs(options, codec)
         with open(partial, "wb") as fh:
             with tifffile.TiffWriter(fh, bigtiff=bigtiff) as tif:
-                main = _checked_strips(strips, height=height, width=width)
-                if spools:
-                    main = _feeding(main, spools[0])
                 extratags = []
                 if options.icc_profile:
                     icc = srgb_icc_profile()
                     extratags.append((_ICC_TAG, 7, len(icc), icc, True))
                 tif.write(
-                    data=_tiles(main, width=width, tile=options.tile),
+                    data=main_tiles(),
                     shape=(height, width, 3),
                     subifds=len(spools) or None,
                     description=(
@@ -225,22 +254,18 @@ def write_tiled_tiff(
                     metadata=None,
                     extratags=extratags,
                     **_resolution(options.dpi),
-                    buffersize=_buffersize(width=width, options=options),
                     **page,
                 )
                 if spools:
                     spools[0].finish()
                 for k, spool in enumerate(spools, start=1):
                     tif.write(
-                        data=_tiles(
-                            spool.strips(options.tile), width=spool.width, tile=options.tile
-                        ),
+                        data=_level_tiles(spool, codec),
                         shape=(spool.height, spool.width, 3),
                         subfiletype=1,  # reduced-resolution image
                         metadata=None,
                         # keeps the physical print size identical at every level
                         **_resolution(options.dpi / 2**k if options.dpi else None),
-                        buffersize=_buffersize(width=spool.width, options=options),
                         **page,
                     )
     return TiffReport(
@@ -248,9 +273,9 @@ def write_tiled_tiff(
     )
 
 
-def _page_kwargs(options: TiffOptions) -> dict[str, Any]:
-    """Arguments shared by the full-resolution page and its SubIFDs."""
-    import numpy as np
+def tile_format(options: TiffOptions) -> TileFormat:
+    """How ``options`` encode a tile: tifffile's codec and predictor tag values, and the arguments
+    tifffile's own writer would pass (RGB JPEG: 2x2 chroma subsampling into YCbCr)."""
     import tifffile
 
     codes = {
@@ -261,16 +286,30 @@ def _page_kwargs(options: TiffOptions) -> dict[str, Any]:
         Compression.JPEG: tifffile.COMPRESSION.JPEG,
     }
     lossless_codec = options.compression in (Compression.DEFLATE, Compression.ZSTD, Compression.LZW)
+    jpeg = options.compression is Compression.JPEG
+    return TileFormat(
+        tile=options.tile,
+        compression=None if codes[options.compression] is None else int(codes[options.compression]),
+        predictor=int(tifffile.PREDICTOR.HORIZONTAL) if options.predictor and lossless_codec else None,
+        arguments=(
+            (("level", options.quality), ("subsampling", (2, 2)), ("colorspace", "RGB"), ("outcolorspace", "YCBCR"))
+            if jpeg else ()
+        ),
+        pyramid=options.pyramid,
+    )
+
+
+def _page_kwargs(options: TiffOptions, codec: TileCodec) -> dict[str, Any]:
+    """Arguments shared by the full-resolution page and its SubIFDs: the tags that describe the
+    tiles ``codec`` encoded (tifffile writes pre-encoded tile bytes as they are)."""
+    import numpy as np
+
     return dict(
         dtype=np.uint8,
         photometric="rgb",
         tile=(options.tile, options.tile),
-        compression=codes[options.compression],
-        compressionargs=(
-            {"level": options.quality} if options.compression is Compression.JPEG else None
-        ),
-        predictor=tifffile.PREDICTOR.HORIZONTAL if options.predictor and lossless_codec else None,
-        maxworkers=options.workers,
+        compression=codec.format.compression,
+        predictor=codec.format.predictor,
     )
 
 
@@ -278,14 +317,6 @@ def _resolution(dpi: float | None) -> dict[str, Any]:
     if dpi is None:
         return {}
     return {"resolution": (dpi, dpi), "resolutionunit": "INCH"}
-
-
-def _buffersize(*, width: int, options: TiffOptions) -> int:
-    # tifffile batches max(workers, buffersize // tile bytes) tiles before compressing them in
-    # parallel; its default (512 MiB) would hold thousands of tiles. One tile row keeps the batch
-    # O(tile row) while still giving every worker a full row of tiles.
-    tiles_across = -(-width // options.tile)
-    return tiles_across * options.tile * options.tile * 3
 
 
 def _checked_strips(
@@ -325,58 +356,9 @@ def _checked_strips(
         yield strip
 
 
-def _feeding(strips: Iterator[np.ndarray], spool: _LevelSpool) -> Iterator[np.ndarray]:
-    """Pass strips through while building the pyramid level below from them."""
-    for strip in strips:
-        spool.feed(strip)
-        yield strip
-
-
-def _tiles(strips: Iterator[np.ndarray], *, width: int, tile: int) -> Iterator[np.ndarray]:
-    """Re-slice strips of any height into full (tile, tile, 3) tiles in row-major order."""
-    import numpy as np
-
-    padded_width = -(-width // tile) * tile
-    band = np.empty((tile, padded_width, 3), np.uint8)  # one row of tiles, reused
-    filled = 0
-    for strip in strips:
-        offset = 0
-        while offset < strip.shape[0]:
-            n = min(tile - filled, strip.shape[0] - offset)
-            band[filled : filled + n, :width] = strip[offset : offset + n]
-            filled += n
-            offset += n
-            if filled == tile:
-                yield from _band_tiles(band, width=width, filled=filled, tile=tile)
-                filled = 0
-    if filled:
-        yield from _band_tiles(band, width=width, filled=filled, tile=tile)
-
-
-def _band_tiles(band: np.ndarray, *, width: int, filled: int, tile: int) -> Iterator[np.ndarray]:
-    # Edge tiles are padded by repeating the last column/row rather than with black: readers crop
-    # the padding anyway, and a flat continuation compresses as well while keeping JPEG's 8x8
-    # blocks at the border free of dark ringing.
-    band[:filled, width:] = band[:filled, width - 1 : width]
-    band[filled:] = band[filled - 1 : filled]
-    for x in range(0, band.shape[1], tile):
-        # A copy, not a view: tifffile may still be compressing earlier tiles in its threads
-        # when the band is refilled.
-        yield band[:, x : x + tile].copy()
-
-
-def _box_reduce(rows: np.ndarray) -> np.ndarray:
-    """2x2 box mean of an even number of rows (or a single last row); odd widths average the
-    pixels that exist, by pairing the last column with itself."""
-    import numpy as np
-
-    wide = rows.astype(np.uint16)
-    if wide.shape[0] % 2:
-        wide = np.concatenate([wide, wide[-1:]], axis=0)
-    if wide.shape[1] % 2:
-        wide = np.concatenate([wide, wide[:, -1:]], axis=1)
-    total = wide[0::2, 0::2] + wide[1::2, 0::2] + wide[0::2, 1::2] + wide[1::2, 1::2]
-    return ((total + 2) >> 2).astype(np.uint8)
+def _level_tiles(spool: _LevelSpool, codec: TileCodec) -> Iterator[bytes]:
+    for rows in spool.strips(codec.tile):
+        yield from codec.encode_rows(rows, width=spool.width)
 
 
 class _LevelSpool:
@@ -408,6 +390,10 @@ class _LevelSpool:
             path.unlink(missing_ok=True)
             raise
 
+    def accept(self, reduced: np.ndarray) -> None:
+        """Take this level's next rows, already reduced from the level above (by whoever encoded them)."""
+        self._emit(reduced)
+
     def feed(self, rows: np.ndarray) -> None:
         """Accept the next rows of the level above (any count)."""
         import numpy as np
@@ -415,19 +401,19 @@ class _LevelSpool:
         if not rows.shape[0]:
             return  # an empty strip must not pair the carried row with nothing
         if self._carry is not None:
-            self._emit(_box_reduce(np.concatenate([self._carry, rows[:1]], axis=0)))
+            self._emit(box_reduce(np.concatenate([self._carry, rows[:1]], axis=0)))
             rows = rows[1:]
             self._carry = None
         even = rows.shape[0] - rows.shape[0] % 2
         if even:
-            self._emit(_box_reduce(rows[:even]))
+            self._emit(box_reduce(rows[:even]))
         if rows.shape[0] % 2:
             self._carry = rows[-1:].copy()
 
     def finish(self) -> None:
         """Flush the last unpaired row (odd heights), then the levels below."""
         if self._carry is not None:
-            self._emit(_box_reduce(self._carry))
+            self._emit(box_reduce(self._carry))
             self._carry = None
         if self._rows != self.height:
             raise RuntimeError(f"pyramid level got {self._rows} of {self.height} rows")
@@ -462,7 +448,8 @@ def add_tiff_arguments(parser) -> None:
     group.add_argument("--bigtiff", choices=[b.value for b in BigTiff], default=BigTiff.AUTO.value)
     group.add_argument("--no-predictor", action="store_true", help="no horizontal differencing predictor")
     group.add_argument("--no-icc", action="store_true", help="do not embed the sRGB ICC profile")
-    group.add_argument("--tiff-workers", type=int, default=2, help="threads compressing tiles")
+    group.add_argument("--tiff-workers", type=int, default=0,
+                       help="threads compressing tiles (default 0: one per core)")
 
 
 def tiff_options(args) -> TiffOptions:

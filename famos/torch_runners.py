@@ -20,6 +20,11 @@ from famos.generator import FamosGenerator, HalfPrecisionUNet
 from famos.window import check_window
 
 
+def set_threads(threads: int) -> None:
+    """Torch's intra-op threads for this process (a process-wide setting: one runner per process)."""
+    torch.set_num_threads(threads)
+
+
 def _torch_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendUnavailable(f"device {device!r}: this torch has no CUDA device")

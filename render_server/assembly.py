@@ -11,20 +11,22 @@ from typing import Any
 
 from famos.files import remove_partials
 from famos.planning import Rect
-from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
+from famos.tiff import TiffOptions, TiffReport, write_encoded_tiff
+from famos.tiles import TileCodec
 from render_server.spool import JobSpool
 
 
 def assemble(
     spool: JobSpool, path: pathlib.Path, *, region: Rect, strips_total: int, options: TiffOptions,
-    description: dict[str, Any],
+    description: dict[str, Any], codec: TileCodec,
 ) -> TiffReport:
     remove_partials(path)  # left by a crash during a previous assembly
-    return write_tiled_tiff(
+    return write_encoded_tiff(
         path,
         spool.strips(strips_total),
         height=region.height,
         width=region.width,
         options=options,
         description=description,
+        codec=codec,
     )

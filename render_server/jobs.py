@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import Cancelled, InvalidField
 from famos.files import file_sha256
-from famos.tiff import TiffOptions, needs_bigtiff
+from famos.tiff import TiffOptions, needs_bigtiff, tile_format
+from famos.tiles import TileCodec
 from famos.values import Job, JobState
 from render_server.assembly import assemble
 from render_server.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -45,7 +46,7 @@ class JobsConfig:
     max_jobs: int  # unfinished (queued + running) jobs held at once
     job_workers: int  # jobs rendering at once (each also holds a render slot)
     limits: Limits
-    tiff_workers: int = 2
+    tiff_workers: int = 0  # 0: one per core
 
 
 class JobManager:
@@ -224,23 +225,24 @@ class JobManager:
             self.db.update(job_id, strips_done=first)
             if first:
                 log.info("job %s: resuming at strip %d of %d", job_id, first, total)
-            if first < total:
-                strips = prepared.renderer.strips(task, first_row=first, cancel=cancel)
-                try:
-                    for k, strip in enumerate(strips, start=first):
-                        spool.write_strip(k, strip)
-                        self.db.update(job_id, strips_done=k + 1, increment=("strips_rendered",))
-                        log.info("job %s: strip %d rendered", job_id, k)
-                        self._notify()
-                finally:
-                    strips.close()
-            if cancel.is_set():
-                raise Cancelled("job cancelled")
-            path = self.output / spec.output_name
-            report = assemble(
-                spool, path, region=task.region, strips_total=total, options=spec.options,
-                description=task.description,
-            )
+            with TileCodec(tile_format(spec.options), workers=self.config.tiff_workers) as codec:
+                if first < total:
+                    strips = prepared.renderer.encoded_strips(task, codec, first_row=first, cancel=cancel)
+                    try:
+                        for k, strip in enumerate(strips, start=first):
+                            spool.write_strip(k, strip)
+                            self.db.update(job_id, strips_done=k + 1, increment=("strips_rendered",))
+                            log.info("job %s: strip %d rendered", job_id, k)
+                            self._notify()
+                    finally:
+                        strips.close()
+                if cancel.is_set():
+                    raise Cancelled("job cancelled")
+                path = self.output / spec.output_name
+                report = assemble(
+                    spool, path, region=task.region, strips_total=total, options=spec.options,
+                    description=task.description, codec=codec,
+                )
             size, digest = report.bytes_written, file_sha256(path)
             succeeded = self.db.update(
                 job_id, state=JobState.SUCCEEDED, size_bytes=size, sha256=digest, only_if=(JobState.RUNNING,)

@@ -2,23 +2,22 @@
 crash without rendering them again.
 
     <output>/.spool/<job id>/content.bin        the encoded content image as submitted
-    <output>/.spool/<job id>/strip-NNNNNN.npy   one finished strip, uint8 (h, width, 3)
+    <output>/.spool/<job id>/strip-NNNNNN.npz   one finished strip, its TIFF tiles already encoded
 
 A strip file is written to a temporary name, synced and renamed, so it exists only when complete.
-The spool costs disk equal to the raw image (3 bytes per pixel) while a job runs: the price of
-resuming without re-rendering. ``.npy`` files are read with ``allow_pickle=False``.
+Strips are spooled encoded (``famos.tiles.EncodedStrip``: compressed tiles, the few raw rows it
+shares with its neighbours), so the spool costs about the finished file's size while a job runs:
+the price of resuming without re-rendering. ``.npz`` files are read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
-import io
 import pathlib
 import shutil
 from collections.abc import Iterable, Iterator
 
-import numpy as np
-
 from famos.files import write_atomically
+from famos.tiles import EncodedStrip
 
 SPOOL = ".spool"
 CONTENT_FILE = "content.bin"
@@ -43,21 +42,19 @@ class JobSpool:
         """The first strip not yet spooled (``total`` when all are)."""
         return next((k for k in range(total) if not self._strip_path(k).exists()), total)
 
-    def write_strip(self, index: int, strip: np.ndarray) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(strip), allow_pickle=False)
-        write_atomically(self._strip_path(index), buffer.getvalue())
+    def write_strip(self, index: int, strip: EncodedStrip) -> None:
+        write_atomically(self._strip_path(index), strip.to_bytes())
 
-    def strips(self, total: int) -> Iterator[np.ndarray]:
+    def strips(self, total: int) -> Iterator[EncodedStrip]:
         """The spooled strips 0..total-1, read one at a time."""
         for k in range(total):
-            yield np.load(self._strip_path(k), allow_pickle=False)
+            yield EncodedStrip.from_bytes(self._strip_path(k).read_bytes())
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _strip_path(self, index: int) -> pathlib.Path:
-        return self.folder / f"strip-{index:06d}.npy"
+        return self.folder / f"strip-{index:06d}.npz"
 
 
 def remove_orphans(root: pathlib.Path, *, keep: Iterable[str]) -> None:

@@ -142,9 +142,9 @@ def test_render_tiff_workers_give_byte_identical_files(bundle, lossless, tmp_pat
             files.append(out.read_bytes())
         assert files[0] == files[1], compression
     assert np.array_equal(tifffile.imread(tmp_path / "zstd-3.tif"), lossless)
-    rc, _, err = famos(capsys, "render", bundle, "--out", tmp_path / "bad.tif", "--quiet", "--tiff-workers", 0)
+    rc, _, err = famos(capsys, "render", bundle, "--out", tmp_path / "bad.tif", "--quiet", "--tiff-workers", -1)
     assert rc == 2
-    one_line_error(err, "workers")
+    one_line_error(err, "tiff-workers")
 
 
 def test_render_workers_give_identical_pixels(bundle, lossless, tmp_path):

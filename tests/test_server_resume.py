@@ -85,8 +85,8 @@ def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path, scale, 
     assert first.finish() == -signal.SIGKILL, "".join(first.lines)
     # strip KILLED_AFTER is on disk but was never counted: the store and the log lag the spool
     assert first.strips_rendered(job.id) == list(range(KILLED_AFTER))
-    spooled = sorted(p.name for p in (store / ".spool" / job.id).glob("strip-*.npy"))
-    assert spooled == [f"strip-{k:06d}.npy" for k in range(KILLED_AFTER + 1)]
+    spooled = sorted(p.name for p in (store / ".spool" / job.id).glob("strip-*.npz"))
+    assert spooled == [f"strip-{k:06d}.npz" for k in range(KILLED_AFTER + 1)]
     assert not (store / "resumed.tif").exists()
 
     second = Served(models, store)

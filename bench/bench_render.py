@@ -83,7 +83,8 @@ def build_bundle(work: pathlib.Path, *, side: int, width: int) -> pathlib.Path:
 def bare_graph_throughput(bundle: pathlib.Path, *, chunk: int, repeats: int = 4) -> float:
     """Delivered MP/s of the graph alone on interior windows (halo included in the work)."""
     from famos.bundle import load_bundle
-    from famos.renderer import Renderer, RenderSettings
+    from famos.renderer import Renderer
+    from famos.rendering import RenderSettings
 
     renderer = Renderer(load_bundle(bundle))
     task = renderer.task(RenderSettings(chunk=chunk))

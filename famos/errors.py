@@ -13,6 +13,10 @@ class InvalidField(UserError, ValueError):
     def __init__(self, field: str, why: str):
         super().__init__(f"{field}: {why}")
         self.field = field
+        self.why = why
+
+    def __reduce__(self):  # pickled by its two arguments: errors travel back from cluster workers
+        return type(self), (self.field, self.why)
 
 
 class BundleError(UserError, ValueError):

@@ -26,57 +26,17 @@ from famos import __version__
 from famos.bundle import Bundle
 from famos.canvas import to_unit_range
 from famos.config import CanvasConfig
-from famos.errors import BundleError, InvalidField, UserError
+from famos.errors import BundleError, UserError
 from famos.files import atomic_output
 from famos.pipeline import ProgressCallback, pipelined_strips
-from famos.planning import ChunkPlan, Rect
-from famos.rendering import WindowInputs, plan_for
+from famos.planning import Rect
+from famos.rendering import RenderSettings, RenderTask, WindowInputs, plan_for
 from famos.runners import RunnerOptions, open_runner
 from famos.tiff import TiffOptions, TiffReport, tile_format, write_encoded_tiff
 from famos.tiles import EncodedStrip, TileCodec, encode_strips
-from famos.units import MAX_SIDE
 
 if TYPE_CHECKING:
     from famos.cluster import WorkerPool
-
-# Output chunk side. With the default architecture's 80/64 px halo, 2048 computes 1.07x the
-# delivered pixels at 4096² and 1.13x at 16384² (1024: 1.22x and 1.28x). A window then takes about
-# 10 GB for the default architecture in float32: fine on a GPU; small CPU machines pass --chunk 1024.
-DEFAULT_CHUNK = 2048
-MIN_CHUNK = 16
-
-
-@dataclasses.dataclass(frozen=True)
-class RenderSettings:
-    seed: int = 0
-    chunk: int = DEFAULT_CHUNK
-    region: Rect | None = None  # None: the whole output canvas
-    size: tuple[int, int] | None = None  # (height, width) of the output canvas; None: the model's
-    prepare_workers: int = 2
-    queue_chunks: int = 4
-
-    def __post_init__(self) -> None:
-        if self.size is not None and not (1 <= self.size[0] <= MAX_SIDE and 1 <= self.size[1] <= MAX_SIDE):
-            raise InvalidField("size", f"{self.size[1]}x{self.size[0]} px: each side must be 1 to {MAX_SIDE}")
-        if self.chunk < MIN_CHUNK:
-            raise InvalidField("chunk", f"{self.chunk} is below the minimum of {MIN_CHUNK} pixels")
-        if self.prepare_workers < 1:
-            raise InvalidField("workers", f"{self.prepare_workers}: must be at least 1")
-
-
-@dataclasses.dataclass(frozen=True)
-class RenderTask:
-    """One render, validated and planned once: what its strips, its TIFF and its progress share."""
-
-    settings: RenderSettings
-    plan: ChunkPlan
-    inputs: WindowInputs
-    description: dict[str, Any]  # provenance, written into the TIFF
-
-    @property
-    def region(self) -> Rect:
-        return self.plan.region
-
 
 class Renderer:
     """A bundle ready to render on one backend and device, here or on a cluster's workers (which

@@ -3,20 +3,64 @@
 Backend-neutral and torch-free: a runner is any ``famos.window.WindowRunner``. The pieces here
 (``WindowInputs``, ``plan_for``, ``chunk_pixels``, ``StripAssembler``) are shared by the sequential
 reference ``render_strips`` and its threaded twin ``famos.pipeline.pipelined_strips``, so the two
-compute the same windows and assemble the same strips by construction.
+compute the same windows and assemble the same strips by construction. ``RenderSettings`` and
+``RenderTask`` (a render validated and planned once) live here too: what a worker on another
+machine needs to run strips of a render, without the renderer that planned it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from famos.canvas import content_window, noise_window, to_uint8
 from famos.config import CanvasConfig, GeneratorConfig
+from famos.errors import InvalidField
 from famos.planning import Chunk, ChunkPlan, Rect, halo_for, noise_level, plan_chunks
+from famos.units import MAX_SIDE
 from famos.window import WindowRunner
+
+
+# Output chunk side. With the default architecture's 80/64 px halo, 2048 computes 1.07x the
+# delivered pixels at 4096² and 1.13x at 16384² (1024: 1.22x and 1.28x). A window then takes about
+# 10 GB for the default architecture in float32: fine on a GPU; small CPU machines pass --chunk 1024.
+DEFAULT_CHUNK = 2048
+MIN_CHUNK = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderSettings:
+    seed: int = 0
+    chunk: int = DEFAULT_CHUNK
+    region: Rect | None = None  # None: the whole output canvas
+    size: tuple[int, int] | None = None  # (height, width) of the output canvas; None: the model's
+    prepare_workers: int = 2
+    queue_chunks: int = 4
+
+    def __post_init__(self) -> None:
+        if self.size is not None and not (1 <= self.size[0] <= MAX_SIDE and 1 <= self.size[1] <= MAX_SIDE):
+            raise InvalidField("size", f"{self.size[1]}x{self.size[0]} px: each side must be 1 to {MAX_SIDE}")
+        if self.chunk < MIN_CHUNK:
+            raise InvalidField("chunk", f"{self.chunk} is below the minimum of {MIN_CHUNK} pixels")
+        if self.prepare_workers < 1:
+            raise InvalidField("workers", f"{self.prepare_workers}: must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderTask:
+    """One render, validated and planned once: what its strips, its TIFF and its progress share."""
+
+    settings: RenderSettings
+    plan: ChunkPlan
+    inputs: WindowInputs
+    description: dict[str, Any]  # provenance, written into the TIFF
+
+    @property
+    def region(self) -> Rect:
+        return self.plan.region
 
 
 class WindowInputs:

@@ -3,7 +3,8 @@
 A request names a model, never a path: names are checked against a strict pattern and the
 resolved folder must lie inside the models folder (symbolic links out of it are refused). Bundles
 are verified once and cached until their manifest changes; each gets one shared ``Renderer``,
-built on first use (onnxruntime sessions are thread-safe, so concurrent renders share it).
+built on first use (onnxruntime sessions are thread-safe, so concurrent renders share it). With
+``famos serve --ray`` every renderer renders on the one pool of cluster workers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import threading
 
 from famos.bundle import MANIFEST, Bundle, load_bundle
+from famos.cluster import WorkerPool
 from famos.errors import BundleError, InvalidField
 from famos.renderer import Renderer
 from famos.runners import RunnerOptions
@@ -42,9 +44,10 @@ class _Entry:
 
 
 class ModelStore:
-    def __init__(self, folder: pathlib.Path, *, runner: RunnerOptions = RunnerOptions()):
+    def __init__(self, folder: pathlib.Path, *, runner: RunnerOptions = RunnerOptions(), cluster: WorkerPool | None = None):
         self.folder = folder.resolve()
         self.runner = runner
+        self.cluster = cluster
         self._lock = threading.Lock()
         self._bundles: dict[str, _Entry] = {}
         self._renderers: dict[str, Renderer] = {}  # by bundle hash
@@ -83,7 +86,7 @@ class ModelStore:
             renderer = self._renderers.get(bundle.sha256)
             if renderer is None:
                 # Session creation under the lock: two first requests must not build two sessions.
-                renderer = Renderer(bundle, self.runner)
+                renderer = Renderer(bundle, self.runner, cluster=self.cluster)
                 self._renderers[bundle.sha256] = renderer
         return renderer
 

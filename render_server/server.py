@@ -20,7 +20,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import UserError
-from famos.renderer import DEFAULT_CHUNK, MIN_CHUNK
+from famos.rendering import DEFAULT_CHUNK, MIN_CHUNK
+from famos.cluster import ClusterOptions, add_cluster_arguments, cluster_options
 from famos.runners import RunnerOptions, add_runner_arguments, runner_options
 
 log = logging.getLogger("famos.server")
@@ -48,6 +49,7 @@ class ServerConfig:
     job_workers: int = 1  # jobs rendering at once
     chunk: int = DEFAULT_CHUNK  # default chunk side
     runner: RunnerOptions = RunnerOptions()
+    cluster: ClusterOptions | None = None  # render on a Ray cluster's workers instead of in this process
     grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -74,6 +76,7 @@ class RenderServer:
 
         from protos.famos.render.v1 import render_pb2_grpc
         from render_server.interceptors import BearerToken, ErrorMapping
+        from famos.cluster import WorkerPool
         from render_server.jobs import JobManager, JobsConfig
         from render_server.models import ModelStore
         from render_server.service import SERVICE_NAME, RenderService
@@ -88,7 +91,9 @@ class RenderServer:
         limits = Limits(
             max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels, default_chunk=config.chunk
         )
-        self.models = ModelStore(config.models, runner=config.runner)
+        # the cluster's workers serve every model; they start with the server and stop with it
+        self.pool = WorkerPool(config.cluster, config.runner) if config.cluster is not None else None
+        self.models = ModelStore(config.models, runner=config.runner, cluster=self.pool)
         self.slots = RenderSlots(workers=config.workers, max_waiting=config.max_queue)
         self.jobs = JobManager(
             JobsConfig(output=config.output, max_jobs=config.max_jobs, job_workers=config.job_workers, limits=limits),
@@ -148,6 +153,8 @@ class RenderServer:
         stopped = self.server.stop(grace)
         self.jobs.stop()
         stopped.wait()
+        if self.pool is not None:
+            self.pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="seconds for calls to finish on shutdown")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_runner_arguments(parser)
+    add_cluster_arguments(parser)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -176,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         models=args.models, output=args.output, host=args.host, port=args.port, token=args.token or None,
         tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_jobs=args.max_jobs,
         workers=args.workers, max_queue=args.max_queue, job_workers=args.job_workers, chunk=args.chunk,
-        runner=runner_options(args), grace_seconds=args.grace,
+        runner=runner_options(args), cluster=cluster_options(args), grace_seconds=args.grace,
     )
     server = RenderServer(config)
     stop = threading.Event()

@@ -17,7 +17,8 @@ import numpy as np
 from famos.canvas import image_to_rgb
 from famos.errors import InvalidField
 from famos.planning import Rect
-from famos.renderer import Renderer, RenderSettings, RenderTask
+from famos.renderer import Renderer
+from famos.rendering import RenderSettings, RenderTask
 from famos.units import output_size
 from famos.values import Piece, Progress, Started
 from render_server.errors import ResourceExhausted

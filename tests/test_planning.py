@@ -111,7 +111,7 @@ def test_default_chunk_overhead_is_what_the_readme_says(side, expected):
     """The real default chunk (famos.renderer.DEFAULT_CHUNK) on the default U-Net: the halo costs
     the figures README and BENCHMARKS quote, and a smaller chunk would cost more."""
     from famos.config import CanvasConfig
-    from famos.renderer import DEFAULT_CHUNK
+    from famos.rendering import DEFAULT_CHUNK
     from famos.rendering import plan_for
 
     assert DEFAULT_CHUNK == 2048

@@ -28,7 +28,8 @@ def bundle(tmp_path_factory):
 def whole(bundle):
     """The eager whole-canvas pass, 8-bit: the reference every render must equal."""
     from famos.bundle import load_bundle
-    from famos.renderer import Renderer, RenderSettings
+    from famos.renderer import Renderer
+    from famos.rendering import RenderSettings
     from famos.runners import Backend, RunnerOptions
 
     renderer = Renderer(load_bundle(bundle), RunnerOptions(backend=Backend.TORCH))
@@ -117,7 +118,8 @@ def test_missing_bundle_and_folder(tmp_path, capsys, bundle):
 
 def test_crash_mid_render_leaves_no_file(bundle, tmp_path):
     from famos.bundle import load_bundle
-    from famos.renderer import Renderer, RenderSettings, render_tiff
+    from famos.renderer import Renderer, render_tiff
+    from famos.rendering import RenderSettings
 
     renderer = Renderer(load_bundle(bundle))
     calls = {"n": 0}
@@ -139,7 +141,8 @@ def test_crash_mid_render_leaves_no_file(bundle, tmp_path):
 def test_strips_are_rows_of_chunks(bundle):
     """The pipeline hands out one chunk row at a time (peak RSS vs canvas size: bench/bench_render.py)."""
     from famos.bundle import load_bundle
-    from famos.renderer import Renderer, RenderSettings
+    from famos.renderer import Renderer
+    from famos.rendering import RenderSettings
 
     renderer = Renderer(load_bundle(bundle))
     heights = [strip.shape[0] for strip in renderer.strips(renderer.task(RenderSettings(chunk=32, region=Rect(0, 0, 90, 150))))]
@@ -173,7 +176,8 @@ def test_classic_tiff_that_cannot_fit_is_refused_up_front():
 def whole_at(bundle, size, backend="onnx"):
     """The whole pass (one chunk) of the model on a (height, width) output canvas, 8-bit."""
     from famos.bundle import load_bundle
-    from famos.renderer import Renderer, RenderSettings
+    from famos.renderer import Renderer
+    from famos.rendering import RenderSettings
     from famos.runners import Backend, RunnerOptions
 
     renderer = Renderer(load_bundle(bundle), RunnerOptions(backend=Backend(backend)))

@@ -17,7 +17,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from clients.batch.jobs_file import DEFAULT_MIN_DPI
-    from famos.renderer import DEFAULT_CHUNK, MIN_CHUNK
+    from famos.rendering import DEFAULT_CHUNK, MIN_CHUNK
     from famos.runners import add_runner_arguments
     from famos.tiff import add_tiff_arguments
 

@@ -14,7 +14,8 @@ from clients.batch.jobs_file import Canvases, Job, ModelRef, Output
 from famos.bundle import Bundle, load_bundle
 from famos.canvas import load_rgb
 from famos.errors import UserError
-from famos.renderer import DEFAULT_CHUNK, RenderSettings, Renderer, render_tiff
+from famos.renderer import Renderer, render_tiff
+from famos.rendering import DEFAULT_CHUNK, RenderSettings
 from famos.runners import RunnerOptions
 from famos.tiff import TiffOptions
 from famos.values import ModelInfo

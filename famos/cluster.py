@@ -1,0 +1,347 @@
+"""Rendering on a Ray cluster: row strips on worker actors, TIFF tiles compressed where they are made.
+
+    driver (famos render / famos serve)                 workers (Ray actors: one per GPU, or per
+      plan the render once; bundle and task into          CPU slot when there is no GPU)
+      the object store; at most a few strips per   --->   load the bundle once, render strip k through
+      worker in flight                                    the same pipeline as a local render, encode
+      join the encoded strips in file order        <---   its tiles (``famos.tiles``)
+      -> TIFF writer (or raw strips for a stream)
+
+Ray is optional (``pip install famos[cluster]``) and imported inside this module's functions only,
+when a command is given ``--ray``. Strips are idempotent, so faults cost time, not correctness: a
+worker that dies is restarted by Ray, which runs its strips again; past its restarts the driver
+replaces the worker and hands the strip to the replacement. Cancel and Ctrl-C reach every worker,
+which stops between two chunks. The bytes equal a local render's: the same pipeline computes the
+pixels, the same codec (``famos.tiles.TileCodec``) encodes the tiles.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import pathlib
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from famos.bundle import MANIFEST, Bundle, load_bundle
+from famos.errors import BackendUnavailable, Cancelled, InvalidField, UserError
+from famos.pipeline import ProgressCallback, pipelined_strips
+from famos.runners import RunnerOptions, open_runner
+from famos.tiles import EncodedStrip, TileCodec, TileFormat, encode_strip
+from famos.values import Progress
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from famos.rendering import RenderTask
+
+AUTO = "auto"  # start a local Ray instance, or join the one `ray start` runs on this machine
+_POLL_SECONDS = 0.2  # how soon the driver notices a cancel while it waits for a strip
+_ATTEMPTS = 3  # workers a strip may see die under it before the render fails
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    address: str = AUTO  # "auto" or a Ray address (host:port of the head node)
+    workers: int = 0  # 0: one per GPU of the cluster (cuda devices) or one per CPU slot
+    cpus_per_worker: int = 1  # cores each worker reserves: its runner's threads and its tile encoders
+    max_restarts: int = 2  # per worker: Ray restarts it and runs its strips again
+    strips_per_worker: int = 2  # strips queued on each worker: keeps it busy, bounds the driver's memory
+
+    def __post_init__(self) -> None:
+        if not self.address:
+            raise InvalidField("ray", "the address is empty: use auto or HOST:PORT")
+        if self.workers < 0:
+            raise InvalidField("ray-workers", f"{self.workers}: must be 0 (one per GPU or CPU slot) or more")
+        if self.cpus_per_worker < 1:
+            raise InvalidField("ray-cpus-per-worker", f"{self.cpus_per_worker}: must be at least 1")
+
+
+def add_cluster_arguments(parser) -> None:
+    """``--ray ADDRESS --ray-workers N --ray-cpus-per-worker N``, read back with ``cluster_options``."""
+    group = parser.add_argument_group("cluster (Ray; pip install famos[cluster])")
+    group.add_argument("--ray", metavar="ADDRESS",
+                       help="render on a Ray cluster: auto (start or join a local one) or the head's HOST:PORT")
+    group.add_argument("--ray-workers", type=int, default=0,
+                       help="worker actors (default: one per GPU for cuda devices, else one per CPU slot)")
+    group.add_argument("--ray-cpus-per-worker", type=int, default=1,
+                       help="cores per worker: its runner's threads and tile encoders (default 1)")
+
+
+def cluster_options(args) -> ClusterOptions | None:
+    if args.ray is None:
+        return None
+    return ClusterOptions(address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker)
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise BackendUnavailable("--ray: Ray is not installed (pip install famos[cluster])") from None
+    return ray
+
+
+def connect(address: str) -> None:
+    """Join the cluster at ``address`` (``auto``: the local one, started if there is none). A
+    process already connected stays on its cluster."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=None if address == AUTO else address, logging_level="WARNING", log_to_driver=False)
+    except ConnectionError as err:
+        raise UserError(f"--ray {address}: cannot reach a Ray cluster there ({err})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleFiles:
+    """A bundle as it travels to workers on machines that do not share the driver's folders."""
+
+    sha256: str
+    path: str  # the driver's folder: used in place where a worker sees the same bundle there
+    files: dict[str, bytes]
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> BundleFiles:
+        names = [MANIFEST, *bundle.manifest.files]
+        return cls(bundle.sha256, str(bundle.path), {name: (bundle.path / name).read_bytes() for name in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerStats:
+    pid: int  # a restarted worker has a new one
+    strips: int  # rendered since the worker (re)started
+    chunks: int
+
+
+class StripWorker:
+    """A Ray actor: renders whole strips of any render of any bundle, one at a time, on one runner.
+    Its ``control`` methods run beside a strip (a second concurrency group) so a cancel lands mid-strip."""
+
+    def __init__(self, runner: RunnerOptions, encode_threads: int):
+        self.runner = runner
+        self.encode_threads = encode_threads
+        self._models: collections.OrderedDict[str, tuple[Bundle, Any]] = collections.OrderedDict()
+        self._tasks: collections.OrderedDict[str, RenderTask] = collections.OrderedDict()
+        self._cancels: collections.OrderedDict[str, threading.Event] = collections.OrderedDict()
+        self._codecs: dict[TileFormat, TileCodec] = {}
+        self._folder = pathlib.Path(tempfile.mkdtemp(prefix="famos-worker-"))
+        self.strips_rendered = self.chunks_rendered = 0
+
+    def stats(self) -> WorkerStats:
+        return WorkerStats(os.getpid(), self.strips_rendered, self.chunks_rendered)
+
+    def cancel(self, render_id: str) -> None:
+        self._cancel_event(render_id).set()
+
+    def render(
+        self, render_id: str, bundle_box: list, task_box: list, row: int, format: TileFormat | None
+    ) -> np.ndarray | EncodedStrip:
+        """Strip ``row`` of the render: raw (``format`` None) or encoded for ``format``. The boxes
+        hold object references, fetched only when this worker has not cached what they point to."""
+        cancel = self._cancel_event(render_id)
+        runner = self._runner(bundle_box)
+        task = self._task(render_id, task_box)
+
+        def counted(*inputs: Any) -> Any:
+            self.chunks_rendered += 1
+            return runner(*inputs)
+
+        strips = pipelined_strips(
+            task.plan, task.inputs, counted, first_row=row, end_row=row + 1,
+            prepare_workers=task.settings.prepare_workers, queue_chunks=task.settings.queue_chunks, cancel=cancel,
+        )
+        (strip,) = list(strips)
+        self.strips_rendered += 1
+        if format is None:
+            return strip
+        if format not in self._codecs:
+            self._codecs[format] = TileCodec(format, workers=self.encode_threads)
+        return encode_strip(strip, top=task.plan.row_top(row), height=task.region.height, codec=self._codecs[format])
+
+    def _cancel_event(self, render_id: str) -> threading.Event:
+        return _cached(self._cancels, render_id, threading.Event, keep=64)
+
+    def _task(self, render_id: str, task_box: list) -> RenderTask:
+        return _cached(self._tasks, render_id, lambda: _ray().get(task_box[0]), keep=4)
+
+    def _runner(self, bundle_box: list) -> Any:
+        ref = bundle_box[0]
+        key = ref.hex()
+        return _cached(self._models, key, lambda: self._load(_ray().get(ref)), keep=2)[1]
+
+    def _load(self, shipped: BundleFiles) -> tuple[Bundle, Any]:
+        local = pathlib.Path(shipped.path)
+        try:
+            bundle = load_bundle(local)
+        except UserError:
+            bundle = None
+        if bundle is None or bundle.sha256 != shipped.sha256:  # another machine: unpack the shipped copy
+            folder = self._folder / shipped.sha256[:16]
+            folder.mkdir(exist_ok=True)
+            for name, data in shipped.files.items():
+                (folder / name).write_bytes(data)
+            bundle = load_bundle(folder)  # verifies every file against the manifest
+        return bundle, open_runner(bundle, self.runner)
+
+
+def _cached(cache: collections.OrderedDict, key: str, make, *, keep: int):
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    while len(cache) > keep:
+        cache.popitem(last=False)
+    return value
+
+
+class WorkerPool:
+    """Worker actors on a Ray cluster, shared by every render of this process (every model of a
+    server): one per GPU, or per ``cpus_per_worker`` CPU slots."""
+
+    def __init__(self, options: ClusterOptions, runner: RunnerOptions = RunnerOptions()):
+        ray = _ray()
+        connect(options.address)
+        self.options = options
+        self.runner = runner
+        resources = ray.cluster_resources()
+        self.gpu = runner.device.startswith("cuda")
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+        if self.gpu and not gpus:
+            raise BackendUnavailable(f"--ray --device {runner.device}: the cluster has no GPU")
+        workers = options.workers or (gpus if self.gpu else max(1, cpus // options.cpus_per_worker))
+        if workers * options.cpus_per_worker > cpus or (self.gpu and workers > gpus):
+            raise UserError(
+                f"--ray-workers {workers} x {options.cpus_per_worker} CPU{'+ 1 GPU' if self.gpu else ''} each: "
+                f"the cluster has {cpus} CPUs and {gpus} GPUs"
+            )
+        # each worker sees its own GPU as cuda:0 (Ray sets CUDA_VISIBLE_DEVICES per actor)
+        self._worker_runner = dataclasses.replace(
+            runner, device="cuda" if self.gpu else "cpu", threads=options.cpus_per_worker
+        )
+        self._actor_class = ray.remote(concurrency_groups={"control": 1})(StripWorker)
+        self.workers = [self._start_worker() for _ in range(workers)]
+        self._bundles: dict[str, Any] = {}  # bundle hash -> object reference of its BundleFiles
+        self._lock = threading.Lock()
+
+    def _start_worker(self):
+        return self._actor_class.options(
+            num_cpus=self.options.cpus_per_worker,
+            num_gpus=1 if self.gpu else 0,
+            max_restarts=self.options.max_restarts,
+            max_task_retries=self.options.max_restarts,
+            max_concurrency=1,
+        ).remote(self._worker_runner, self.options.cpus_per_worker)
+
+    def stats(self) -> list[WorkerStats]:
+        """Each worker's process id and the strips and chunks it rendered (since it last started)."""
+        return _ray().get([w.stats.options(concurrency_group="control").remote() for w in self.workers])
+
+    def pids(self) -> list[int]:
+        return [s.pid for s in self.stats()]
+
+    def close(self) -> None:
+        ray = _ray()
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
+        self.workers = []
+
+    def strips(
+        self, bundle: Bundle, task: RenderTask, *, first_row: int = 0,
+        cancel: threading.Event | None = None, progress: ProgressCallback | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Raw strips of ``task`` from ``first_row`` on, in order (what a streamed render sends)."""
+        return self._strips(bundle, task, None, first_row=first_row, cancel=cancel, progress=progress)
+
+    def encoded_strips(
+        self, bundle: Bundle, task: RenderTask, format: TileFormat, *, first_row: int = 0,
+        cancel: threading.Event | None = None, progress: ProgressCallback | None = None,
+    ) -> Iterator[EncodedStrip]:
+        """Strips of ``task`` from ``first_row`` on, in order, their tiles encoded on the workers."""
+        return self._strips(bundle, task, format, first_row=first_row, cancel=cancel, progress=progress)
+
+    def _bundle_ref(self, bundle: Bundle) -> Any:
+        with self._lock:
+            if bundle.sha256 not in self._bundles:
+                self._bundles[bundle.sha256] = _ray().put(BundleFiles.of(bundle))
+            return self._bundles[bundle.sha256]
+
+    def _strips(
+        self, bundle: Bundle, task: RenderTask, format: TileFormat | None, *, first_row: int,
+        cancel: threading.Event | None, progress: ProgressCallback | None,
+    ) -> Iterator[Any]:
+        ray = _ray()
+        from ray.exceptions import RayActorError, RayTaskError
+
+        plan = task.plan
+        render_id = uuid.uuid4().hex
+        bundle_box, task_box = [self._bundle_ref(bundle)], [ray.put(task)]
+        load = [0] * len(self.workers)
+        pending: collections.deque[tuple[int, Any, int]] = collections.deque()  # (row, result, worker)
+        attempts = collections.Counter()
+        limit = self.options.strips_per_worker * len(self.workers)
+        rows = range(first_row, plan.n_rows)
+        chunks_total = len(rows) * plan.n_cols
+        pixels_total = (plan.region.height - plan.row_top(first_row)) * plan.region.width
+        chunks_done = pixels_done = 0
+        next_row = first_row
+        start = time.perf_counter()
+
+        def submit(row: int, *, first: bool = False) -> None:
+            k = min(range(len(self.workers)), key=load.__getitem__)
+            ref = self.workers[k].render.remote(render_id, bundle_box, task_box, row, format)
+            load[k] += 1
+            (pending.appendleft if first else pending.append)((row, ref, k))
+
+        finished = False
+        try:
+            while pending or next_row < plan.n_rows:
+                while next_row < plan.n_rows and len(pending) < limit:
+                    submit(next_row)
+                    next_row += 1
+                row, ref, k = pending[0]
+                while not ray.wait([ref], timeout=_POLL_SECONDS)[0]:
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("render cancelled")
+                pending.popleft()
+                load[k] -= 1
+                try:
+                    result = ray.get(ref)
+                except RayTaskError as err:  # the strip itself failed: the same everywhere, no retry
+                    cause = getattr(err, "cause", None)
+                    if isinstance(cause, Exception):
+                        raise cause from None
+                    raise RuntimeError(f"strip {row} failed on a worker: {err}") from None
+                except RayActorError as err:  # its worker died past its restarts: replace it, run again
+                    attempts[row] += 1
+                    if attempts[row] >= _ATTEMPTS:
+                        raise RuntimeError(f"strip {row}: {attempts[row]} workers died rendering it ({err})") from None
+                    self._replace(k)
+                    submit(row, first=True)
+                    continue
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("render cancelled")
+                chunks_done += plan.n_cols
+                pixels_done += (plan.row_top(row + 1) - plan.row_top(row)) * plan.region.width
+                if progress is not None:
+                    progress(Progress(chunks_done, chunks_total, pixels_done, pixels_total, time.perf_counter() - start))
+                yield result
+            finished = True
+        finally:
+            if not finished:  # cancel, Ctrl-C, a failure or a consumer that stopped: stop every worker
+                for worker in self.workers:
+                    worker.cancel.options(concurrency_group="control").remote(render_id)
+                for _, ref, _ in pending:
+                    ray.cancel(ref)
+
+    def _replace(self, k: int) -> None:
+        ray = _ray()
+        with self._lock:
+            ray.kill(self.workers[k], no_restart=True)
+            self.workers[k] = self._start_worker()

@@ -462,3 +462,18 @@ def test_batch_through_the_server_equals_a_local_batch(server, models, tmp_path,
     bad.write_text(HEADER + "missing,x.tif,,150,,,,,\n")
     rc, _, err = famos(capsys, "batch", bad, "--out", tmp_path / "bad", "--server", address, "--quiet")
     assert rc == 2 and "missing" in err and not (tmp_path / "bad").exists()
+
+
+def test_cluster_options_are_one_line_errors(bundle, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "x.tif"
+    rc, _, err = famos(capsys, "render", bundle, "--out", out, "--ray", "auto", "--ray-workers", -1)
+    assert rc == 2
+    one_line_error(err, "ray-workers")
+    rc, _, err = famos(capsys, "render", bundle, "--out", out, "--ray", "auto", "--ray-cpus-per-worker", 0)
+    assert rc == 2
+    one_line_error(err, "ray-cpus-per-worker")
+    monkeypatch.setitem(sys.modules, "ray", None)  # a machine without the cluster extra
+    rc, _, err = famos(capsys, "render", bundle, "--out", out, "--ray", "auto")
+    assert rc == 2
+    one_line_error(err, "Ray is not installed", "famos[cluster]")
+    assert not out.exists()

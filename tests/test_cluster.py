@@ -149,3 +149,13 @@ def test_famos_render_and_serve_on_the_cluster(cluster, models, local_file, tmp_
         server.stop(0)
     assert (store / "job.tif").read_bytes() == local_file
     assert np.array_equal(tifffile.imread(tmp_path / "streamed.tif"), tifffile.imread(tmp_path / "cli.tif"))
+
+
+def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster):
+    from famos.errors import BackendUnavailable, UserError
+    from famos.runners import RunnerOptions
+
+    with pytest.raises(UserError, match="the cluster has 2 CPUs"):
+        WorkerPool(ClusterOptions(address=cluster, workers=3))  # would wait forever for a third slot
+    with pytest.raises(BackendUnavailable, match="the cluster has no GPU"):
+        WorkerPool(ClusterOptions(address=cluster), RunnerOptions(device="cuda"))

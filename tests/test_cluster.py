@@ -159,3 +159,33 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster):
         WorkerPool(ClusterOptions(address=cluster, workers=3))  # would wait forever for a third slot
     with pytest.raises(BackendUnavailable, match="the cluster has no GPU"):
         WorkerPool(ClusterOptions(address=cluster), RunnerOptions(device="cuda"))
+
+
+def test_a_cluster_server_stopped_mid_job_resumes_it_from_the_spool(cluster, models, tmp_path):
+    from clients.render_client import RenderClient
+    from famos.values import JobState
+    from render_server.server import RenderServer, ServerConfig
+
+    store = tmp_path / "store"
+    store.mkdir()
+    config = ServerConfig(models=models, output=store, port=0, cluster=ClusterOptions(address=cluster))
+    settings = RenderSettings(seed=1, chunk=16, size=(480, 1600))  # 30 strips of 100 chunks
+    first = RenderServer(config)
+    first.start()
+    with RenderClient(f"127.0.0.1:{first.port}") as client:
+        job = client.submit(SERVER_MODEL, output_name="resumed.tif", seed=1, chunk=16, size=(480, 1600))
+        for state in client.watch(job.id):
+            if state.strips_done >= 2:
+                break
+    first.stop(0)  # as on SIGTERM: paused between chunks, its workers released
+    second = RenderServer(config)
+    second.start()
+    try:
+        with RenderClient(f"127.0.0.1:{second.port}") as client:
+            done = client.wait(job.id)
+    finally:
+        second.stop(0)
+    assert done.state is JobState.SUCCEEDED and done.attempts == 2, done
+    assert done.strips_rendered == done.strips_total == 30  # no spooled strip rendered twice
+    render_tiff(Renderer(load_bundle(models / SERVER_MODEL)), tmp_path / "local.tif", settings=settings)
+    assert (store / "resumed.tif").read_bytes() == (tmp_path / "local.tif").read_bytes()

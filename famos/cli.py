@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("render_server.cli", "render a bundle's canvas (or a region) to a tiled TIFF in constant memory"),
     "batch": ("clients.batch.cli", "render a jobs file of prints to print-ready TIFFs (resumable)"),
     "serve": ("render_server.server", "gRPC render server: models, streamed renders, resumable jobs"),
+    "view": ("viewer.cli", "look at renders in the browser: deep zoom over IIIF (OpenSeadragon)"),
     "client": ("clients.cli", "talk to a render server: models, render, submit, watch, cancel, jobs, download"),
 }
 

@@ -216,7 +216,7 @@ def write_encoded_tiff(
         reduced_shapes(height, width, tile=options.tile) if options.pyramid else []
     )
 
-    spools: list[_LevelSpool] = []
+    spools: list[LevelSpool] = []
     # atomic_output: a unique hidden name per call (concurrent renders to one path never share a
     # partial file), renamed to ``path`` only when complete; the pyramid spools sit beside it.
     with contextlib.ExitStack() as cleanup:
@@ -226,7 +226,7 @@ def write_encoded_tiff(
         partial = cleanup.enter_context(atomic_output(path))
         for k, (h, w) in enumerate(level_shapes, start=1):
             spool_path = sidecar_path(partial, f"level{k}")
-            spools.append(_LevelSpool(path=spool_path, height=h, width=w))
+            spools.append(LevelSpool(path=spool_path, height=h, width=w))
         for parent, child in zip(spools, spools[1:]):
             parent.below = child
 
@@ -356,12 +356,12 @@ def _checked_strips(
         yield strip
 
 
-def _level_tiles(spool: _LevelSpool, codec: TileCodec) -> Iterator[bytes]:
+def _level_tiles(spool: LevelSpool, codec: TileCodec) -> Iterator[bytes]:
     for rows in spool.strips(codec.tile):
         yield from codec.encode_rows(rows, width=spool.width)
 
 
-class _LevelSpool:
+class LevelSpool:
     """One reduced pyramid level, filled row pair by row pair from the level above and kept in
     a memory-mapped file on disk, so its size never counts against host memory."""
 
@@ -371,7 +371,7 @@ class _LevelSpool:
         self.path = path
         self.height = height
         self.width = width
-        self.below: _LevelSpool | None = None
+        self.below: LevelSpool | None = None
         self._rows = 0
         self._carry: np.ndarray | None = None  # odd row of the level above, awaiting its pair
         try:
@@ -419,6 +419,15 @@ class _LevelSpool:
             raise RuntimeError(f"pyramid level got {self._rows} of {self.height} rows")
         if self.below is not None:
             self.below.finish()
+
+    @property
+    def rows(self) -> int:
+        """Rows filled so far (a live view shows them while the level above is still coming)."""
+        return self._rows
+
+    def read(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        assert self._image is not None
+        return self._image[y : y + height, x : x + width]
 
     def strips(self, rows: int) -> Iterator[np.ndarray]:
         assert self._image is not None

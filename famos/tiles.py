@@ -54,6 +54,9 @@ class TileCodec:
         self.tile = format.tile
         self._compress = tifffile.TIFF.COMPRESSORS[format.compression] if format.compression else None
         self._difference = tifffile.TIFF.PREDICTORS[format.predictor] if format.predictor else None
+        self._decompress = tifffile.TIFF.DECOMPRESSORS[format.compression] if format.compression else None
+        self._integrate = tifffile.TIFF.UNPREDICTORS[format.predictor] if format.predictor else None
+        self._jpeg = format.compression == int(tifffile.COMPRESSION.JPEG)
         self._arguments = dict(format.arguments)
         self.workers = workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="famos-encode")
@@ -74,6 +77,30 @@ class TileCodec:
         if self._difference is not None:
             tile = self._difference(tile, axis=-2)  # horizontal: along the columns of a chunky tile
         return self._compress(tile, **self._arguments)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """One encoded tile back to (tile, tile, 3) uint8 (a live view of a job's spooled strips)."""
+        import numpy as np
+
+        t = self.tile
+        if self._decompress is None:
+            return np.frombuffer(data, np.uint8).reshape(t, t, 3)
+        if self._jpeg:  # YCbCr inside, RGB out: what a TIFF reader does with these tiles
+            return self._decompress(data, outcolorspace="RGB").reshape(t, t, 3)
+        tile = np.frombuffer(self._decompress(data), np.uint8).reshape(t, t, 3)
+        return self._integrate(tile, axis=-2) if self._integrate is not None else tile
+
+    def decode_tile_rows(self, tiles: list[bytes], *, rows: int, width: int) -> np.ndarray:
+        """``encode_tile_rows``'s output back to ``rows`` image rows of ``width`` pixels."""
+        import numpy as np
+
+        t = self.tile
+        across = -(-width // t)
+        out = np.empty((-(-rows // t) * t, across * t, 3), np.uint8)
+        for k, data in enumerate(tiles):
+            y, x = k // across * t, k % across * t
+            out[y : y + t, x : x + t] = self.decode(data)
+        return out[:rows, :width]
 
     def encode_rows(self, rows: np.ndarray, *, width: int) -> list[bytes]:
         """One tile row (at most ``tile`` image rows of ``width`` pixels) as its tiles, left to right.

@@ -51,7 +51,7 @@ class JobSpec:
         )
 
     @classmethod
-    def from_json(cls, text: str, *, content_image: bytes, tiff_workers: int) -> JobSpec:
+    def from_json(cls, text: str, *, content_image: bytes, tiff_workers: int = 0) -> JobSpec:
         data = json.loads(text)
         region = data["region"]
         return cls(

@@ -19,12 +19,13 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import Cancelled, InvalidField
 from famos.files import file_sha256
 from famos.tiff import TiffOptions, needs_bigtiff, tile_format
-from famos.tiles import TileCodec
+from famos.tiles import TileCodec, TileFormat
 from famos.values import Job, JobState
 from render_server.assembly import assemble
 from render_server.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -38,6 +39,17 @@ log = logging.getLogger("famos.server.jobs")
 
 JOB_ID_LENGTH = 32
 _WATCH_POLL_SECONDS = 0.25  # how soon a watcher notices that its client went away
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveView:
+    height: int
+    width: int
+    format: TileFormat
+    strips_total: int
+    strip_file: Callable[[int], pathlib.Path]  # where strip k is (or will be) spooled
+    description: dict[str, Any]
+    dpi: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +176,18 @@ class JobManager:
                 return
             with self._changed:
                 self._changed.wait(_WATCH_POLL_SECONDS)
+
+    def live_view(self, job_id: str) -> LiveView:
+        """What a viewer needs to show an unfinished job as its strips land in the spool."""
+        record = self.get(job_id)
+        spool = JobSpool(self.spool, job_id)
+        spec = JobSpec.from_json(self.db.spec_text(job_id), content_image=spool.content_image())
+        task = prepare(self.models, spec.render, self.config.limits).task
+        return LiveView(
+            height=task.region.height, width=task.region.width, format=tile_format(spec.options),
+            strips_total=record.strips_total, strip_file=spool.strip_path, description=task.description,
+            dpi=spec.options.dpi,
+        )
 
     def result_path(self, job_id: str) -> pathlib.Path:
         record = self.get(job_id)

@@ -50,11 +50,15 @@ class ServerConfig:
     chunk: int = DEFAULT_CHUNK  # default chunk side
     runner: RunnerOptions = RunnerOptions()
     cluster: ClusterOptions | None = None  # render on a Ray cluster's workers instead of in this process
+    http_port: int | None = None  # the viewer (IIIF + deep-zoom page) over the jobs; 0: any free port
+    openseadragon: str = ""  # where the viewer page loads OpenSeadragon from
     grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise UserError(f"--port {self.port}: must be 0 to 65535 (0: any free port)")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise UserError(f"--http {self.http_port}: must be 0 to 65535 (0: any free port)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UserError("--tls-cert and --tls-key go together")
         for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels"):
@@ -139,10 +143,25 @@ class RenderServer:
         if self.port == 0:
             raise UserError(f"cannot listen on {address} (in use or not a local address)")
         self._service_name = SERVICE_NAME
+        self.viewer = None
+        if config.http_port is not None:
+            from render_server.viewing import JobImages
+            from viewer.server import ViewerConfig, ViewerServer
+
+            self.job_images = JobImages(self.jobs)
+            try:
+                self.viewer = ViewerServer(self.job_images, ViewerConfig(
+                    host=config.host, port=config.http_port, token=config.token, openseadragon=config.openseadragon,
+                ))
+            except OSError as err:
+                raise UserError(f"--http {config.http_port}: cannot listen on {config.host} ({err.strerror})") from None
 
     def start(self) -> None:
         self.jobs.start()  # resumes what a previous process left unfinished
         self.server.start()
+        if self.viewer is not None:
+            self.viewer.start()
+            log.info("viewer on %s", self.viewer.url)
         for service in ("", self._service_name):
             self.health.set(service, self._serving)
         log.info("listening on %s:%d (%s)", self.config.host, self.port, "TLS" if self.config.tls_cert else "plaintext")
@@ -151,10 +170,24 @@ class RenderServer:
         grace = self.config.grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(grace)
+        if self.viewer is not None:
+            self.viewer.stop()
+            self.job_images.close()
         self.jobs.stop()
         stopped.wait()
         if self.pool is not None:
             self.pool.close()
+
+
+def viewer_openseadragon(given: str | None) -> str:
+    """The viewer page's OpenSeadragon; without one the IIIF service still runs (with a warning)."""
+    from viewer.cli import openseadragon_location
+
+    try:
+        return openseadragon_location(given)
+    except UserError as err:
+        log.warning("viewer page without OpenSeadragon: %s", err)
+        return given or ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_runner_arguments(parser)
     add_cluster_arguments(parser)
+    parser.add_argument("--http", type=int, metavar="PORT",
+                        help="also serve the viewer: IIIF Image API and a deep-zoom page over the jobs (0: any free port)")
+    parser.add_argument("--openseadragon", help="folder or URL with openseadragon.min.js for the viewer page")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -185,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_jobs=args.max_jobs,
         workers=args.workers, max_queue=args.max_queue, job_workers=args.job_workers, chunk=args.chunk,
         runner=runner_options(args), cluster=cluster_options(args), grace_seconds=args.grace,
+        http_port=args.http, openseadragon=viewer_openseadragon(args.openseadragon) if args.http is not None else "",
     )
     server = RenderServer(config)
     stop = threading.Event()
@@ -193,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     # Machine-readable, on stdout: with --port 0 this is how a caller learns the port.
     print(f"famos serve: listening on {config.host}:{server.port}", flush=True)
+    if server.viewer is not None:
+        print(f"famos serve: viewer on {server.viewer.url}", flush=True)
     while not stop.wait(1.0):
         pass
     log.info("shutting down (grace %.0f s)", config.grace_seconds)

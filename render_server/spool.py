@@ -40,20 +40,20 @@ class JobSpool:
 
     def first_missing(self, total: int) -> int:
         """The first strip not yet spooled (``total`` when all are)."""
-        return next((k for k in range(total) if not self._strip_path(k).exists()), total)
+        return next((k for k in range(total) if not self.strip_path(k).exists()), total)
 
     def write_strip(self, index: int, strip: EncodedStrip) -> None:
-        write_atomically(self._strip_path(index), strip.to_bytes())
+        write_atomically(self.strip_path(index), strip.to_bytes())
 
     def strips(self, total: int) -> Iterator[EncodedStrip]:
         """The spooled strips 0..total-1, read one at a time."""
         for k in range(total):
-            yield EncodedStrip.from_bytes(self._strip_path(k).read_bytes())
+            yield EncodedStrip.from_bytes(self.strip_path(k).read_bytes())
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _strip_path(self, index: int) -> pathlib.Path:
+    def strip_path(self, index: int) -> pathlib.Path:
         return self.folder / f"strip-{index:06d}.npz"
 
 

@@ -10,10 +10,11 @@ import ast
 import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PARTS = ("famos", "training", "export", "render_server", "clients", "protos")
+PARTS = ("famos", "training", "export", "render_server", "clients", "protos", "viewer")
 # part -> parts it must never import
 FORBIDDEN = {
-    "famos": {"training", "export", "render_server", "clients"},
+    "famos": {"training", "export", "render_server", "clients", "viewer"},
+    "viewer": {"training", "export", "render_server", "clients"},
     "training": {"export", "render_server", "clients"},
     "export": {"render_server", "clients", "training"},
     "render_server": {"export", "training", "clients"},

@@ -1,0 +1,74 @@
+"""The server's jobs as images for the viewer (``famos serve --http PORT``): identifiers are job
+ids, never paths. A finished job is shown from its TIFF in the output store, a queued or running
+one live from its spool (rows not rendered yet are black). Open images are kept for the next
+requests, the least recently used closed beyond a few.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import threading
+
+from famos.values import JobState
+from render_server.errors import NotFound
+from render_server.jobs import JobManager
+from viewer.sources import ImageSource, LiveImage, TiffImage
+
+_STATES = {JobState.SUCCEEDED: "finished", JobState.RUNNING: "rendering", JobState.QUEUED: "queued"}
+_LISTED = 200  # jobs on the index page
+VIEWS = ".views"
+
+
+class JobImages:
+    def __init__(self, jobs: JobManager, *, keep: int = 4):
+        self.jobs = jobs
+        self.keep = keep
+        self._open: collections.OrderedDict[str, tuple[JobState, ImageSource]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        # zoom levels of TIFFs without a pyramid and live views, for this server's lifetime
+        self.work = jobs.output / VIEWS
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir()
+
+    def identifiers(self) -> list[str]:
+        return [job.id for job in self.jobs.list(_LISTED) if job.state in _STATES]
+
+    def state(self, identifier: str) -> str:
+        return _STATES.get(self._job(identifier).state, "gone")
+
+    def image(self, identifier: str) -> ImageSource:
+        job = self._job(identifier)
+        if job.state not in _STATES:
+            raise KeyError(identifier)  # failed or cancelled: nothing to show
+        finished = job.state is JobState.SUCCEEDED
+        with self._lock:
+            held = self._open.get(identifier)
+            if held is not None and (held[0] is JobState.SUCCEEDED) == finished:
+                self._open.move_to_end(identifier)
+                return held[1]
+            if finished:
+                image: ImageSource = TiffImage(self.jobs.result_path(identifier), work=self.work)
+            else:
+                view = self.jobs.live_view(identifier)
+                image = LiveImage(height=view.height, width=view.width, format=view.format,
+                                  strips_total=view.strips_total, strip_file=view.strip_file,
+                                  description=view.description, dpi=view.dpi, work=self.work)
+            if held is not None:
+                held[1].close()  # the live view of a job that has just finished
+            self._open[identifier] = (job.state, image)
+            while len(self._open) > self.keep:
+                self._open.popitem(last=False)[1][1].close()
+            return image
+
+    def close(self) -> None:
+        with self._lock:
+            for _, image in self._open.values():
+                image.close()
+            self._open.clear()
+
+    def _job(self, identifier: str):
+        try:
+            return self.jobs.get(identifier)
+        except NotFound:
+            raise KeyError(identifier) from None

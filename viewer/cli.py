@@ -1,0 +1,105 @@
+"""`famos view FILE.tif`: look at a render in the browser, deep zoom over IIIF.
+
+Serves the IIIF Image API 3.0 (level 2) for each file, named by its stem
+(http://HOST:PORT/iiif/3/{stem}/info.json), and a viewer page at / that the command opens. Tiles
+are read from the TIFF and its pyramid; a file without a pyramid gets zoom levels built once, in
+one pass, into temporary files. OpenSeadragon comes from its npm package:
+`npm ci --prefix viewer/static` (or --openseadragon URL of a folder that serves openseadragon.min.js).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import threading
+
+DEFAULT_OPENSEADRAGON = pathlib.Path(__file__).parent / "static" / "node_modules" / "openseadragon" / "build" / "openseadragon"
+
+
+def openseadragon_location(given: str | None) -> str:
+    """The folder or URL the page loads OpenSeadragon from; UserError with the fix when there is none."""
+    from famos.errors import UserError
+
+    location = given or os.environ.get("FAMOS_OPENSEADRAGON") or str(DEFAULT_OPENSEADRAGON)
+    if "://" in location:
+        return location
+    if not (pathlib.Path(location) / "openseadragon.min.js").is_file():
+        raise UserError(
+            f"--openseadragon {location}: no openseadragon.min.js there; install it with "
+            "`npm ci --prefix viewer/static` or pass --openseadragon URL"
+        )
+    return location
+
+
+def add_viewer_arguments(parser, *, flag: str = "--port", default_port: int = 8080) -> None:
+    parser.add_argument(flag, type=int, default=default_port, help="HTTP port of the viewer (0: any free port)")
+    parser.add_argument("--openseadragon", help="folder or URL with openseadragon.min.js (default: viewer/static's npm package)")
+
+
+class FileCatalog:
+    """Finished TIFFs by file stem."""
+
+    def __init__(self, images: dict):
+        self.images = images
+
+    def identifiers(self) -> list[str]:
+        return list(self.images)
+
+    def image(self, identifier: str):
+        return self.images[identifier]
+
+    def state(self, identifier: str) -> str:
+        return "finished"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="famos view", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", type=pathlib.Path, nargs="+", help="tiled TIFFs written by famos")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--token", default=os.environ.get("FAMOS_TOKEN"), help="require a bearer token (default: $FAMOS_TOKEN)")
+    parser.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
+    add_viewer_arguments(parser)
+    args = parser.parse_args(argv)
+
+    from famos.errors import UserError
+    from viewer.server import ViewerConfig, ViewerServer
+    from viewer.sources import TiffImage
+
+    osd = openseadragon_location(args.openseadragon)
+    images = {}
+    try:
+        for path in args.files:
+            if path.stem in images:
+                raise UserError(f"{path}: another file is already named {path.stem!r} (identifiers are stems)")
+            if not path.is_file():
+                raise UserError(f"{path}: no such file")
+            print(f"famos view: opening {path}", file=sys.stderr)
+            try:
+                images[path.stem] = TiffImage(path)
+            except (ValueError, OSError) as err:
+                if isinstance(err, FileNotFoundError):
+                    raise
+                raise UserError(f"{path}: not a tiled RGB TIFF famos can show ({err})") from None
+        server = ViewerServer(FileCatalog(images), ViewerConfig(host=args.host, port=args.port, token=args.token,
+                                                                 openseadragon=osd))
+    except BaseException:
+        for image in images.values():
+            image.close()
+        raise
+    server.start()
+    fragment = f"#token={args.token}" if args.token else ""
+    print(f"famos view: serving on {server.url}{fragment} (IIIF: {server.url}iiif/3/{{identifier}}/info.json)", flush=True)
+    if not args.no_browser:
+        import webbrowser
+
+        webbrowser.open(server.url + fragment)
+    try:
+        threading.Event().wait()
+    finally:
+        server.stop()
+        for image in images.values():
+            image.close()
+    return 0

@@ -1,0 +1,199 @@
+"""IIIF Image API 3.0, compliance level 2, over an ``ImageSource``: parse a request, answer it.
+
+    {region}/{size}/{rotation}/{quality}.{format}
+    region   full | square | x,y,w,h | pct:x,y,w,h
+    size     max | ^max | w, | ,h | pct:n | w,h | !w,h   (^: upscaling allowed)
+    rotation 0 | 90 | 180 | 270, optionally mirrored (!)
+    quality  default | color | gray | bitonal
+    format   jpg | png
+
+A request is read from the coarsest zoom level that still has at least the pixels asked for, so
+its cost is bounded by the output size (at most 4x its pixels are read), never by the image's.
+Every malformed or impossible request is an ``IIIFError`` with the HTTP status the API names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import re
+from typing import Any
+
+
+from viewer.sources import ImageSource
+
+CONTEXT = "http://iiif.io/api/image/3/context.json"
+PROFILE = "level2"
+MAX_WIDTH = MAX_HEIGHT = 4096  # of one answer: memory per request stays ~200 MB at worst
+MAX_AREA = 4096 * 4096
+FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
+QUALITIES = ("default", "color", "gray", "bitonal")
+JPEG_QUALITY = 90
+
+_NUMBER = r"\d+(?:\.\d+)?"
+
+
+class IIIFError(Exception):
+    """A request the API answers with ``status`` (400 bad syntax or out of range, 404 unknown)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRequest:
+    x: int  # the region, full-resolution pixels
+    y: int
+    width: int  # of the region
+    height: int
+    out_width: int  # the answer's size before rotation
+    out_height: int
+    rotation: int  # 0, 90, 180, 270
+    mirror: bool
+    quality: str
+    format: str
+
+
+def parse(source: ImageSource, region: str, size: str, rotation: str, quality_format: str) -> ImageRequest:
+    x, y, w, h = _region(region, source.width, source.height)
+    out_w, out_h = _size(size, w, h)
+    degrees, mirror = _rotation(rotation)
+    quality, _, fmt = quality_format.rpartition(".")
+    if quality not in QUALITIES:
+        raise IIIFError(400, f"quality {quality!r}: use one of {', '.join(QUALITIES)}")
+    if fmt not in FORMATS:
+        raise IIIFError(400, f"format {fmt!r}: use jpg or png")
+    return ImageRequest(x, y, w, h, out_w, out_h, degrees, mirror, quality, fmt)
+
+
+def _region(text: str, width: int, height: int) -> tuple[int, int, int, int]:
+    if text == "full":
+        return 0, 0, width, height
+    if text == "square":
+        side = min(width, height)
+        return (width - side) // 2, (height - side) // 2, side, side
+    if text.startswith("pct:"):
+        values = text[4:].split(",")
+        if len(values) != 4 or not all(re.fullmatch(_NUMBER, v) for v in values):
+            raise IIIFError(400, f"region {text!r}: expected pct:x,y,w,h")
+        px, py, pw, ph = (float(v) for v in values)
+        x, y = round(px * width / 100), round(py * height / 100)
+        w, h = round(pw * width / 100), round(ph * height / 100)
+    else:
+        values = text.split(",")
+        if len(values) != 4 or not all(v.isdigit() for v in values):
+            raise IIIFError(400, f"region {text!r}: expected full, square, x,y,w,h or pct:x,y,w,h")
+        x, y, w, h = (int(v) for v in values)
+    if w <= 0 or h <= 0 or x >= width or y >= height:
+        raise IIIFError(400, f"region {text!r}: empty or outside the {width}x{height} image")
+    return x, y, min(w, width - x), min(h, height - y)  # cropped to the image, as the API says
+
+
+def _size(text: str, w: int, h: int) -> tuple[int, int]:
+    upscale = text.startswith("^")
+    body = text[1:] if upscale else text
+    if body == "max":
+        scale = min(1.0 if not upscale else math.inf, MAX_WIDTH / w, MAX_HEIGHT / h, math.sqrt(MAX_AREA / (w * h)))
+        out = max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
+        return out
+    if body.startswith("pct:"):
+        if not re.fullmatch(_NUMBER, body[4:]):
+            raise IIIFError(400, f"size {text!r}: expected pct:n")
+        n = float(body[4:])
+        out = round(w * n / 100), round(h * n / 100)
+    else:
+        confined = body.startswith("!")
+        match = re.fullmatch(r"(\d*),(\d*)", body[1:] if confined else body)
+        if match is None or not (match.group(1) or match.group(2)):
+            raise IIIFError(400, f"size {text!r}: expected max, w,, ,h, pct:n, w,h or !w,h")
+        sw = int(match.group(1)) if match.group(1) else None
+        sh = int(match.group(2)) if match.group(2) else None
+        if confined:
+            if sw is None or sh is None:
+                raise IIIFError(400, f"size {text!r}: !w,h needs both")
+            scale = min(sw / w, sh / h)
+            out = round(w * scale), round(h * scale)
+        elif sw is not None and sh is not None:
+            out = sw, sh
+        elif sw is not None:
+            out = sw, round(h * sw / w)
+        else:
+            out = round(w * sh / h), sh
+    out = max(1, out[0]), max(1, out[1])
+    if (out[0] <= 0 or out[1] <= 0) or (not upscale and (out[0] > w or out[1] > h)):
+        raise IIIFError(400, f"size {text!r}: {out[0]}x{out[1]} is larger than the region {w}x{h} (use ^ to upscale)")
+    if out[0] > MAX_WIDTH or out[1] > MAX_HEIGHT or out[0] * out[1] > MAX_AREA:
+        raise IIIFError(400, f"size {text!r}: {out[0]}x{out[1]} is over this server's limit "
+                             f"({MAX_WIDTH}x{MAX_HEIGHT}, {MAX_AREA} pixels)")
+    return out
+
+
+def _rotation(text: str) -> tuple[int, bool]:
+    mirror = text.startswith("!")
+    body = text[1:] if mirror else text
+    if not re.fullmatch(_NUMBER, body):
+        raise IIIFError(400, f"rotation {text!r}: expected 0, 90, 180 or 270 (optionally !)")
+    degrees = float(body)
+    if degrees > 360 or degrees % 90:
+        raise IIIFError(400, f"rotation {text!r}: only multiples of 90 degrees are supported")
+    return int(degrees) % 360, mirror
+
+
+def render(source: ImageSource, request: ImageRequest) -> tuple[bytes, str]:
+    """The answer's bytes and media type."""
+    from PIL import Image
+
+    scale = min(request.width / request.out_width, request.height / request.out_height)
+    level = max(0, min(len(source.levels) - 1, int(math.floor(math.log2(scale))) if scale >= 1 else 0))
+    factor = 2**level
+    level_h, level_w = source.levels[level]
+    x0, y0 = request.x // factor, request.y // factor
+    x1 = min(level_w, -(-(request.x + request.width) // factor))
+    y1 = min(level_h, -(-(request.y + request.height) // factor))
+    pixels = source.read(level, y0, x0, y1 - y0, x1 - x0)
+    image = Image.fromarray(pixels)
+    if image.size != (request.out_width, request.out_height):
+        image = image.resize((request.out_width, request.out_height), Image.Resampling.LANCZOS)
+    if request.mirror:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if request.rotation:  # IIIF turns clockwise, PIL counter-clockwise
+        image = image.rotate(-request.rotation, expand=True)
+    if request.quality == "gray":
+        image = image.convert("L")
+    elif request.quality == "bitonal":
+        image = image.convert("L").point(lambda v: 255 if v >= 128 else 0).convert("1")
+    name, media_type = FORMATS[request.format]
+    buffer = io.BytesIO()
+    if name == "JPEG":
+        image.save(buffer, format=name, quality=JPEG_QUALITY)
+    else:
+        image.save(buffer, format=name)
+    return buffer.getvalue(), media_type
+
+
+def info(source: ImageSource, base: str) -> dict[str, Any]:
+    """``info.json``: what the image offers, with ``base`` (``.../iiif/3/{identifier}``) as its id."""
+    factors = [2**k for k in range(len(source.levels))]
+    sizes = [{"width": w, "height": h} for h, w in reversed(source.levels)
+             if w <= MAX_WIDTH and h <= MAX_HEIGHT and w * h <= MAX_AREA]
+    return {
+        "@context": CONTEXT,
+        "id": base,
+        "type": "ImageService3",
+        "protocol": "http://iiif.io/api/image",
+        "profile": PROFILE,
+        "width": source.width,
+        "height": source.height,
+        "maxWidth": MAX_WIDTH,
+        "maxHeight": MAX_HEIGHT,
+        "maxArea": MAX_AREA,
+        "tiles": [{"width": 2 * source.tile, "height": 2 * source.tile, "scaleFactors": factors}],
+        "sizes": sizes,
+        "extraFormats": ["png"],
+        "extraQualities": ["color", "gray", "bitonal"],
+        "extraFeatures": ["mirroring", "rotationBy90s", "regionByPct", "sizeByPct", "sizeByConfinedWh",
+                          "sizeByWh", "sizeUpscaling", "regionSquare", "cors", "jsonldMediaType", "baseUriRedirect",
+                          "profileLinkHeader"],
+    }

@@ -223,3 +223,21 @@ def test_a_headless_browser_draws_the_tiles(serve, tmp_path):
     for colour in quadrants:  # every quadrant's colour is on screen, as in the TIFF's overview
         share = (np.abs(shot - colour).max(axis=1) < 12).mean()
         assert share > 0.03, (colour, share)
+
+
+def test_famos_view_refuses_what_it_cannot_show_in_one_line(tmp_path, capsys):
+    from famos.cli import main
+
+    (tmp_path / "notes.tif").write_text("not a TIFF")
+    write(tmp_path / "img.tif", smooth(64, 64))
+    cases = [
+        (["view", str(tmp_path / "img.tif"), "--openseadragon", str(tmp_path / "nowhere")], "npm ci --prefix viewer/static"),
+        (["view", str(tmp_path / "missing.tif"), "--openseadragon", "http://127.0.0.1:9/osd"], "no such file"),
+        (["view", str(tmp_path / "notes.tif"), "--openseadragon", "http://127.0.0.1:9/osd"], "not a tiled RGB TIFF"),
+    ]
+    for argv, fragment in cases:
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in err, err

@@ -29,3 +29,11 @@ class BackendUnavailable(UserError, RuntimeError):
 
 class Cancelled(UserError):
     """A render was cancelled (client disconnect, job cancel, Ctrl-C) between two chunks."""
+
+
+class DiskFull(UserError, OSError):
+    """No space left where an output was being written; names the file, what it needs and what is free.
+    Nothing is left behind: the partial file is removed before this is raised."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)

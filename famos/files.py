@@ -11,11 +11,15 @@ A process killed mid-write cannot clean up; ``remove_partials`` removes what it 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import pathlib
+import shutil
 import uuid
 from collections.abc import Iterator
+
+from famos.errors import DiskFull
 
 
 def partial_path(path: pathlib.Path) -> pathlib.Path:
@@ -35,9 +39,30 @@ def remove_partials(path: pathlib.Path) -> None:
             partial.unlink(missing_ok=True)
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC/EDQUOT, numpy's short-write message, or SQLite's "database or disk is full"."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return " requested and " in text and " written" in text or "database or disk is full" in text
+
+
+def disk_full(path: pathlib.Path, *, needs: int | None = None) -> DiskFull:
+    """The one message for a full disk: the file, about what it needs, what is free there."""
+    try:
+        free = shutil.disk_usage(path.parent if not path.is_dir() else path).free
+    except OSError:
+        free = None
+    parts = [f"needs about {needs / 1e6:,.0f} MB"] if needs else []
+    parts += [f"{free / 1e6:,.0f} MB free"] if free is not None else []
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return DiskFull(errno.ENOSPC, f"no space left on device writing {path}{detail}")
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
-    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``."""
+def atomic_output(path: str | os.PathLike[str], *, expected_bytes: int | None = None) -> Iterator[pathlib.Path]:
+    """Yield a temporary path to write; on success it is fsynced and renamed to ``path``. A full
+    disk becomes ``DiskFull`` naming ``path`` (and ``expected_bytes``, the writer's estimate)."""
     path = pathlib.Path(path)
     tmp = partial_path(path)
     try:
@@ -46,8 +71,10 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_folder(path.parent)  # makes the rename itself survive a power cut
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(err) and not isinstance(err, DiskFull):
+            raise disk_full(path, needs=expected_bytes) from None
         raise
 
 

@@ -21,10 +21,11 @@ import math
 import os
 import pathlib
 import contextlib
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from famos.errors import InvalidField
+from famos.errors import Cancelled, InvalidField
 from famos.files import atomic_output, sidecar_path
 from famos.tiles import TileCodec, TileFormat, box_reduce, encode_strips, tile_rows
 
@@ -132,6 +133,23 @@ def reduced_shapes(height: int, width: int, *, tile: int) -> list[tuple[int, int
     return shapes
 
 
+# Typical encoded size over raw size of a rendered mosaic (BENCHMARKS.md, bench_tiff): what
+# "needs about" means in a disk-full message and in estimates before a render.
+_TYPICAL_RATIO = {
+    Compression.NONE: 1.05,
+    Compression.DEFLATE: 0.6,
+    Compression.ZSTD: 0.63,
+    Compression.LZW: 0.75,
+    Compression.JPEG: 0.1,
+}
+
+
+def expected_bytes(height: int, width: int, options: TiffOptions) -> int:
+    """About how large the file will be (pyramid included)."""
+    levels = [(height, width)] + (reduced_shapes(height, width, tile=options.tile) if options.pyramid else [])
+    return int(sum(h * w * 3 for h, w in levels) * _TYPICAL_RATIO[options.compression])
+
+
 def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
     """Whether the file must be a BigTIFF; raises ValueError when NO is forced but cannot fit."""
     levels = [(height, width)] + (reduced_shapes(height, width, tile=options.tile) if options.pyramid else [])
@@ -200,10 +218,12 @@ def write_encoded_tiff(
     options: TiffOptions = TiffOptions(),
     description: dict[str, Any] | None = None,
     codec: TileCodec | None = None,
+    cancel: threading.Event | None = None,
 ) -> TiffReport:
     """Write strips already encoded for ``options`` (``famos.tiles``: by Ray workers, a job spool or
     this process), top to bottom, as a tiled RGB TIFF at `path`: the tile bytes go to the file as
-    they are, in file order. Memory is O(a few strips' encoded bytes + one tile row)."""
+    they are, in file order. Memory is O(a few strips' encoded bytes + one tile row). ``cancel``
+    stops the writing within one tile row (``Cancelled``; nothing is left at `path`)."""
     import tifffile
 
     path = pathlib.Path(path)
@@ -223,7 +243,7 @@ def write_encoded_tiff(
         if codec is None:
             codec = cleanup.enter_context(TileCodec(tile_format(options), workers=options.workers))
         cleanup.callback(lambda: [spool.discard() for spool in spools])
-        partial = cleanup.enter_context(atomic_output(path))
+        partial = cleanup.enter_context(atomic_output(path, expected_bytes=expected_bytes(height, width, options)))
         for k, (h, w) in enumerate(level_shapes, start=1):
             spool_path = sidecar_path(partial, f"level{k}")
             spools.append(LevelSpool(path=spool_path, height=h, width=w))
@@ -232,6 +252,7 @@ def write_encoded_tiff(
 
         def main_tiles() -> Iterator[bytes]:
             for tiles, reduced in tile_rows(strips, height=height, width=width, codec=codec):
+                _check(cancel)
                 if spools:
                     spools[0].accept(reduced)
                 yield from tiles
@@ -260,7 +281,7 @@ def write_encoded_tiff(
                     spools[0].finish()
                 for k, spool in enumerate(spools, start=1):
                     tif.write(
-                        data=_level_tiles(spool, codec),
+                        data=_level_tiles(spool, codec, cancel),
                         shape=(spool.height, spool.width, 3),
                         subfiletype=1,  # reduced-resolution image
                         metadata=None,
@@ -356,9 +377,15 @@ def _checked_strips(
         yield strip
 
 
-def _level_tiles(spool: LevelSpool, codec: TileCodec) -> Iterator[bytes]:
+def _level_tiles(spool: LevelSpool, codec: TileCodec, cancel: threading.Event | None) -> Iterator[bytes]:
     for rows in spool.strips(codec.tile):
+        _check(cancel)
         yield from codec.encode_rows(rows, width=spool.width)
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled while writing the file")
 
 
 class LevelSpool:

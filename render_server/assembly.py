@@ -7,6 +7,7 @@ produces the identical file, byte for byte.
 from __future__ import annotations
 
 import pathlib
+import threading
 from typing import Any
 
 from famos.files import remove_partials
@@ -18,7 +19,7 @@ from render_server.spool import JobSpool
 
 def assemble(
     spool: JobSpool, path: pathlib.Path, *, region: Rect, strips_total: int, options: TiffOptions,
-    description: dict[str, Any], codec: TileCodec,
+    description: dict[str, Any], codec: TileCodec, cancel: threading.Event | None = None,
 ) -> TiffReport:
     remove_partials(path)  # left by a crash during a previous assembly
     return write_encoded_tiff(
@@ -29,4 +30,5 @@ def assemble(
         options=options,
         description=description,
         codec=codec,
+        cancel=cancel,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from famos.errors import Cancelled, InvalidField, UserError
+from famos.errors import Cancelled, DiskFull, InvalidField, UserError
 from render_server import errors
 
 log = logging.getLogger("famos.server")
@@ -24,6 +24,7 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (InvalidField, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DiskFull, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the server's disk: "no space left ... writing ..."
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Cancelled, grpc.StatusCode.CANCELLED),

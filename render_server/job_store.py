@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 
+from famos.files import disk_full, is_disk_full
 from famos.planning import Rect
 from famos.tiff import TiffOptions
 from famos.values import Job, JobState
@@ -98,6 +99,7 @@ class JobDatabase:
 
     def __init__(self, path: pathlib.Path):
         self._lock = threading.Lock()
+        self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # WAL + NORMAL: a committed update survives the process being killed (power loss may
         # lose the last updates, which only costs re-rendering those strips).
@@ -132,8 +134,11 @@ class JobDatabase:
                      strips_total, pixels_total, now, now),
                 )
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as err:
+                if self._db.in_transaction:  # SQLite rolls back by itself when the disk is full
+                    self._db.execute("ROLLBACK")
+                if is_disk_full(err):
+                    raise disk_full(self.path) from None
                 raise
 
     def get(self, job_id: str) -> Job | None:
@@ -171,7 +176,12 @@ class JobDatabase:
             where += f" AND state IN ({', '.join('?' * len(only_if))})"
             params += [s.value for s in only_if]
         with self._lock:
-            cursor = self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params)
+            try:
+                cursor = self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params)
+            except sqlite3.OperationalError as err:
+                if is_disk_full(err):
+                    raise disk_full(self.path) from None
+                raise
         return cursor.rowcount == 1
 
 

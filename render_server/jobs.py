@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import Cancelled, InvalidField
-from famos.files import file_sha256
+from famos.files import disk_full, file_sha256, is_disk_full
 from famos.tiff import TiffOptions, needs_bigtiff, tile_format
 from famos.tiles import TileCodec, TileFormat
 from famos.values import Job, JobState
@@ -31,13 +32,13 @@ from render_server.assembly import assemble
 from render_server.errors import AlreadyExists, FailedPrecondition, NotFound
 from render_server.job_store import DATABASE, JobDatabase, JobSpec
 from render_server.models import ModelStore, checked_name
-from render_server.slots import RenderSlots
 from render_server.spool import SPOOL, JobSpool, remove_orphans
 from render_server.streaming import Limits, RenderSpec, prepare
 
 log = logging.getLogger("famos.server.jobs")
 
 JOB_ID_LENGTH = 32
+ASSEMBLED = "assembled.tif"  # the file being assembled, in the job's spool until it is published
 _WATCH_POLL_SECONDS = 0.25  # how soon a watcher notices that its client went away
 
 
@@ -65,10 +66,9 @@ class JobManager:
     """Submits, runs, resumes, cancels and reports jobs. ``start`` re-queues what a previous
     server process left unfinished."""
 
-    def __init__(self, config: JobsConfig, *, models: ModelStore, slots: RenderSlots):
+    def __init__(self, config: JobsConfig, *, models: ModelStore):
         self.config = config
         self.models = models
-        self.slots = slots
         self.output = config.output.resolve()
         self.spool = self.output / SPOOL
         self.db: JobDatabase | None = None
@@ -76,6 +76,12 @@ class JobManager:
         self._changed = threading.Condition()
         self._cancels: dict[str, threading.Event] = {}  # running jobs
         self._closing = threading.Event()
+        # failures the job store could not record (a full disk): shown to watchers from memory and
+        # written once the store takes writes again; a restart queues such a job again instead
+        self._unrecorded: dict[str, str] = {}
+        # a job's file appears at its final path and the job turns SUCCEEDED under this lock, and a
+        # cancel takes it too: a cancelled job's file never appears, a published one is never removed
+        self._publish = threading.Lock()
 
     # lifecycle
 
@@ -89,7 +95,7 @@ class JobManager:
             # RUNNING here means the previous process died mid-job
             self.db.update(job_id, state=JobState.QUEUED, only_if=(JobState.RUNNING,))
             log.info("job %s: queued again after a restart", job_id)
-            self._pool.submit(self._run, job_id)
+            self._queue(job_id)
 
     def stop(self) -> None:
         """Stop running jobs between two chunks; they stay unfinished and resume on the next start."""
@@ -120,8 +126,15 @@ class JobManager:
         # a classic TIFF that cannot hold the result must fail now, not after rendering
         needs_bigtiff(plan.region.height, plan.region.width, options=options)
         spec = JobSpec(render, options, name, prepared.renderer.bundle.sha256)
+        self._record_unrecorded()
         spool = JobSpool(self.spool, job_id)
-        spool.create(render.content_image)
+        try:
+            spool.create(render.content_image)
+        except OSError as err:
+            spool.remove()
+            if is_disk_full(err):
+                raise disk_full(spool.folder) from None
+            raise
         try:
             self.db.insert(
                 job_id=job_id, spec=spec, strips_total=plan.n_rows,
@@ -135,25 +148,43 @@ class JobManager:
             raise
         log.info("job %s: submitted (%s -> %s, %d strips)", job_id, render.model, name, plan.n_rows)
         try:
-            self._pool.submit(self._run, job_id)
+            self._queue(job_id)
         except RuntimeError:  # stop() shut the pool down after the insert: the job starts on the next start
             log.info("job %s: queued for the next start (server stopping)", job_id)
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
+        self._record_unrecorded()
         record = self.db.get(job_id) if len(job_id) == JOB_ID_LENGTH and job_id.isalnum() else None
         if record is None:
             raise NotFound(f"job {job_id!r}: no such job")
-        return record
+        return self._as_known(record)
 
     def list(self, limit: int) -> list[Job]:
-        return self.db.recent(limit)
+        self._record_unrecorded()
+        return [self._as_known(job) for job in self.db.recent(limit)]
+
+    def _as_known(self, record: Job) -> Job:
+        error = self._unrecorded.get(record.id)
+        return record if error is None else dataclasses.replace(record, state=JobState.FAILED, error=error)
+
+    def _record_unrecorded(self) -> None:
+        """Write the failures the store refused earlier, now that it may take them."""
+        for job_id, error in list(self._unrecorded.items()):
+            try:
+                self.db.update(job_id, state=JobState.FAILED, error=error, only_if=(JobState.QUEUED, JobState.RUNNING))
+            except Exception:  # noqa: BLE001 - still full: keep it in memory
+                return
+            self._unrecorded.pop(job_id, None)
+            log.info("job %s: its failure is recorded now", job_id)
 
     def cancel(self, job_id: str) -> Job:
         record = self.get(job_id)
         if record.state is JobState.SUCCEEDED:
             raise FailedPrecondition(f"job {job_id}: already succeeded")
-        if self.db.update(job_id, state=JobState.CANCELLED, only_if=(JobState.QUEUED, JobState.RUNNING)):
+        with self._publish:
+            cancelled = self.db.update(job_id, state=JobState.CANCELLED, only_if=(JobState.QUEUED, JobState.RUNNING))
+        if cancelled:
             log.info("job %s: cancelled", job_id)
             with self._changed:
                 event = self._cancels.get(job_id)
@@ -204,75 +235,98 @@ class JobManager:
         with self._changed:
             self._changed.notify_all()
 
+    def _queue(self, job_id: str) -> None:
+        self._pool.submit(self._run, job_id).add_done_callback(_log_unexpected)
+
     def _run(self, job_id: str) -> None:
+        """Run one job to a terminal state its watchers see (or back to QUEUED on shutdown),
+        whatever fails on the way, the job store included; its spool goes on every path but a pause."""
         cancel = threading.Event()
         with self._changed:
             if self._closing.is_set():
                 return
             self._cancels[job_id] = cancel
+        keep_spool = False
         try:
             self._render(job_id, cancel)
         except Cancelled:
-            if self.db.get(job_id).state is JobState.CANCELLED:
-                JobSpool(self.spool, job_id).remove()
-            else:  # server shutdown: leave the spool, resume on the next start
+            if self.db.get(job_id).state is not JobState.CANCELLED:  # server shutdown: resume on the next start
                 self.db.update(job_id, state=JobState.QUEUED, only_if=(JobState.RUNNING,))
+                keep_spool = True
                 log.info("job %s: paused for shutdown", job_id)
         except Exception as err:  # noqa: BLE001 - the job fails, the server goes on
             log.exception("job %s: failed", job_id)
-            self.db.update(job_id, state=JobState.FAILED, error=str(err) or type(err).__name__,
-                           only_if=(JobState.QUEUED, JobState.RUNNING))
-            JobSpool(self.spool, job_id).remove()
+            self._fail(job_id, str(err) or type(err).__name__)
         finally:
+            if not keep_spool:
+                JobSpool(self.spool, job_id).remove()
             with self._changed:
                 self._cancels.pop(job_id, None)
                 self._changed.notify_all()
+
+    def _fail(self, job_id: str, error: str) -> None:
+        try:
+            self.db.update(job_id, state=JobState.FAILED, error=error, only_if=(JobState.QUEUED, JobState.RUNNING))
+        except Exception as err:  # noqa: BLE001 - e.g. the disk that failed the job also fails its record
+            log.error("job %s: failed (%s); the job store cannot record it (%s), kept in memory", job_id, error, err)
+            self._unrecorded[job_id] = error
 
     def _render(self, job_id: str, cancel: threading.Event) -> None:
         spool = JobSpool(self.spool, job_id)
         spec = JobSpec.from_json(
             self.db.spec_text(job_id), content_image=spool.content_image(), tiff_workers=self.config.tiff_workers
         )
-        with self.slots.slot(cancel=cancel, bounded=False):
-            if not self.db.update(job_id, state=JobState.RUNNING, increment=("attempts",), only_if=(JobState.QUEUED,)):
-                raise Cancelled("cancelled while queued")  # _run removes the spool
-            self._notify()
-            prepared = prepare(self.models, spec.render, self.config.limits)
-            if prepared.renderer.bundle.sha256 != spec.bundle_sha256:
-                raise RuntimeError(
-                    f"model {spec.render.model!r} was replaced since the job was submitted "
-                    f"(bundle {prepared.renderer.bundle.sha256[:12]}, job {spec.bundle_sha256[:12]})"
-                )
-            task = prepared.task
-            total = task.plan.n_rows
-            first = spool.first_missing(total)
-            self.db.update(job_id, strips_done=first)
-            if first:
-                log.info("job %s: resuming at strip %d of %d", job_id, first, total)
-            with TileCodec(tile_format(spec.options), workers=self.config.tiff_workers) as codec:
-                if first < total:
-                    strips = prepared.renderer.encoded_strips(task, codec, first_row=first, cancel=cancel)
-                    try:
-                        for k, strip in enumerate(strips, start=first):
-                            spool.write_strip(k, strip)
-                            self.db.update(job_id, strips_done=k + 1, increment=("strips_rendered",))
-                            log.info("job %s: strip %d rendered", job_id, k)
-                            self._notify()
-                    finally:
-                        strips.close()
-                if cancel.is_set():
-                    raise Cancelled("job cancelled")
-                path = self.output / spec.output_name
-                report = assemble(
-                    spool, path, region=task.region, strips_total=total, options=spec.options,
-                    description=task.description, codec=codec,
-                )
-            size, digest = report.bytes_written, file_sha256(path)
-            succeeded = self.db.update(
-                job_id, state=JobState.SUCCEEDED, size_bytes=size, sha256=digest, only_if=(JobState.RUNNING,)
+        if not self.db.update(job_id, state=JobState.RUNNING, increment=("attempts",), only_if=(JobState.QUEUED,)):
+            raise Cancelled("cancelled while queued")
+        self._notify()
+        prepared = prepare(self.models, spec.render, self.config.limits)
+        if prepared.renderer.bundle.sha256 != spec.bundle_sha256:
+            raise RuntimeError(
+                f"model {spec.render.model!r} was replaced since the job was submitted "
+                f"(bundle {prepared.renderer.bundle.sha256[:12]}, job {spec.bundle_sha256[:12]})"
             )
-            spool.remove()
-            if not succeeded:  # cancelled during the assembly: a cancelled job leaves no file
-                path.unlink(missing_ok=True)
-                return
-            log.info("job %s: succeeded (%s, %d bytes)", job_id, spec.output_name, size)
+        task = prepared.task
+        total = task.plan.n_rows
+        first = spool.first_missing(total)
+        self.db.update(job_id, strips_done=first)
+        if first:
+            log.info("job %s: resuming at strip %d of %d", job_id, first, total)
+        with TileCodec(tile_format(spec.options), workers=self.config.tiff_workers) as codec:
+            if first < total:
+                strips = prepared.renderer.encoded_strips(task, codec, first_row=first, cancel=cancel)
+                try:
+                    for k, strip in enumerate(strips, start=first):
+                        spool.write_strip(k, strip)
+                        self.db.update(job_id, strips_done=k + 1, increment=("strips_rendered",))
+                        log.info("job %s: strip %d rendered", job_id, k)
+                        self._notify()
+                finally:
+                    strips.close()
+            if cancel.is_set():
+                raise Cancelled("job cancelled")
+            # assembled under the job's own name in its spool, then published with the state change
+            assembled = spool.folder / ASSEMBLED
+            report = assemble(
+                spool, assembled, region=task.region, strips_total=total, options=spec.options,
+                description=task.description, codec=codec, cancel=cancel,
+            )
+        self._publish_result(job_id, assembled, self.output / spec.output_name, report.bytes_written)
+
+    def _publish_result(self, job_id: str, assembled: pathlib.Path, path: pathlib.Path, size: int) -> None:
+        digest = file_sha256(assembled)
+        with self._publish:
+            if self.db.get(job_id).state is not JobState.RUNNING:
+                raise Cancelled("job cancelled during assembly")  # the file never reaches the store
+            os.replace(assembled, path)
+            try:
+                self.db.update(job_id, state=JobState.SUCCEEDED, size_bytes=size, sha256=digest, only_if=(JobState.RUNNING,))
+            except BaseException:
+                path.unlink(missing_ok=True)  # not succeeded, so not published
+                raise
+        log.info("job %s: succeeded (%s, %d bytes)", job_id, path.name, size)
+
+
+def _log_unexpected(future) -> None:
+    """No exception of a job thread goes unread: ``_run`` handles the job's own, this logs the rest."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("job thread failed", exc_info=future.exception())

@@ -102,7 +102,6 @@ class RenderServer:
         self.jobs = JobManager(
             JobsConfig(output=config.output, max_jobs=config.max_jobs, job_workers=config.job_workers, limits=limits),
             models=self.models,
-            slots=self.slots,
         )
         interceptors = [ErrorMapping(f"/{SERVICE_NAME}/")]
         if config.token:

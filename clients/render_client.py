@@ -74,7 +74,13 @@ class RenderClient:
     ):
         """``target`` is HOST:PORT. TLS when ``tls`` or ``root_certificates`` (PEM of the CA that
         signed the server's certificate; None: the system's roots). ``timeout`` applies to unary calls."""
-        options = [("grpc.max_send_message_length", _MAX_MESSAGE), ("grpc.max_receive_message_length", 8 * 2**20)]
+        options = [
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+            ("grpc.max_receive_message_length", 8 * 2**20),
+            # a server that vanished (host down, cable cut) ends the call within ~40 s instead of never
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+        ]
         if tls or root_certificates is not None:
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(target, credentials, options=options)

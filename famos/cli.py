@@ -38,7 +38,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"famos: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    _interrupt_on_sigterm()
     return run_reporting_errors(f"famos {name}", lambda: module.main(rest))
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (kill, a scheduler's timeout) ends a command as Ctrl-C does: its cleanup runs and no
+    partial file stays beside the output. `famos serve` installs its own graceful shutdown."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def run_reporting_errors(prog: str, body) -> int:

@@ -5,7 +5,7 @@ name beside it (same filesystem, so the rename is atomic), flushed to disk, then
 exception, Ctrl-C and a full disk included, removes the temporary file and leaves the previous
 content of the final path untouched. This module owns the temporary names: ``.NAME.PID.RANDOM.partial``
 for the file, and ``.NAME.PID.RANDOM.LABEL.spool`` for scratch files a writer keeps beside it.
-A process killed mid-write cannot clean up; ``remove_partials`` removes what it left.
+A process killed mid-write cannot clean up; the next write to the same path removes what it left.
 """
 
 from __future__ import annotations
@@ -33,10 +33,25 @@ def sidecar_path(partial: pathlib.Path, label: str) -> pathlib.Path:
 
 
 def remove_partials(path: pathlib.Path) -> None:
-    """Every temporary file that writers of ``path`` left behind (after a crash or a kill)."""
+    """The temporary files that killed writers of ``path`` left behind: those of processes that are
+    gone (a live writer's are its own business). ``atomic_output`` calls this before every write."""
     for pattern in (f".{path.name}.*.partial", f".{path.name}.*.spool"):
         for partial in path.parent.glob(pattern):
-            partial.unlink(missing_ok=True)
+            pid = partial.name[len(path.name) + 2 :].split(".", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                partial.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -64,6 +79,7 @@ def atomic_output(path: str | os.PathLike[str], *, expected_bytes: int | None = 
     """Yield a temporary path to write; on success it is fsynced and renamed to ``path``. A full
     disk becomes ``DiskFull`` naming ``path`` (and ``expected_bytes``, the writer's estimate)."""
     path = pathlib.Path(path)
+    remove_partials(path)
     tmp = partial_path(path)
     try:
         yield tmp

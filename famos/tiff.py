@@ -240,6 +240,9 @@ def write_encoded_tiff(
     # atomic_output: a unique hidden name per call (concurrent renders to one path never share a
     # partial file), renamed to ``path`` only when complete; the pyramid spools sit beside it.
     with contextlib.ExitStack() as cleanup:
+        # on any failure, stop whatever produces the strips (a render pipeline's device thread)
+        # now, not when garbage is collected or the interpreter exits
+        cleanup.callback(lambda: getattr(strips, "close", lambda: None)())
         if codec is None:
             codec = cleanup.enter_context(TileCodec(tile_format(options), workers=options.workers))
         cleanup.callback(lambda: [spool.discard() for spool in spools])

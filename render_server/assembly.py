@@ -10,7 +10,6 @@ import pathlib
 import threading
 from typing import Any
 
-from famos.files import remove_partials
 from famos.planning import Rect
 from famos.tiff import TiffOptions, TiffReport, write_encoded_tiff
 from famos.tiles import TileCodec
@@ -21,7 +20,6 @@ def assemble(
     spool: JobSpool, path: pathlib.Path, *, region: Rect, strips_total: int, options: TiffOptions,
     description: dict[str, Any], codec: TileCodec, cancel: threading.Event | None = None,
 ) -> TiffReport:
-    remove_partials(path)  # left by a crash during a previous assembly
     return write_encoded_tiff(
         path,
         spool.strips(strips_total),

@@ -8,6 +8,7 @@ servicer stays free of ``context.abort`` calls.
 from __future__ import annotations
 
 import hmac
+import threading
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -89,6 +90,59 @@ class ErrorMapping(grpc.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith(self._prefix):
             return handler
         return _wrap(handler, handler_call_details.method)
+
+
+class CallBudget(grpc.ServerInterceptor):
+    """At most ``limit`` of the service's calls other than ``Render`` at once (watches, downloads,
+    lists, submits): the service refuses the next one itself, RESOURCE_EXHAUSTED with its reason.
+    Render has its own budget (render slots); gRPC's own concurrency limit sits above both, so it is
+    never what answers first."""
+
+    def __init__(self, service_prefix: str, *, limit: int, exempt: tuple[str, ...] = ("Render",)):
+        self._prefix = service_prefix
+        self._exempt = {service_prefix + name for name in exempt}
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(self._prefix) or method in self._exempt:
+            return handler
+        return self._budgeted(handler)
+
+    def _refuse(self, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"server busy: {self.limit} calls other than renders in progress (the limit)")
+
+    def _budgeted(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        def unary(behavior: Callable) -> Callable:
+            def call(request: Any, context: grpc.ServicerContext) -> Any:
+                if not self._free.acquire(blocking=False):
+                    self._refuse(context)
+                try:
+                    return behavior(request, context)
+                finally:
+                    self._free.release()
+
+            return call
+
+        def streaming(behavior: Callable) -> Callable:
+            def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                if not self._free.acquire(blocking=False):
+                    self._refuse(context)
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    self._free.release()
+
+            return call
+
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=unary(handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=streaming(handler.unary_stream))
+        return handler
 
 
 class BearerToken(grpc.ServerInterceptor):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import pathlib
 import signal
@@ -28,7 +29,14 @@ log = logging.getLogger("famos.server")
 
 # Calls that are neither renders nor waiting for one (model queries, job calls, watches, downloads)
 # get this many gRPC threads on top of the render workers and the render wait queue.
-_OTHER_CALLS = 16
+_UNBUDGETED_CALLS = 16  # health checks, reflection, and refusals being answered
+# a dead peer (a laptop that slept, a cut cable) is noticed within a minute, not never
+KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +54,9 @@ class ServerConfig:
     max_jobs: int = 64  # unfinished jobs held
     workers: int = 2  # renders running at once (streamed and jobs)
     max_queue: int = 8  # streamed renders waiting for a worker
-    job_workers: int = 1  # jobs rendering at once
+    job_workers: int = 1  # jobs rendering at once, apart from the streamed renders' --workers
+    max_other_calls: int = 64  # calls other than renders at once (watches, downloads, lists, submits)
+    stream_idle_timeout: float = 120.0  # seconds a streamed render may wait on a client that reads nothing
     chunk: int = DEFAULT_CHUNK  # default chunk side
     runner: RunnerOptions = RunnerOptions()
     cluster: ClusterOptions | None = None  # render on a Ray cluster's workers instead of in this process
@@ -61,7 +71,9 @@ class ServerConfig:
             raise UserError(f"--http {self.http_port}: must be 0 to 65535 (0: any free port)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UserError("--tls-cert and --tls-key go together")
-        for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels"):
+        if not (math.isfinite(self.stream_idle_timeout) and self.stream_idle_timeout > 0):
+            raise UserError(f"--stream-idle-timeout {self.stream_idle_timeout}: must be a positive number of seconds")
+        for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels", "max_other_calls"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} = {getattr(self, name)}: must be >= 1")
         if self.max_queue < 0:
@@ -79,7 +91,8 @@ class RenderServer:
         from grpc_reflection.v1alpha import reflection
 
         from protos.famos.render.v1 import render_pb2_grpc
-        from render_server.interceptors import BearerToken, ErrorMapping
+        from render_server.interceptors import BearerToken, CallBudget, ErrorMapping
+        from render_server.stalls import StallWatch
         from famos.cluster import WorkerPool
         from render_server.jobs import JobManager, JobsConfig
         from render_server.models import ModelStore
@@ -103,10 +116,13 @@ class RenderServer:
             JobsConfig(output=config.output, max_jobs=config.max_jobs, job_workers=config.job_workers, limits=limits),
             models=self.models,
         )
-        interceptors = [ErrorMapping(f"/{SERVICE_NAME}/")]
+        self.stalls = StallWatch(config.stream_idle_timeout)
+        interceptors = [CallBudget(f"/{SERVICE_NAME}/", limit=config.max_other_calls), ErrorMapping(f"/{SERVICE_NAME}/")]
         if config.token:
             interceptors.insert(0, BearerToken(config.token))  # refuse before anything else runs
-        threads = config.workers + config.max_queue + _OTHER_CALLS
+        # the service's budgets (render slots and waiters, other calls) refuse first; gRPC's own
+        # limit, above their sum, is never what a client meets
+        threads = config.workers + config.max_queue + config.max_other_calls + _UNBUDGETED_CALLS
         self.server = grpc.server(
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="famos-rpc"),
             interceptors=interceptors,
@@ -118,10 +134,14 @@ class RenderServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 2**20),
+                *KEEPALIVE,
+                # clients ping every 30 s (clients.render_client): allowed, not a GOAWAY
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ],
         )
         render_pb2_grpc.add_RenderServiceServicer_to_server(
-            RenderService(models=self.models, jobs=self.jobs, slots=self.slots, limits=limits), self.server
+            RenderService(models=self.models, jobs=self.jobs, slots=self.slots, limits=limits, stalls=self.stalls),
+            self.server
         )
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -203,7 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-jobs", type=int, default=ServerConfig.max_jobs, help="unfinished jobs held at once")
     parser.add_argument("--workers", type=int, default=ServerConfig.workers, help="renders running at once")
     parser.add_argument("--max-queue", type=int, default=ServerConfig.max_queue, help="streamed renders waiting for a worker")
-    parser.add_argument("--job-workers", type=int, default=ServerConfig.job_workers, help="jobs rendering at once")
+    parser.add_argument("--job-workers", type=int, default=ServerConfig.job_workers,
+                        help="jobs rendering at once (their own workers: streams never hold up jobs)")
+    parser.add_argument("--max-other-calls", type=int, default=ServerConfig.max_other_calls,
+                        help="calls other than renders at once (watches, downloads, lists)")
+    parser.add_argument("--stream-idle-timeout", type=float, default=ServerConfig.stream_idle_timeout,
+                        help="seconds a streamed render waits on a client that reads nothing before it is cancelled")
     parser.add_argument("--chunk", type=int, default=ServerConfig.chunk, help="default chunk side in pixels")
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="seconds for calls to finish on shutdown")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -219,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         models=args.models, output=args.output, host=args.host, port=args.port, token=args.token or None,
         tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_jobs=args.max_jobs,
         workers=args.workers, max_queue=args.max_queue, job_workers=args.job_workers, chunk=args.chunk,
+        max_other_calls=args.max_other_calls, stream_idle_timeout=args.stream_idle_timeout,
         runner=runner_options(args), cluster=cluster_options(args), grace_seconds=args.grace,
         http_port=args.http, openseadragon=viewer_openseadragon(args.openseadragon) if args.http is not None else "",
     )

@@ -15,6 +15,7 @@ from render_server.convert import job_message, model_message, render_event, rend
 from render_server.jobs import JobManager
 from render_server.models import ModelStore
 from render_server.slots import RenderSlots
+from render_server.stalls import StallWatch
 from render_server.streaming import Limits, prepare, stream_render
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenderService"].full_name
@@ -23,11 +24,12 @@ DEFAULT_JOB_LIMIT = 100
 
 
 class RenderService(render_pb2_grpc.RenderServiceServicer):
-    def __init__(self, *, models: ModelStore, jobs: JobManager, slots: RenderSlots, limits: Limits):
+    def __init__(self, *, models: ModelStore, jobs: JobManager, slots: RenderSlots, limits: Limits, stalls: StallWatch):
         self.models = models
         self.jobs = jobs
         self.slots = slots
         self.limits = limits
+        self.stalls = stalls
 
     def ListModels(self, request, context):
         return pb.ListModelsResponse(models=[model_message(m) for m in self.models.infos()])
@@ -41,7 +43,8 @@ class RenderService(render_pb2_grpc.RenderServiceServicer):
         # fires on cancel, disconnect, deadline and normal completion alike
         context.add_callback(cancel.set)
         with self.slots.slot(cancel=cancel):
-            for event in stream_render(prepared, cancel=cancel, piece_bytes=self.limits.piece_bytes):
+            events = stream_render(prepared, cancel=cancel, piece_bytes=self.limits.piece_bytes)
+            for event in self.stalls.guarded(events, context=context, cancel=cancel):
                 yield render_event(event)
 
     def SubmitJob(self, request, context):

@@ -175,7 +175,7 @@ def test_failures_leave_previous_checkpoint_intact(images, tmp_path, capsys, mon
 
     monkeypatch.setattr(os, "fsync", disk_full)
     rc = famos(["train", "--out", str(out), "--resume", "--steps", "3", "--threads", "1", "--quiet"])
-    _one_line_error(capsys, rc, "No space left on device")
+    _one_line_error(capsys, rc, "no space left on device")
     assert (out / "checkpoint.safetensors").read_bytes() == before
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
 

@@ -170,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.losses import load_vgg_weights
     from training.trainer import TrainingData
 
-    if not options["style"]:
+    if not options.get("style"):
         raise UserError("--style is required (one or more style images)")
-    if not options["content"]:
+    if not options.get("content"):
         raise UserError("--content is required (one or more content images)")
     contents = [load_rgb(p) for p in options["content"]]
     styles = [load_rgb(p) for p in options["style"]]

@@ -253,3 +253,9 @@ def test_the_quick_start_preset_serves_every_variant(mode):
     options, given = _resolve(args)
     with pytest.raises(UserError, match="entropy"):
         configs(options, given=given, content_size=(451, 300))
+
+
+def test_the_default_preset_without_images_names_the_missing_option(tmp_path, capsys):
+    rc = famos(["train", "--preset", "default", "--out", str(tmp_path / "run"), "--quiet"])
+    _one_line_error(capsys, rc, "--style is required")
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()

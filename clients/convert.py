@@ -50,6 +50,10 @@ def tiff_settings(options: TiffOptions) -> pb.TiffSettings:
         bigtiff=pb.BigTiff.Value(f"BIG_TIFF_{options.bigtiff.name}"),
         no_predictor=not options.predictor,
         no_icc=not options.icc_profile,
+        artist=options.artist,
+        copyright=options.copyright,
+        jpeg_subsampling=options.subsampling.value,
+        resolution_unit=options.unit.value,
     )
 
 

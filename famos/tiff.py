@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import json
 import math
 import os
 import pathlib
+import re
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from famos import __version__
 from famos.errors import Cancelled, InvalidField
 from famos.files import atomic_output, sidecar_path
+from famos.icc import srgb_v2_profile
 from famos.tiles import TileCodec, TileFormat, box_reduce, encode_strips, tile_rows
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ _CLASSIC_LIMIT = 2**32 - 1  # classic TIFF offsets are uint32
 # Tags, IFDs, ICC profile and description; generous so that AUTO never lands just over the edge.
 _METADATA_MARGIN = 32 * 2**20
 _ICC_TAG = 34675
+_ARTIST_TAG = 315
+_COPYRIGHT_TAG = 33432
 
 
 class Compression(enum.Enum):
@@ -46,6 +50,24 @@ class Compression(enum.Enum):
     ZSTD = "zstd"
     LZW = "lzw"
     JPEG = "jpeg"
+
+
+class ResolutionUnit(enum.Enum):
+    INCH = "inch"
+    CM = "cm"  # what a print size in cm or mm asks for
+
+
+class Subsampling(enum.Enum):
+    """JPEG chroma subsampling. 4:2:0 (the default) halves colour both ways: what every reader
+    expects and the smallest file; 4:4:4 keeps full colour (fine coloured detail, high quality)."""
+
+    S420 = "4:2:0"
+    S422 = "4:2:2"
+    S444 = "4:4:4"
+
+    @property
+    def factors(self) -> tuple[int, int]:
+        return {"4:2:0": (2, 2), "4:2:2": (2, 1), "4:4:4": (1, 1)}[self.value]
 
 
 class BigTiff(enum.Enum):
@@ -70,6 +92,10 @@ _WORST_CASE_EXPANSION = {
 
 MAX_TILE = 4096  # a row of tiles is buffered: tile x canvas width x 3 bytes
 MAX_DPI = 100_000  # resolution tags are rationals; no print process comes near this
+# Without --dpi or a print size a file still says how large it prints: 300 pixels per inch, the
+# common photo and fine-art print resolution (libvips would otherwise read "1 per no unit" as 25.4).
+DEFAULT_DPI = 300.0
+MAX_TEXT = 1024  # Artist and Copyright: ASCII, printable, at most this long
 
 
 class TiffOptionError(InvalidField):
@@ -83,11 +109,16 @@ class TiffOptions:
     compression: Compression = Compression.DEFLATE
     quality: int = 90  # JPEG only, 1..100
     predictor: bool = True  # horizontal differencing for deflate/zstd/lzw; ignored for none/jpeg
-    dpi: float | None = None  # resolution tags in pixels per inch when given
+    dpi: float | None = None  # pixels per inch; None: DEFAULT_DPI. Exact for a print size (see units)
     bigtiff: BigTiff = BigTiff.AUTO
     pyramid: bool = False  # 2x box-filtered levels as SubIFDs until a level fits one tile
-    icc_profile: bool = True  # embed an sRGB ICC profile so print RIPs do not guess the colours
+    icc_profile: bool = True  # embed the sRGB ICC profile (version 2, in every level) so RIPs do not guess
     workers: int = 0  # threads compressing tiles in parallel; 0: one per core
+    unit: ResolutionUnit = ResolutionUnit.INCH  # of the resolution tags
+    subsampling: Subsampling = Subsampling.S420  # JPEG chroma subsampling
+    artist: str = ""  # Artist tag; empty: none
+    copyright: str = ""  # Copyright tag; empty: none
+    datetime: str = ""  # DateTime "YYYY:MM:DD HH:MM:SS"; empty: when written ($SOURCE_DATE_EPOCH if set)
 
     def __post_init__(self) -> None:
         if not isinstance(self.tile, int) or not 16 <= self.tile <= MAX_TILE or self.tile % 16:
@@ -102,6 +133,14 @@ class TiffOptions:
             raise TiffOptionError("dpi", f"must be a positive number up to {MAX_DPI:g}, got {self.dpi!r}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise TiffOptionError("tiff-workers", f"must be 0 (one per core) or more, got {self.workers!r}")
+        if not isinstance(self.unit, ResolutionUnit) or not isinstance(self.subsampling, Subsampling):
+            raise TypeError("unit and subsampling must be a ResolutionUnit and a Subsampling")
+        for name in ("artist", "copyright"):
+            text = getattr(self, name)
+            if len(text) > MAX_TEXT or not all(" " <= c <= "~" for c in text):
+                raise TiffOptionError(name, f"must be printable ASCII of at most {MAX_TEXT} characters")
+        if self.datetime and not re.fullmatch(r"\d{4}:\d\d:\d\d \d\d:\d\d:\d\d", self.datetime):
+            raise TiffOptionError("datetime", f"must be YYYY:MM:DD HH:MM:SS, got {self.datetime!r}")
 
     def to_json(self) -> dict[str, Any]:
         """Every option that shapes the file's bytes (not ``workers``), as JSON values."""
@@ -110,10 +149,33 @@ class TiffOptions:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, workers: int = 0) -> TiffOptions:
-        values = {k: v for k, v in data.items() if k != "workers"}  # a machine setting, not the file's
-        values["compression"] = Compression(values["compression"])
-        values["bigtiff"] = BigTiff(values["bigtiff"])
+        names = {f.name for f in dataclasses.fields(cls)} - {"workers"}  # a machine setting, not the file's
+        values = {k: v for k, v in data.items() if k in names}  # older specs lack newer options: defaults
+        for name, kind in (("compression", Compression), ("bigtiff", BigTiff), ("unit", ResolutionUnit),
+                           ("subsampling", Subsampling)):
+            if name in values:
+                values[name] = kind(values[name])
         return cls(**values, workers=workers)
+
+    @property
+    def pixels_per_inch(self) -> float:
+        return self.dpi if self.dpi is not None else DEFAULT_DPI
+
+    def stamped(self) -> TiffOptions:
+        """These options with DateTime fixed now (a job fixes it at submission, so a resumed job
+        writes the same bytes)."""
+        return self if self.datetime else dataclasses.replace(self, datetime=creation_time())
+
+
+def creation_time() -> str:
+    """Now as a TIFF DateTime, or $SOURCE_DATE_EPOCH's time (reproducible renders, the tests)."""
+    import datetime
+    import os
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = (datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc) if epoch and epoch.isdigit()
+              else datetime.datetime.now())
+    return moment.strftime("%Y:%m:%d %H:%M:%S")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,21 +232,6 @@ def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
             )
         return False
     return could_exceed
-
-
-@functools.lru_cache(maxsize=1)
-def srgb_icc_profile() -> bytes:
-    """The sRGB ICC profile as bytes, built by littleCMS (no file shipped, no download)."""
-    import struct
-
-    from PIL import ImageCms
-
-    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
-    # littleCMS stamps the creation time into the header (bytes 24-35). A fixed date keeps equal
-    # renders byte-identical across processes (a resumed server job, `famos render`); the profile
-    # ID (bytes 84-99) is left zero, "not computed", so it needs no update.
-    profile[24:36] = struct.pack(">6H", 2000, 1, 1, 0, 0, 0)
-    return bytes(profile)
 
 
 def write_tiled_tiff(
@@ -263,10 +310,7 @@ def write_encoded_tiff(
         page = _page_kwargs(options, codec)
         with open(partial, "wb") as fh:
             with tifffile.TiffWriter(fh, bigtiff=bigtiff) as tif:
-                extratags = []
-                if options.icc_profile:
-                    icc = srgb_icc_profile()
-                    extratags.append((_ICC_TAG, 7, len(icc), icc, True))
+                extratags = _extratags(options)
                 tif.write(
                     data=main_tiles(),
                     shape=(height, width, 3),
@@ -277,7 +321,9 @@ def write_encoded_tiff(
                     # without this tifffile writes its own shape JSON as the description
                     metadata=None,
                     extratags=extratags,
-                    **_resolution(options.dpi),
+                    software=f"famos {__version__}",
+                    datetime=options.datetime or creation_time(),
+                    **_resolution(options, width, width),
                     **page,
                 )
                 if spools:
@@ -288,8 +334,9 @@ def write_encoded_tiff(
                         shape=(spool.height, spool.width, 3),
                         subfiletype=1,  # reduced-resolution image
                         metadata=None,
-                        # keeps the physical print size identical at every level
-                        **_resolution(options.dpi / 2**k if options.dpi else None),
+                        extratags=_extratags(options, level=True),
+                        # the same physical print size at every level, exact to the pixel
+                        **_resolution(options, spool.width, width),
                         **page,
                     )
     return TiffReport(
@@ -316,7 +363,8 @@ def tile_format(options: TiffOptions) -> TileFormat:
         compression=None if codes[options.compression] is None else int(codes[options.compression]),
         predictor=int(tifffile.PREDICTOR.HORIZONTAL) if options.predictor and lossless_codec else None,
         arguments=(
-            (("level", options.quality), ("subsampling", (2, 2)), ("colorspace", "RGB"), ("outcolorspace", "YCBCR"))
+            (("level", options.quality), ("subsampling", options.subsampling.factors), ("colorspace", "RGB"),
+             ("outcolorspace", "YCBCR"))
             if jpeg else ()
         ),
         pyramid=options.pyramid,
@@ -334,13 +382,33 @@ def _page_kwargs(options: TiffOptions, codec: TileCodec) -> dict[str, Any]:
         tile=(options.tile, options.tile),
         compression=codec.format.compression,
         predictor=codec.format.predictor,
+        **({"subsampling": options.subsampling.factors} if options.compression is Compression.JPEG else {}),
     )
 
 
-def _resolution(dpi: float | None) -> dict[str, Any]:
-    if dpi is None:
-        return {}
-    return {"resolution": (dpi, dpi), "resolutionunit": "INCH"}
+def _resolution(options: TiffOptions, level_width: int, full_width: int) -> dict[str, Any]:
+    """Resolution tags of a level ``level_width`` pixels wide: the full-resolution pixels per unit
+    times level_width / full_width, as an exact rational, so every level prints the same size."""
+    from fractions import Fraction
+
+    per_inch = Fraction(options.pixels_per_inch).limit_denominator(10**6)
+    per_unit = per_inch if options.unit is ResolutionUnit.INCH else per_inch / Fraction(254, 100)
+    value = (per_unit * Fraction(level_width, full_width)).limit_denominator(10**6)
+    rational = (value.numerator, value.denominator)
+    return {"resolution": (rational, rational), "resolutionunit": "INCH" if options.unit is ResolutionUnit.INCH else "CENTIMETER"}
+
+
+def _extratags(options: TiffOptions, *, level: bool = False) -> list[tuple]:
+    """ICC profile (every level: readers of one level must not guess either), Artist, Copyright."""
+    tags: list[tuple] = []
+    if options.icc_profile:
+        icc = srgb_v2_profile()
+        tags.append((_ICC_TAG, 7, len(icc), icc, True))
+    if not level:
+        for code, text in ((_ARTIST_TAG, options.artist), (_COPYRIGHT_TAG, options.copyright)):
+            if text:
+                tags.append((code, 2, 0, text, True))
+    return tags
 
 
 def _checked_strips(
@@ -487,8 +555,18 @@ def add_tiff_arguments(parser) -> None:
     group.add_argument("--bigtiff", choices=[b.value for b in BigTiff], default=BigTiff.AUTO.value)
     group.add_argument("--no-predictor", action="store_true", help="no horizontal differencing predictor")
     group.add_argument("--no-icc", action="store_true", help="do not embed the sRGB ICC profile")
+    group.add_argument("--jpeg-subsampling", choices=[s.value for s in Subsampling], default=Subsampling.S420.value,
+                       help="JPEG chroma subsampling (default 4:2:0; 4:4:4 keeps full colour detail)")
+    group.add_argument("--resolution-unit", choices=[u.value for u in ResolutionUnit],
+                       help="unit of the resolution tags (default: cm for a print size in cm or mm, else inch)")
+    group.add_argument("--artist", default="", help="Artist tag: who made the image")
+    group.add_argument("--copyright", default="", help="Copyright tag, e.g. '(c) 2026 Jane Doe'")
     group.add_argument("--tiff-workers", type=int, default=0,
                        help="threads compressing tiles (default 0: one per core)")
+
+
+def _unit_of(print_size: str | None) -> str:
+    return ResolutionUnit.CM.value if print_size and print_size.strip().lower().endswith(("cm", "mm")) else "inch"
 
 
 def tiff_options(args) -> TiffOptions:
@@ -503,6 +581,10 @@ def tiff_options(args) -> TiffOptions:
             bigtiff=BigTiff(args.bigtiff),
             pyramid=args.pyramid,
             icc_profile=not args.no_icc,
+            unit=ResolutionUnit(args.resolution_unit or _unit_of(getattr(args, "print_size", None))),
+            subsampling=Subsampling(args.jpeg_subsampling),
+            artist=args.artist,
+            copyright=args.copyright,
             workers=args.tiff_workers,
         )
     except TiffOptionError:

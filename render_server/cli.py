@@ -11,6 +11,7 @@ which also compress the TIFF tiles; the file is the same, byte for byte, as a lo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 
@@ -67,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
                          print_size=args.print_size, dpi=args.dpi),
         prepare_workers=args.workers,
     )
+    if args.print_size and settings.size is not None:
+        # the resolution tags print exactly the size asked for (to the pixel), not the rounded DPI's
+        from famos.units import dpi_for_print_size, parse_print_size
+
+        height, width = settings.size
+        options = dataclasses.replace(options, dpi=dpi_for_print_size(
+            width_px=width, height_px=height, print_size=parse_print_size(args.print_size)))
     if settings.size is not None and not args.quiet:
         height, width = settings.size
         if abs((width / height) / (trained.width / trained.height) - 1) > 0.01:

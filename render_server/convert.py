@@ -11,7 +11,7 @@ import json
 
 from famos.errors import InvalidField
 from famos.planning import Rect
-from famos.tiff import BigTiff, Compression, TiffOptions
+from famos.tiff import BigTiff, Compression, ResolutionUnit, Subsampling, TiffOptions
 from famos.values import Job, ModelInfo, Piece, Progress, Started
 from protos.famos.render.v1 import render_pb2 as pb
 from render_server.streaming import RenderSpec
@@ -53,7 +53,20 @@ def tiff_options(settings: pb.TiffSettings) -> TiffOptions:
         bigtiff=_enum(BigTiff, pb.BigTiff, settings.bigtiff, "BIG_TIFF_", _TIFF_DEFAULTS.bigtiff),
         pyramid=settings.pyramid,
         icc_profile=not settings.no_icc,
+        unit=_named(ResolutionUnit, "resolution_unit", settings.resolution_unit, _TIFF_DEFAULTS.unit),
+        subsampling=_named(Subsampling, "jpeg_subsampling", settings.jpeg_subsampling, _TIFF_DEFAULTS.subsampling),
+        artist=settings.artist,
+        copyright=settings.copyright,
     )
+
+
+def _named(kind, field: str, value: str, default):
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidField(field, f"{value[:40]!r}: use one of {', '.join(k.value for k in kind)}") from None
 
 
 def _enum(kind, proto_enum, value: int, prefix: str, default):

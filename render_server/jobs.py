@@ -125,7 +125,7 @@ class JobManager:
         plan = prepared.task.plan
         # a classic TIFF that cannot hold the result must fail now, not after rendering
         needs_bigtiff(plan.region.height, plan.region.width, options=options)
-        spec = JobSpec(render, options, name, prepared.renderer.bundle.sha256)
+        spec = JobSpec(render, options.stamped(), name, prepared.renderer.bundle.sha256)  # DateTime fixed now
         self._record_unrecorded()
         spool = JobSpool(self.spool, job_id)
         try:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+
+def pytest_configure(config):
+    # Files carry a DateTime tag; a fixed one (the reproducible-builds convention famos honours)
+    # lets the tests compare renders made at different moments byte for byte.
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00:00 UTC
 
 torch = pytest.importorskip("torch")
 

@@ -115,9 +115,9 @@ def test_no_icc_no_dpi_no_description(tmp_path, noise_canvas):
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         assert 34675 not in page.tags
-        # no DPI given: no physical size claimed (tifffile writes 1/1 with unit NONE)
-        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.NONE
-        assert page.tags["XResolution"].value == (1, 1)
+        # no DPI given: the documented default, so the file still says how large it prints
+        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.INCH
+        assert page.tags["XResolution"].value == (300, 1)
         assert not page.description
 
 

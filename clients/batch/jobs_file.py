@@ -26,6 +26,8 @@ list of objects, or ``{"jobs": [...]}``), with these fields:
                    file ``NAME_r1c2.tif`` (row 1, column 2, counted from the top left).
     panel_overlap  optional overlap of neighbouring panels: ``10mm``, ``1cm``, ``0.5in`` or
                    ``32px`` (default 0). Every pair of neighbours overlaps by at least this much.
+    artist         optional Artist and Copyright tags of the file (printable ASCII; default
+    copyright      ``--artist`` / ``--copyright``).
 
 Rows are numbered as a spreadsheet shows them (CSV: the header is row 1, the first job row 2;
 TOML/JSON: the first job is row 1). Every row is validated, and every bad field reported with its
@@ -51,7 +53,7 @@ from typing import Any, Protocol
 
 from famos.errors import UserError
 from famos.planning import Rect
-from famos.tiff import Compression, TiffOptions
+from famos.tiff import MAX_TEXT, Compression, TiffOptions
 from famos.units import (
     Length, LengthUnit, dpi_for_print_size, panel_grid, parse_canvas, parse_grid, parse_length, parse_print_size,
     pixels_at_dpi, scaled_canvas,
@@ -59,7 +61,7 @@ from famos.units import (
 
 DEFAULT_MIN_DPI = 100.0
 FIELDS = (
-    "model", "output", "content", "size", "scale", "dpi", "print_size", "seed", "compression", "panels",
+    "model", "output", "content", "size", "scale", "dpi", "print_size", "seed", "compression", "panels", "artist", "copyright",
     "panel_overlap",
 )
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -134,6 +136,8 @@ class JobRequest:
     compression: Compression | None  # None: the batch default
     panels: tuple[int, int] | None  # (cols, rows)
     panel_overlap: Length
+    artist: str | None = None  # None: the batch default
+    copyright: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +163,8 @@ class Job:
     width: int  # output pixels
     height: int
     outputs: tuple[Output, ...]
+    artist: str | None = None  # None: the batch default
+    copyright: str | None = None
 
     @property
     def print_size_cm(self) -> tuple[float, float]:
@@ -256,6 +262,11 @@ def parse_request(
         except ValueError:
             raise ValueError(f"{text!r}: must be an integer") from None
 
+    def tag_text(text: str) -> str:
+        if len(text) > MAX_TEXT or not all(" " <= c <= "~" for c in text):
+            raise ValueError(f"must be printable ASCII of at most {MAX_TEXT} characters")
+        return text
+
     def compression(text: str) -> Compression:
         try:
             return Compression(text.lower())
@@ -281,11 +292,13 @@ def parse_request(
     codec = field("compression", compression)
     panels = field("panels", parse_grid)
     overlap = field("panel_overlap", parse_length, Length(0, LengthUnit.PIXEL))
+    artist = field("artist", tag_text)
+    copyright_ = field("copyright", tag_text)
     if errors:
         return errors
     return JobRequest(
         row=row, model=model, output=output, content=content, size=size, scale=scale, dpi=dpi, print_size=print_size,
-        seed=seed, compression=codec, panels=panels, panel_overlap=overlap,
+        seed=seed, compression=codec, panels=panels, panel_overlap=overlap, artist=artist, copyright=copyright_,
     )
 
 
@@ -347,7 +360,7 @@ def plan_job(
     return Job(
         row=row, model=request.model, name=request.output, content=request.content, seed=request.seed,
         compression=request.compression or default_compression, dpi=dpi, width=width, height=height,
-        outputs=outputs,
+        outputs=outputs, artist=request.artist, copyright=request.copyright,
     )
 
 

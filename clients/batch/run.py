@@ -40,7 +40,11 @@ def run_batch(
 
 
 def _run_job(job: Job, *, engine: Engine, settings: BatchSettings, ledger: Ledger, log) -> JobResult:
-    options = dataclasses.replace(settings.tiff, compression=job.compression, dpi=job.dpi)
+    options = dataclasses.replace(
+        settings.tiff, compression=job.compression, dpi=job.dpi,
+        artist=settings.tiff.artist if job.artist is None else job.artist,
+        copyright=settings.tiff.copyright if job.copyright is None else job.copyright,
+    )
     start = time.perf_counter()
     rendered_pixels = size = 0
     rendered_files = 0

@@ -189,7 +189,7 @@ class Progress(_message.Message):
     def __init__(self, chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., pixels_done: _Optional[int] = ..., pixels_total: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class TiffSettings(_message.Message):
-    __slots__ = ("compression", "quality", "tile", "dpi", "pyramid", "bigtiff", "no_predictor", "no_icc")
+    __slots__ = ("compression", "quality", "tile", "dpi", "pyramid", "bigtiff", "no_predictor", "no_icc", "artist", "copyright", "jpeg_subsampling", "resolution_unit")
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +198,10 @@ class TiffSettings(_message.Message):
     BIGTIFF_FIELD_NUMBER: _ClassVar[int]
     NO_PREDICTOR_FIELD_NUMBER: _ClassVar[int]
     NO_ICC_FIELD_NUMBER: _ClassVar[int]
+    ARTIST_FIELD_NUMBER: _ClassVar[int]
+    COPYRIGHT_FIELD_NUMBER: _ClassVar[int]
+    JPEG_SUBSAMPLING_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_UNIT_FIELD_NUMBER: _ClassVar[int]
     compression: Compression
     quality: int
     tile: int
@@ -206,7 +210,11 @@ class TiffSettings(_message.Message):
     bigtiff: BigTiff
     no_predictor: bool
     no_icc: bool
-    def __init__(self, compression: _Optional[_Union[Compression, str]] = ..., quality: _Optional[int] = ..., tile: _Optional[int] = ..., dpi: _Optional[float] = ..., pyramid: _Optional[bool] = ..., bigtiff: _Optional[_Union[BigTiff, str]] = ..., no_predictor: _Optional[bool] = ..., no_icc: _Optional[bool] = ...) -> None: ...
+    artist: str
+    copyright: str
+    jpeg_subsampling: str
+    resolution_unit: str
+    def __init__(self, compression: _Optional[_Union[Compression, str]] = ..., quality: _Optional[int] = ..., tile: _Optional[int] = ..., dpi: _Optional[float] = ..., pyramid: _Optional[bool] = ..., bigtiff: _Optional[_Union[BigTiff, str]] = ..., no_predictor: _Optional[bool] = ..., no_icc: _Optional[bool] = ..., artist: _Optional[str] = ..., copyright: _Optional[str] = ..., jpeg_subsampling: _Optional[str] = ..., resolution_unit: _Optional[str] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("render", "output_name", "tiff")

@@ -311,6 +311,8 @@ def write_encoded_tiff(
         with open(partial, "wb") as fh:
             with tifffile.TiffWriter(fh, bigtiff=bigtiff) as tif:
                 extratags = _extratags(options)
+                # every level: a reader of one level alone learns what made it and when
+                stamp = {"software": f"famos {__version__}", "datetime": options.datetime or creation_time()}
                 tif.write(
                     data=main_tiles(),
                     shape=(height, width, 3),
@@ -321,8 +323,7 @@ def write_encoded_tiff(
                     # without this tifffile writes its own shape JSON as the description
                     metadata=None,
                     extratags=extratags,
-                    software=f"famos {__version__}",
-                    datetime=options.datetime or creation_time(),
+                    **stamp,
                     **_resolution(options, width, width),
                     **page,
                 )
@@ -335,6 +336,7 @@ def write_encoded_tiff(
                         subfiletype=1,  # reduced-resolution image
                         metadata=None,
                         extratags=_extratags(options, level=True),
+                        **stamp,
                         # the same physical print size at every level, exact to the pixel
                         **_resolution(options, spool.width, width),
                         **page,

@@ -268,3 +268,17 @@ def test_panel_grid_is_row_major_from_the_top_left():
     assert [(p.row, p.col) for p in panels] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
     assert panels[0].rect == Rect(0, 0, 52, 59)
     assert panels[-1].rect.bottom == 96 and panels[-1].rect.right == 160
+
+
+def test_artist_and_copyright_columns_are_printable_ascii(tmp_path):
+    path = jobs_file(tmp_path, "model,output,dpi,artist,copyright\n" + (
+        "bundles/poster,a.tif,150,Jane Doe,(c) 2026 Jane Doe\n"
+        "bundles/poster,b.tif,150,,\n"
+    ))
+    first, second = load_jobs(path, engine=CanvasOnly(ENGINE_CANVASES), settings=settings(tmp_path))
+    assert (first.artist, first.copyright) == ("Jane Doe", "(c) 2026 Jane Doe")
+    assert (second.artist, second.copyright) == (None, None)  # the batch's --artist/--copyright apply
+    bad = jobs_file(tmp_path, "model,output,dpi,artist\nbundles/poster,c.tif,150,Jöns\n", name="bad.csv")
+    with pytest.raises(JobsFileError) as caught:
+        load_jobs(bad, engine=CanvasOnly(ENGINE_CANVASES), settings=settings(tmp_path))
+    assert {(e.row, e.field) for e in caught.value.errors} == {(2, "artist")}

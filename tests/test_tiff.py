@@ -314,3 +314,21 @@ def test_memory_is_independent_of_canvas(tmp_path):
         assert [sub.shape[:2] for sub in tif.pages[0].pages] == [
             (2048, 2048), (1024, 1024), (512, 512), (256, 256)
         ]
+
+
+def test_software_datetime_artist_and_copyright(tmp_path, noise_canvas, monkeypatch):
+    from famos import __version__
+    from famos.tiff import TiffOptionError
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
+    path = tmp_path / "tagged.tif"
+    write(path, noise_canvas, artist="Jane Doe", copyright="(c) 2026 Jane Doe", pyramid=True, tile=16)
+    with tifffile.TiffFile(path) as tif:
+        for page in [tif.pages[0], *tif.pages[0].pages]:  # every level says what made it, and when
+            assert page.tags["Software"].value == f"famos {__version__}"
+            assert page.tags["DateTime"].value == "2026:01:01 00:00:00"
+        assert tif.pages[0].tags["Artist"].value == "Jane Doe"
+        assert tif.pages[0].tags["Copyright"].value == "(c) 2026 Jane Doe"
+    for field, value in (("artist", "Jöns"), ("copyright", "x" * 2000), ("datetime", "yesterday")):
+        with pytest.raises(TiffOptionError, match=field):
+            TiffOptions(**{field: value})

@@ -9,7 +9,7 @@ import json
 import grpc
 import numpy as np
 
-from famos.errors import UserError
+from famos.errors import InvalidField, UserError
 from famos.planning import Rect
 from famos.tiff import TiffOptions
 from famos.values import Job, JobState, ModelInfo, Piece, Progress, Started
@@ -41,6 +41,9 @@ def render_request(
 
 
 def tiff_settings(options: TiffOptions) -> pb.TiffSettings:
+    if options.output_profile:  # a server job renders sRGB; the conversion runs where the file is written
+        raise InvalidField("output-profile", "a server job writes sRGB: convert with famos client render "
+                           "(the client writes the file) or famos batch without --server")
     return pb.TiffSettings(
         compression=pb.Compression.Value(f"COMPRESSION_{options.compression.name}"),
         quality=options.quality,

@@ -9,7 +9,9 @@ Nothing is read from disk or downloaded, and the bytes are the same on every mac
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import io
 import struct
 
 # sRGB colorants in the D50 profile connection space (Bradford-adapted), as ICC.1 and the
@@ -92,3 +94,57 @@ def srgb_v2_profile() -> bytes:
     )
     assert len(header) == 128
     return header + body
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputTransform:
+    """sRGB (famos's renders) into a print shop's output profile, as LittleCMS does it."""
+
+    profile: bytes  # the shop's ICC profile (RGB or CMYK data)
+    intent: int  # ICC rendering intent: 0 perceptual, 1 relative colorimetric, 2 saturation, 3 absolute
+    black_point_compensation: bool = True
+
+    @property
+    def cmyk(self) -> bool:
+        return self.profile[16:20] == b"CMYK"
+
+    def build(self):
+        """A LittleCMS transform; build one per thread (a transform keeps a cache)."""
+        from PIL import ImageCms
+
+        flags = ImageCms.Flags.BLACKPOINTCOMPENSATION if self.black_point_compensation else ImageCms.Flags.NONE
+        return ImageCms.buildTransform(
+            ImageCms.ImageCmsProfile(io.BytesIO(srgb_v2_profile())), ImageCms.ImageCmsProfile(io.BytesIO(self.profile)),
+            "RGB", "CMYK" if self.cmyk else "RGB", renderingIntent=self.intent, flags=flags,
+        )
+
+
+def check_output_profile(data: bytes, *, name: str) -> None:
+    """ValueError unless ``data`` is an ICC profile LittleCMS opens, with RGB or CMYK device data."""
+    from PIL import ImageCms
+
+    if len(data) < 128 or data[36:40] != b"acsp":
+        raise ValueError(f"{name}: not an ICC profile")
+    if data[16:20] not in (b"RGB ", b"CMYK"):
+        raise ValueError(f"{name}: a {data[16:20].decode('ascii', 'replace').strip()} profile; an output profile "
+                         "for famos has RGB or CMYK data")
+    try:
+        ImageCms.ImageCmsProfile(io.BytesIO(data))
+    except (OSError, ImageCms.PyCMSError) as err:
+        raise ValueError(f"{name}: LittleCMS cannot read it ({err})") from None
+
+
+def to_srgb(pixels, profile: bytes):
+    """Device pixels (RGB or CMYK, uint8 (h, w, n)) described by ``profile``, as sRGB: what a file
+    made for a shop's profile looks like on screen (a soft proof)."""
+    import numpy as np
+    from PIL import Image, ImageCms
+
+    cmyk = profile[16:20] == b"CMYK"
+    transform = ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.ImageCmsProfile(io.BytesIO(srgb_v2_profile())),
+        "CMYK" if cmyk else "RGB", "RGB", renderingIntent=1, flags=ImageCms.Flags.BLACKPOINTCOMPENSATION,
+    )
+    image = Image.frombytes("CMYK" if cmyk else "RGB", (pixels.shape[1], pixels.shape[0]),
+                            np.ascontiguousarray(pixels).tobytes())
+    return np.asarray(ImageCms.applyTransform(image, transform))

@@ -28,6 +28,7 @@ from famos.canvas import to_unit_range
 from famos.config import CanvasConfig
 from famos.errors import BundleError, UserError
 from famos.files import atomic_output
+from famos.icc import to_srgb
 from famos.pipeline import ProgressCallback, pipelined_strips
 from famos.planning import Rect
 from famos.rendering import RenderSettings, RenderTask, WindowInputs, plan_for
@@ -227,9 +228,11 @@ def overview_of_tiff(path: pathlib.Path, *, max_side: int = 1024) -> np.ndarray:
         across = -(-width // tile_width)
         overview = Overview(height=height, width=width, max_side=max_side)
         band = np.empty((tile_height, across * tile_width, 3), np.uint8)
+        # a file converted to a shop's profile is shown through it: a soft proof of the print
+        proof = page.tags["InterColorProfile"].value if page.samplesperpixel == 4 else None
         for k, (tile, _, _) in enumerate(page.segments()):
             x = k % across * tile_width
-            band[:, x : x + tile_width] = tile[0]
+            band[:, x : x + tile_width] = tile[0] if proof is None else to_srgb(tile[0], bytes(proof))
             if k % across == across - 1:
                 top = k // across * tile_height
                 overview.feed(band[: min(tile_height, height - top), :width])

@@ -41,6 +41,7 @@ _CLASSIC_LIMIT = 2**32 - 1  # classic TIFF offsets are uint32
 _METADATA_MARGIN = 32 * 2**20
 _ICC_TAG = 34675
 _ARTIST_TAG = 315
+_INKSET_TAG = 332
 _COPYRIGHT_TAG = 33432
 
 
@@ -68,6 +69,19 @@ class Subsampling(enum.Enum):
     @property
     def factors(self) -> tuple[int, int]:
         return {"4:2:0": (2, 2), "4:2:2": (2, 1), "4:4:4": (1, 1)}[self.value]
+
+
+class Intent(enum.Enum):
+    """ICC rendering intent of the conversion into an output profile."""
+
+    PERCEPTUAL = "perceptual"
+    RELATIVE = "relative"  # relative colorimetric (with black-point compensation: Photoshop's default)
+    SATURATION = "saturation"
+    ABSOLUTE = "absolute"  # absolute colorimetric: simulates the paper white
+
+    @property
+    def code(self) -> int:
+        return list(Intent).index(self)
 
 
 class BigTiff(enum.Enum):
@@ -119,6 +133,9 @@ class TiffOptions:
     artist: str = ""  # Artist tag; empty: none
     copyright: str = ""  # Copyright tag; empty: none
     datetime: str = ""  # DateTime "YYYY:MM:DD HH:MM:SS"; empty: when written ($SOURCE_DATE_EPOCH if set)
+    output_profile: str = ""  # a shop's RGB or CMYK ICC profile to convert into; empty: sRGB as rendered
+    intent: Intent = Intent.RELATIVE
+    black_point_compensation: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.tile, int) or not 16 <= self.tile <= MAX_TILE or self.tile % 16:
@@ -139,6 +156,21 @@ class TiffOptions:
             text = getattr(self, name)
             if len(text) > MAX_TEXT or not all(" " <= c <= "~" for c in text):
                 raise TiffOptionError(name, f"must be printable ASCII of at most {MAX_TEXT} characters")
+        if not isinstance(self.intent, Intent):
+            raise TypeError(f"intent must be an Intent, got {self.intent!r}")
+        if self.output_profile:
+            from famos.icc import check_output_profile
+
+            try:
+                data = pathlib.Path(self.output_profile).read_bytes()
+            except OSError as err:
+                raise TiffOptionError("output-profile", f"{self.output_profile}: {err.strerror}") from None
+            try:
+                check_output_profile(data, name=self.output_profile)
+            except ValueError as err:
+                raise TiffOptionError("output-profile", str(err)) from None
+            if data[16:20] == b"CMYK" and self.compression is Compression.JPEG:
+                raise TiffOptionError("compression", "jpeg: CMYK output needs a lossless codec (deflate, lzw, zstd, none)")
         if self.datetime and not re.fullmatch(r"\d{4}:\d\d:\d\d \d\d:\d\d:\d\d", self.datetime):
             raise TiffOptionError("datetime", f"must be YYYY:MM:DD HH:MM:SS, got {self.datetime!r}")
 
@@ -152,10 +184,18 @@ class TiffOptions:
         names = {f.name for f in dataclasses.fields(cls)} - {"workers"}  # a machine setting, not the file's
         values = {k: v for k, v in data.items() if k in names}  # older specs lack newer options: defaults
         for name, kind in (("compression", Compression), ("bigtiff", BigTiff), ("unit", ResolutionUnit),
-                           ("subsampling", Subsampling)):
+                           ("subsampling", Subsampling), ("intent", Intent)):
             if name in values:
                 values[name] = kind(values[name])
         return cls(**values, workers=workers)
+
+    @property
+    def samples(self) -> int:
+        """Samples per pixel in the file: 4 for a CMYK output profile, else 3."""
+        if not self.output_profile:
+            return 3
+        with open(self.output_profile, "rb") as fh:
+            return 4 if fh.read(20)[16:20] == b"CMYK" else 3
 
     @property
     def pixels_per_inch(self) -> float:
@@ -209,13 +249,13 @@ _TYPICAL_RATIO = {
 def expected_bytes(height: int, width: int, options: TiffOptions) -> int:
     """About how large the file will be (pyramid included)."""
     levels = [(height, width)] + (reduced_shapes(height, width, tile=options.tile) if options.pyramid else [])
-    return int(sum(h * w * 3 for h, w in levels) * _TYPICAL_RATIO[options.compression])
+    return int(sum(h * w * options.samples for h, w in levels) * _TYPICAL_RATIO[options.compression])
 
 
 def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
     """Whether the file must be a BigTIFF; raises ValueError when NO is forced but cannot fit."""
     levels = [(height, width)] + (reduced_shapes(height, width, tile=options.tile) if options.pyramid else [])
-    raw = sum(h * w * 3 for h, w in levels)
+    raw = sum(h * w * options.samples for h, w in levels)
     # each tile of every level costs an offset and a byte count (8 bytes each in a BigTIFF)
     n_tiles = sum(-(-h // options.tile) * -(-w // options.tile) for h, w in levels)
     worst = raw * _WORST_CASE_EXPANSION[options.compression] + n_tiles * 16 + _METADATA_MARGIN
@@ -315,7 +355,7 @@ def write_encoded_tiff(
                 stamp = {"software": f"famos {__version__}", "datetime": options.datetime or creation_time()}
                 tif.write(
                     data=main_tiles(),
-                    shape=(height, width, 3),
+                    shape=(height, width, codec.format.samples),
                     subifds=len(spools) or None,
                     description=(
                         json.dumps(description, sort_keys=True) if description is not None else None
@@ -332,7 +372,7 @@ def write_encoded_tiff(
                 for k, spool in enumerate(spools, start=1):
                     tif.write(
                         data=_level_tiles(spool, codec, cancel),
-                        shape=(spool.height, spool.width, 3),
+                        shape=(spool.height, spool.width, codec.format.samples),
                         subfiletype=1,  # reduced-resolution image
                         metadata=None,
                         extratags=_extratags(options, level=True),
@@ -370,7 +410,17 @@ def tile_format(options: TiffOptions) -> TileFormat:
             if jpeg else ()
         ),
         pyramid=options.pyramid,
+        output=_output_transform(options),
     )
+
+
+def _output_transform(options: TiffOptions):
+    if not options.output_profile:
+        return None
+    from famos.icc import OutputTransform
+
+    return OutputTransform(profile=pathlib.Path(options.output_profile).read_bytes(), intent=options.intent.code,
+                           black_point_compensation=options.black_point_compensation)
 
 
 def _page_kwargs(options: TiffOptions, codec: TileCodec) -> dict[str, Any]:
@@ -380,7 +430,7 @@ def _page_kwargs(options: TiffOptions, codec: TileCodec) -> dict[str, Any]:
 
     return dict(
         dtype=np.uint8,
-        photometric="rgb",
+        photometric="separated" if codec.format.samples == 4 else "rgb",
         tile=(options.tile, options.tile),
         compression=codec.format.compression,
         predictor=codec.format.predictor,
@@ -403,9 +453,11 @@ def _resolution(options: TiffOptions, level_width: int, full_width: int) -> dict
 def _extratags(options: TiffOptions, *, level: bool = False) -> list[tuple]:
     """ICC profile (every level: readers of one level must not guess either), Artist, Copyright."""
     tags: list[tuple] = []
-    if options.icc_profile:
-        icc = srgb_v2_profile()
+    if options.icc_profile or options.output_profile:  # a converted file always says into what
+        icc = pathlib.Path(options.output_profile).read_bytes() if options.output_profile else srgb_v2_profile()
         tags.append((_ICC_TAG, 7, len(icc), icc, True))
+    if options.samples == 4:
+        tags.append((_INKSET_TAG, 3, 1, 1, True))  # InkSet: CMYK
     if not level:
         for code, text in ((_ARTIST_TAG, options.artist), (_COPYRIGHT_TAG, options.copyright)):
             if text:
@@ -561,6 +613,12 @@ def add_tiff_arguments(parser) -> None:
                        help="JPEG chroma subsampling (default 4:2:0; 4:4:4 keeps full colour detail)")
     group.add_argument("--resolution-unit", choices=[u.value for u in ResolutionUnit],
                        help="unit of the resolution tags (default: cm for a print size in cm or mm, else inch)")
+    group.add_argument("--output-profile", default="", metavar="SHOP.icc",
+                       help="convert to this RGB or CMYK ICC profile (LittleCMS), tile by tile, and embed it")
+    group.add_argument("--intent", choices=[i.value for i in Intent], default=Intent.RELATIVE.value,
+                       help="rendering intent of that conversion (default relative colorimetric)")
+    group.add_argument("--no-black-point-compensation", action="store_true",
+                       help="convert without black-point compensation")
     group.add_argument("--artist", default="", help="Artist tag: who made the image")
     group.add_argument("--copyright", default="", help="Copyright tag, e.g. '(c) 2026 Jane Doe'")
     group.add_argument("--tiff-workers", type=int, default=0,
@@ -587,6 +645,9 @@ def tiff_options(args) -> TiffOptions:
             subsampling=Subsampling(args.jpeg_subsampling),
             artist=args.artist,
             copyright=args.copyright,
+            output_profile=args.output_profile,
+            intent=Intent(args.intent),
+            black_point_compensation=not args.no_black_point_compensation,
             workers=args.tiff_workers,
         )
     except TiffOptionError:

@@ -23,9 +23,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+
+from famos.icc import OutputTransform
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,6 +44,11 @@ class TileFormat:
     predictor: int | None  # TIFF Predictor tag value; None: no predictor
     arguments: tuple[tuple[str, Any], ...] = ()  # the codec's keyword arguments
     pyramid: bool = False  # whether strips also carry their 2x reduction
+    output: OutputTransform | None = None  # sRGB into a shop's profile, per tile, before encoding
+
+    @property
+    def samples(self) -> int:
+        return 4 if self.output is not None and self.output.cmyk else 3
 
 
 class TileCodec:
@@ -60,6 +68,7 @@ class TileCodec:
         self._arguments = dict(format.arguments)
         self.workers = workers or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="famos-encode")
+        self._local = threading.local()  # a LittleCMS transform per encoding thread
 
     def __enter__(self) -> TileCodec:
         return self
@@ -71,23 +80,35 @@ class TileCodec:
         self._pool.shutdown(wait=True)
 
     def encode(self, tile: np.ndarray) -> bytes:
-        """One full (tile, tile, 3) uint8 tile as the bytes of a TIFF tile."""
+        """One full (tile, tile, 3) uint8 sRGB tile as the bytes of a TIFF tile (converted to the
+        output profile first when there is one: the encode workers do the colour transform)."""
+        if self.format.output is not None:
+            tile = self._to_output(tile)
         if self._compress is None:
             return tile.tobytes()
         if self._difference is not None:
             tile = self._difference(tile, axis=-2)  # horizontal: along the columns of a chunky tile
         return self._compress(tile, **self._arguments)
 
+    def _to_output(self, tile: np.ndarray) -> np.ndarray:
+        import numpy as np
+        from PIL import Image, ImageCms
+
+        transform = getattr(self._local, "transform", None)
+        if transform is None:
+            transform = self._local.transform = self.format.output.build()
+        return np.asarray(ImageCms.applyTransform(Image.fromarray(tile), transform))
+
     def decode(self, data: bytes) -> np.ndarray:
-        """One encoded tile back to (tile, tile, 3) uint8 (a live view of a job's spooled strips)."""
+        """One encoded tile back to (tile, tile, samples) uint8 (a live view of a job's spooled strips)."""
         import numpy as np
 
-        t = self.tile
+        t, n = self.tile, self.format.samples
         if self._decompress is None:
-            return np.frombuffer(data, np.uint8).reshape(t, t, 3)
+            return np.frombuffer(data, np.uint8).reshape(t, t, n)
         if self._jpeg:  # YCbCr inside, RGB out: what a TIFF reader does with these tiles
             return self._decompress(data, outcolorspace="RGB").reshape(t, t, 3)
-        tile = np.frombuffer(self._decompress(data), np.uint8).reshape(t, t, 3)
+        tile = np.frombuffer(self._decompress(data), np.uint8).reshape(t, t, n)
         return self._integrate(tile, axis=-2) if self._integrate is not None else tile
 
     def decode_tile_rows(self, tiles: list[bytes], *, rows: int, width: int) -> np.ndarray:
@@ -96,7 +117,7 @@ class TileCodec:
 
         t = self.tile
         across = -(-width // t)
-        out = np.empty((-(-rows // t) * t, across * t, 3), np.uint8)
+        out = np.empty((-(-rows // t) * t, across * t, self.format.samples), np.uint8)
         for k, data in enumerate(tiles):
             y, x = k // across * t, k % across * t
             out[y : y + t, x : x + t] = self.decode(data)

@@ -16,7 +16,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms
 
-from famos.tiff import BigTiff, Compression, ResolutionUnit, Subsampling, TiffOptions, write_tiled_tiff
+from famos.icc import srgb_v2_profile
+from famos.renderer import overview_of_tiff
+from famos.tiff import BigTiff, Compression, Intent, ResolutionUnit, Subsampling, TiffOptions, write_tiled_tiff
 
 HERE = pathlib.Path(__file__).parent
 CHECKIT_PROFILE = HERE / "conformance" / "checkit_famos.cfg"
@@ -165,3 +167,66 @@ def test_a_print_size_in_cm_tags_cm_and_prints_that_size(tmp_path):
             numerator, denominator = page.tags["XResolution"].value
             width_cm = page.shape[1] * denominator / numerator
             assert abs(width_cm - 30.0) < 1e-6, width_cm  # exactly the print size asked for, every level
+
+
+# output colour management (profiles from Debian's libgs-common, never copied into the repository)
+
+GHOSTSCRIPT_ICC = pathlib.Path("/usr/share/color/icc/ghostscript")
+
+
+def shop_profile(name: str) -> pathlib.Path:
+    path = GHOSTSCRIPT_ICC / name
+    if not path.is_file():
+        pytest.skip(f"{path} is missing (Debian package libgs-common)")
+    return path
+
+
+def test_cmyk_output_is_converted_tile_by_tile_and_read_everywhere(tmp_path):
+    cmyk = shop_profile("default_cmyk.icc")
+    pixels = image()
+    options = TiffOptions(output_profile=str(cmyk), intent=Intent.PERCEPTUAL, pyramid=True, tile=64)
+    path = tmp_path / "cmyk.tif"
+    write_tiled_tiff(path, [pixels[:150], pixels[150:]], height=pixels.shape[0], width=pixels.shape[1], options=options)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert page.photometric == tifffile.PHOTOMETRIC.SEPARATED and page.shape == (333, 517, 4)
+        assert page.tags["InkSet"].value == 1
+        for level in [page, *page.pages]:  # the shop's profile, in every level
+            assert bytes(level.tags["InterColorProfile"].value) == cmyk.read_bytes()
+        written = page.asarray()
+    # the tiles hold what LittleCMS makes of the whole image in one go
+    transform = ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(srgb_v2_profile())), ImageCms.ImageCmsProfile(str(cmyk)), "RGB", "CMYK",
+        renderingIntent=ImageCms.Intent.PERCEPTUAL, flags=ImageCms.Flags.BLACKPOINTCOMPENSATION)
+    assert np.array_equal(written, np.asarray(ImageCms.applyTransform(Image.fromarray(pixels), transform)))
+    if shutil.which("vipsheader"):
+        header = subprocess.run(["vipsheader", str(path)], capture_output=True, text=True, check=True).stdout
+        assert "4 bands, cmyk" in header, header
+    if shutil.which("gdalinfo"):
+        info = subprocess.run(["gdalinfo", str(path)], capture_output=True, text=True, check=True).stdout
+        assert "Size is 517, 333" in info
+    # on screen, through the profile (a soft proof), the print is the render, its saturated
+    # colours pulled into the press's gamut
+    proof = overview_of_tiff(path).astype(float)
+    assert np.abs(proof - pixels).mean() < 30
+    for c in range(3):
+        assert np.corrcoef(proof[..., c].ravel(), pixels[..., c].ravel().astype(float))[0, 1] > 0.95
+
+
+def test_an_rgb_output_profile_and_the_refusals(tmp_path):
+    from famos.tiff import TiffOptionError
+
+    adobe = shop_profile("a98.icc")
+    pixels = image(64, 64)
+    write_tiled_tiff(tmp_path / "a98.tif", [pixels], height=64, width=64,
+                     options=TiffOptions(output_profile=str(adobe), tile=16))
+    with tifffile.TiffFile(tmp_path / "a98.tif") as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+        assert bytes(tif.pages[0].tags["InterColorProfile"].value) == adobe.read_bytes()
+    with pytest.raises(TiffOptionError, match="compression: jpeg: CMYK output needs a lossless codec"):
+        TiffOptions(output_profile=str(shop_profile("default_cmyk.icc")), compression=Compression.JPEG)
+    with pytest.raises(TiffOptionError, match="a GRAY profile; an output profile for famos has RGB or CMYK data"):
+        TiffOptions(output_profile=str(shop_profile("sgray.icc")))
+    (tmp_path / "fake.icc").write_bytes(b"not a profile")
+    with pytest.raises(TiffOptionError, match="not an ICC profile"):
+        TiffOptions(output_profile=str(tmp_path / "fake.icc"))

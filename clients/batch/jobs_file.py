@@ -28,6 +28,9 @@ list of objects, or ``{"jobs": [...]}``), with these fields:
                    ``32px`` (default 0). Every pair of neighbours overlaps by at least this much.
     artist         optional Artist and Copyright tags of the file (printable ASCII; default
     copyright      ``--artist`` / ``--copyright``).
+    output_profile optional ICC profile (RGB or CMYK) of the shop, relative to the jobs file's
+    intent         folder, and the rendering intent of the conversion: perceptual, relative,
+                   saturation or absolute (defaults: ``--output-profile``, ``--intent``).
 
 Rows are numbered as a spreadsheet shows them (CSV: the header is row 1, the first job row 2;
 TOML/JSON: the first job is row 1). Every row is validated, and every bad field reported with its
@@ -53,7 +56,8 @@ from typing import Any, Protocol
 
 from famos.errors import UserError
 from famos.planning import Rect
-from famos.tiff import MAX_TEXT, Compression, TiffOptions
+from famos.icc import check_output_profile
+from famos.tiff import MAX_TEXT, Compression, Intent, TiffOptions
 from famos.units import (
     Length, LengthUnit, dpi_for_print_size, panel_grid, parse_canvas, parse_grid, parse_length, parse_print_size,
     pixels_at_dpi, scaled_canvas,
@@ -62,6 +66,7 @@ from famos.units import (
 DEFAULT_MIN_DPI = 100.0
 FIELDS = (
     "model", "output", "content", "size", "scale", "dpi", "print_size", "seed", "compression", "panels", "artist", "copyright",
+    "output_profile", "intent",
     "panel_overlap",
 )
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -138,6 +143,8 @@ class JobRequest:
     panel_overlap: Length
     artist: str | None = None  # None: the batch default
     copyright: str | None = None
+    output_profile: pathlib.Path | None = None  # None: the batch default
+    intent: Intent | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +172,8 @@ class Job:
     outputs: tuple[Output, ...]
     artist: str | None = None  # None: the batch default
     copyright: str | None = None
+    output_profile: pathlib.Path | None = None
+    intent: Intent | None = None
 
     @property
     def print_size_cm(self) -> tuple[float, float]:
@@ -262,6 +271,20 @@ def parse_request(
         except ValueError:
             raise ValueError(f"{text!r}: must be an integer") from None
 
+    def icc_file(text: str) -> pathlib.Path:
+        path = base / text
+        try:
+            check_output_profile(path.read_bytes(), name=text)
+        except OSError as err:
+            raise ValueError(f"{text}: {err.strerror}") from None
+        return path
+
+    def rendering_intent(text: str) -> Intent:
+        try:
+            return Intent(text.lower())
+        except ValueError:
+            raise ValueError(f"{text!r}: expected one of {', '.join(i.value for i in Intent)}") from None
+
     def tag_text(text: str) -> str:
         if len(text) > MAX_TEXT or not all(" " <= c <= "~" for c in text):
             raise ValueError(f"must be printable ASCII of at most {MAX_TEXT} characters")
@@ -294,11 +317,14 @@ def parse_request(
     overlap = field("panel_overlap", parse_length, Length(0, LengthUnit.PIXEL))
     artist = field("artist", tag_text)
     copyright_ = field("copyright", tag_text)
+    output_profile = field("output_profile", icc_file)
+    intent = field("intent", rendering_intent)
     if errors:
         return errors
     return JobRequest(
         row=row, model=model, output=output, content=content, size=size, scale=scale, dpi=dpi, print_size=print_size,
         seed=seed, compression=codec, panels=panels, panel_overlap=overlap, artist=artist, copyright=copyright_,
+        output_profile=output_profile, intent=intent,
     )
 
 
@@ -361,6 +387,7 @@ def plan_job(
         row=row, model=request.model, name=request.output, content=request.content, seed=request.seed,
         compression=request.compression or default_compression, dpi=dpi, width=width, height=height,
         outputs=outputs, artist=request.artist, copyright=request.copyright,
+        output_profile=request.output_profile, intent=request.intent,
     )
 
 

@@ -44,6 +44,8 @@ def _run_job(job: Job, *, engine: Engine, settings: BatchSettings, ledger: Ledge
         settings.tiff, compression=job.compression, dpi=job.dpi,
         artist=settings.tiff.artist if job.artist is None else job.artist,
         copyright=settings.tiff.copyright if job.copyright is None else job.copyright,
+        output_profile=settings.tiff.output_profile if job.output_profile is None else str(job.output_profile),
+        intent=settings.tiff.intent if job.intent is None else job.intent,
     )
     start = time.perf_counter()
     rendered_pixels = size = 0

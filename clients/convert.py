@@ -44,6 +44,9 @@ def tiff_settings(options: TiffOptions) -> pb.TiffSettings:
     if options.output_profile:  # a server job renders sRGB; the conversion runs where the file is written
         raise InvalidField("output-profile", "a server job writes sRGB: convert with famos client render "
                            "(the client writes the file) or famos batch without --server")
+    if options.bits != 8:
+        raise InvalidField("bits", "a server job writes 8 bits per sample: render 16-bit files with famos render "
+                           "or famos batch without --server")
     return pb.TiffSettings(
         compression=pb.Compression.Value(f"COMPRESSION_{options.compression.name}"),
         quality=options.quality,

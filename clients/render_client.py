@@ -31,6 +31,7 @@ from clients import convert
 from clients.convert import ServerError
 from famos.files import atomic_output
 from famos.planning import Rect
+from famos.errors import InvalidField
 from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
 from famos.values import Job, ModelInfo, Piece, Progress, Started
 from protos.famos.render.v1 import render_pb2 as pb
@@ -138,6 +139,8 @@ class RenderClient:
         """Stream a render into a tiled TIFF at ``path`` (atomically, in memory O(one strip)); the
         TIFF equals `famos render` with the same options, description included. Setting ``cancel``
         stops the render (and the server's work) and raises ``ServerError(CANCELLED)``."""
+        if options.bits != 8:
+            raise InvalidField("bits", "a streamed render carries 8 bits per sample: render 16-bit files with famos render")
         stream = self.render(model, seed=seed, region=region, content=content, chunk=chunk, size=size, scale=scale)
         events = iter(stream)
         watcher = _cancel_watcher(cancel, stream)

@@ -61,6 +61,20 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint((values + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def as_uint8(pixels: np.ndarray) -> np.ndarray:
+    """8- or 16-bit samples as 8-bit (for a screen: previews, the viewer)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def to_pixels(values: np.ndarray, *, bits: int = 8) -> np.ndarray:
+    """float in [-1, 1] -> uint8 (bits 8) or uint16 (bits 16, for prints graded further), rounding to nearest."""
+    if bits == 8:
+        return to_uint8(values)
+    return np.clip(np.rint((values + 1.0) * 32767.5), 0, 65535).astype(np.uint16)
+
+
 def content_window(
     content: np.ndarray, *, canvas_height: int, canvas_width: int, window: Rect
 ) -> np.ndarray:

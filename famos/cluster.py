@@ -155,7 +155,8 @@ class StripWorker:
 
         strips = pipelined_strips(
             task.plan, task.inputs, counted, first_row=row, end_row=row + 1,
-            prepare_workers=task.settings.prepare_workers, queue_chunks=task.settings.queue_chunks, cancel=cancel,
+            prepare_workers=task.settings.prepare_workers, queue_chunks=task.settings.queue_chunks,
+            bits=task.settings.bits, cancel=cancel,
         )
         (strip,) = list(strips)
         self.strips_rendered += 1

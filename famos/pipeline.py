@@ -39,10 +39,11 @@ def pipelined_strips(
     end_row: int | None = None,
     prepare_workers: int = 2,
     queue_chunks: int = 4,
+    bits: int = 8,
     cancel: threading.Event | None = None,
     progress: ProgressCallback | None = None,
 ) -> Iterator[np.ndarray]:
-    """Row strips (uint8, (h, region width, 3)) of ``plan``, strips ``first_row`` to ``end_row``
+    """Row strips ((h, region width, 3), uint8 or uint16 by ``bits``) of ``plan``, strips ``first_row`` to ``end_row``
     (excluded; None: to the last).
 
     Input preparation for up to ``queue_chunks`` chunks runs ahead on ``prepare_workers`` threads
@@ -66,7 +67,7 @@ def pipelined_strips(
                     pending[i] = None  # drop the prepared inputs as soon as they are used
                     if i + queue_chunks < len(chunks):
                         pending.append(pool.submit(inputs, chunks[i + queue_chunks].window))
-                    _put(results, (chunk, chunk_pixels(chunk, run(*window_inputs))), stop)
+                    _put(results, (chunk, chunk_pixels(chunk, run(*window_inputs), bits=bits)), stop)
         except BaseException as err:  # surfaced in the consumer thread
             failure.append(err)
         finally:

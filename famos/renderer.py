@@ -24,7 +24,7 @@ import numpy as np
 
 from famos import __version__
 from famos.bundle import Bundle
-from famos.canvas import to_unit_range
+from famos.canvas import as_uint8, to_unit_range
 from famos.config import CanvasConfig
 from famos.errors import BundleError, UserError
 from famos.files import atomic_output
@@ -102,6 +102,7 @@ class Renderer:
             first_row=first_row,
             prepare_workers=task.settings.prepare_workers,
             queue_chunks=task.settings.queue_chunks,
+            bits=task.settings.bits,
             cancel=cancel,
             progress=progress,
         )
@@ -195,8 +196,9 @@ def render_tiff(
     cancel: threading.Event | None = None,
     progress: ProgressCallback | None = None,
 ) -> RenderReport:
-    """Render ``settings.region`` to a tiled TIFF at ``path`` (atomically) and optionally a preview PNG."""
-    task = renderer.task(settings, content)
+    """Render ``settings.region`` to a tiled TIFF at ``path`` (atomically) and optionally a preview PNG;
+    the pixels have the file's bit depth (``options.bits``)."""
+    task = renderer.task(dataclasses.replace(settings, bits=options.bits), content)
     region = task.region
     start = time.perf_counter()
     with TileCodec(tile_format(options), workers=options.workers) as codec:
@@ -232,7 +234,7 @@ def overview_of_tiff(path: pathlib.Path, *, max_side: int = 1024) -> np.ndarray:
         proof = page.tags["InterColorProfile"].value if page.samplesperpixel == 4 else None
         for k, (tile, _, _) in enumerate(page.segments()):
             x = k % across * tile_width
-            band[:, x : x + tile_width] = tile[0] if proof is None else to_srgb(tile[0], bytes(proof))
+            band[:, x : x + tile_width] = as_uint8(tile[0]) if proof is None else to_srgb(tile[0], bytes(proof))
             if k % across == across - 1:
                 top = k // across * tile_height
                 overview.feed(band[: min(tile_height, height - top), :width])

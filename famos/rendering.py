@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from famos.canvas import content_window, noise_window, to_uint8
+from famos.canvas import content_window, noise_window, to_pixels
 from famos.config import CanvasConfig, GeneratorConfig
 from famos.errors import InvalidField
 from famos.planning import Chunk, ChunkPlan, Rect, halo_for, noise_level, plan_chunks
@@ -39,12 +39,15 @@ class RenderSettings:
     size: tuple[int, int] | None = None  # (height, width) of the output canvas; None: the model's
     prepare_workers: int = 2
     queue_chunks: int = 4
+    bits: int = 8  # of the delivered pixels: 8 (uint8) or 16 (uint16)
 
     def __post_init__(self) -> None:
         if self.size is not None and not (1 <= self.size[0] <= MAX_SIDE and 1 <= self.size[1] <= MAX_SIDE):
             raise InvalidField("size", f"{self.size[1]}x{self.size[0]} px: each side must be 1 to {MAX_SIDE}")
         if self.chunk < MIN_CHUNK:
             raise InvalidField("chunk", f"{self.chunk} is below the minimum of {MIN_CHUNK} pixels")
+        if self.bits not in (8, 16):
+            raise InvalidField("bits", f"{self.bits}: use 8 or 16")
         if self.prepare_workers < 1:
             raise InvalidField("workers", f"{self.prepare_workers}: must be at least 1")
 
@@ -114,9 +117,9 @@ def chunk_output(chunk: Chunk, image: np.ndarray) -> np.ndarray:
     return image[0, :, crop.y : crop.bottom, crop.x : crop.right]
 
 
-def chunk_pixels(chunk: Chunk, image: np.ndarray) -> np.ndarray:
-    """The chunk's delivered pixels as 8-bit (h, w, 3)."""
-    return to_uint8(chunk_output(chunk, image)).transpose(1, 2, 0)
+def chunk_pixels(chunk: Chunk, image: np.ndarray, *, bits: int = 8) -> np.ndarray:
+    """The chunk's delivered pixels as (h, w, 3) of ``bits`` bits."""
+    return to_pixels(chunk_output(chunk, image), bits=bits).transpose(1, 2, 0)
 
 
 class StripAssembler:
@@ -142,10 +145,10 @@ def render_chunks(plan: ChunkPlan, inputs: WindowInputs, run: WindowRunner) -> I
         yield chunk.output, chunk_output(chunk, run(*inputs(chunk.window)))
 
 
-def render_strips(plan: ChunkPlan, inputs: WindowInputs, run: WindowRunner) -> Iterator[np.ndarray]:
-    """Row strips of the region as uint8 (h, region width, 3), top to bottom: the reference."""
+def render_strips(plan: ChunkPlan, inputs: WindowInputs, run: WindowRunner, *, bits: int = 8) -> Iterator[np.ndarray]:
+    """Row strips of the region as (h, region width, 3) of ``bits`` bits, top to bottom: the reference."""
     strips = StripAssembler(plan)
     for chunk in plan.chunks:
-        strip = strips.add(chunk, chunk_pixels(chunk, run(*inputs(chunk.window))))
+        strip = strips.add(chunk, chunk_pixels(chunk, run(*inputs(chunk.window)), bits=bits))
         if strip is not None:
             yield strip

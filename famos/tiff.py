@@ -133,6 +133,7 @@ class TiffOptions:
     artist: str = ""  # Artist tag; empty: none
     copyright: str = ""  # Copyright tag; empty: none
     datetime: str = ""  # DateTime "YYYY:MM:DD HH:MM:SS"; empty: when written ($SOURCE_DATE_EPOCH if set)
+    bits: int = 8  # per sample: 8, or 16 for prints graded further (lossless codecs)
     output_profile: str = ""  # a shop's RGB or CMYK ICC profile to convert into; empty: sRGB as rendered
     intent: Intent = Intent.RELATIVE
     black_point_compensation: bool = True
@@ -156,6 +157,12 @@ class TiffOptions:
             text = getattr(self, name)
             if len(text) > MAX_TEXT or not all(" " <= c <= "~" for c in text):
                 raise TiffOptionError(name, f"must be printable ASCII of at most {MAX_TEXT} characters")
+        if self.bits not in (8, 16):
+            raise TiffOptionError("bits", f"use 8 or 16, got {self.bits!r}")
+        if self.bits == 16 and self.compression is Compression.JPEG:
+            raise TiffOptionError("bits", "16: JPEG holds 8 bits; use deflate, lzw, zstd or none")
+        if self.bits == 16 and self.output_profile:
+            raise TiffOptionError("bits", "16: conversion to an output profile is 8-bit only (LittleCMS through Pillow)")
         if not isinstance(self.intent, Intent):
             raise TypeError(f"intent must be an Intent, got {self.intent!r}")
         if self.output_profile:
@@ -249,13 +256,13 @@ _TYPICAL_RATIO = {
 def expected_bytes(height: int, width: int, options: TiffOptions) -> int:
     """About how large the file will be (pyramid included)."""
     levels = [(height, width)] + (reduced_shapes(height, width, tile=options.tile) if options.pyramid else [])
-    return int(sum(h * w * options.samples for h, w in levels) * _TYPICAL_RATIO[options.compression])
+    return int(sum(h * w * options.samples * options.bits // 8 for h, w in levels) * _TYPICAL_RATIO[options.compression])
 
 
 def needs_bigtiff(height: int, width: int, *, options: TiffOptions) -> bool:
     """Whether the file must be a BigTIFF; raises ValueError when NO is forced but cannot fit."""
     levels = [(height, width)] + (reduced_shapes(height, width, tile=options.tile) if options.pyramid else [])
-    raw = sum(h * w * options.samples for h, w in levels)
+    raw = sum(h * w * options.samples * options.bits // 8 for h, w in levels)
     # each tile of every level costs an offset and a byte count (8 bytes each in a BigTIFF)
     n_tiles = sum(-(-h // options.tile) * -(-w // options.tile) for h, w in levels)
     worst = raw * _WORST_CASE_EXPANSION[options.compression] + n_tiles * 16 + _METADATA_MARGIN
@@ -290,7 +297,8 @@ def write_tiled_tiff(
     whole file was written and synced.
     """
     with TileCodec(tile_format(options), workers=options.workers) as codec:
-        encoded = encode_strips(_checked_strips(strips, height=height, width=width), height=height, codec=codec)
+        encoded = encode_strips(_checked_strips(strips, height=height, width=width, bits=options.bits), height=height,
+                                codec=codec)
         return write_encoded_tiff(
             path, encoded, height=height, width=width, options=options, description=description, codec=codec
         )
@@ -336,7 +344,7 @@ def write_encoded_tiff(
         partial = cleanup.enter_context(atomic_output(path, expected_bytes=expected_bytes(height, width, options)))
         for k, (h, w) in enumerate(level_shapes, start=1):
             spool_path = sidecar_path(partial, f"level{k}")
-            spools.append(LevelSpool(path=spool_path, height=h, width=w))
+            spools.append(LevelSpool(path=spool_path, height=h, width=w, bits=options.bits))
         for parent, child in zip(spools, spools[1:]):
             parent.below = child
 
@@ -349,7 +357,7 @@ def write_encoded_tiff(
 
         page = _page_kwargs(options, codec)
         with open(partial, "wb") as fh:
-            with tifffile.TiffWriter(fh, bigtiff=bigtiff) as tif:
+            with tifffile.TiffWriter(fh, bigtiff=bigtiff, byteorder="<") as tif:
                 extratags = _extratags(options)
                 # every level: a reader of one level alone learns what made it and when
                 stamp = {"software": f"famos {__version__}", "datetime": options.datetime or creation_time()}
@@ -411,6 +419,7 @@ def tile_format(options: TiffOptions) -> TileFormat:
         ),
         pyramid=options.pyramid,
         output=_output_transform(options),
+        bits=options.bits,
     )
 
 
@@ -429,7 +438,7 @@ def _page_kwargs(options: TiffOptions, codec: TileCodec) -> dict[str, Any]:
     import numpy as np
 
     return dict(
-        dtype=np.uint8,
+        dtype=np.uint16 if codec.format.bits == 16 else np.uint8,
         photometric="separated" if codec.format.samples == 4 else "rgb",
         tile=(options.tile, options.tile),
         compression=codec.format.compression,
@@ -466,7 +475,7 @@ def _extratags(options: TiffOptions, *, level: bool = False) -> list[tuple]:
 
 
 def _checked_strips(
-    strips: Iterable[np.ndarray], *, height: int, width: int
+    strips: Iterable[np.ndarray], *, height: int, width: int, bits: int = 8
 ) -> Iterator[np.ndarray]:
     """Yield the strips after checking shape, dtype and that their heights sum to `height`."""
     import numpy as np
@@ -481,10 +490,11 @@ def _checked_strips(
                 f"strips ended after {rows} rows, but the canvas height is {height}"
             ) from None
         strip = np.asarray(strip)
-        if strip.dtype != np.uint8 or strip.ndim != 3 or strip.shape[1:] != (width, 3):
+        expected = np.uint16 if bits == 16 else np.uint8
+        if strip.dtype != expected or strip.ndim != 3 or strip.shape[1:] != (width, 3):
             raise ValueError(
                 f"strip at row {rows} has shape {strip.shape} and dtype {strip.dtype};"
-                f" expected (rows, {width}, 3) uint8"
+                f" expected (rows, {width}, 3) {np.dtype(expected)}"
             )
         if rows + strip.shape[0] > height:
             raise ValueError(
@@ -517,9 +527,10 @@ class LevelSpool:
     """One reduced pyramid level, filled row pair by row pair from the level above and kept in
     a memory-mapped file on disk, so its size never counts against host memory."""
 
-    def __init__(self, *, path: pathlib.Path, height: int, width: int) -> None:
+    def __init__(self, *, path: pathlib.Path, height: int, width: int, bits: int = 8) -> None:
         import numpy as np
 
+        dtype = np.uint16 if bits == 16 else np.uint8
         self.path = path
         self.height = height
         self.width = width
@@ -528,7 +539,7 @@ class LevelSpool:
         self._carry: np.ndarray | None = None  # odd row of the level above, awaiting its pair
         try:
             with open(path, "xb") as fh:
-                size = height * width * 3
+                size = height * width * 3 * np.dtype(dtype).itemsize
                 # A memmap store into a hole the disk cannot back is SIGBUS, not OSError: reserve
                 # the blocks now so a full disk fails here, cleanly.
                 if hasattr(os, "posix_fallocate"):
@@ -536,7 +547,7 @@ class LevelSpool:
                 else:
                     fh.truncate(size)
             self._image: np.ndarray | None = np.memmap(
-                path, dtype=np.uint8, mode="r+", shape=(height, width, 3)
+                path, dtype=dtype, mode="r+", shape=(height, width, 3)
             )
         except BaseException:
             path.unlink(missing_ok=True)
@@ -613,6 +624,8 @@ def add_tiff_arguments(parser) -> None:
                        help="JPEG chroma subsampling (default 4:2:0; 4:4:4 keeps full colour detail)")
     group.add_argument("--resolution-unit", choices=[u.value for u in ResolutionUnit],
                        help="unit of the resolution tags (default: cm for a print size in cm or mm, else inch)")
+    group.add_argument("--bits", type=int, choices=(8, 16), default=8,
+                       help="bits per sample: 16 for prints graded further (lossless codecs; the predictor applies)")
     group.add_argument("--output-profile", default="", metavar="SHOP.icc",
                        help="convert to this RGB or CMYK ICC profile (LittleCMS), tile by tile, and embed it")
     group.add_argument("--intent", choices=[i.value for i in Intent], default=Intent.RELATIVE.value,
@@ -645,6 +658,7 @@ def tiff_options(args) -> TiffOptions:
             subsampling=Subsampling(args.jpeg_subsampling),
             artist=args.artist,
             copyright=args.copyright,
+            bits=args.bits,
             output_profile=args.output_profile,
             intent=Intent(args.intent),
             black_point_compensation=not args.no_black_point_compensation,

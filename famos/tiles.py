@@ -45,6 +45,11 @@ class TileFormat:
     arguments: tuple[tuple[str, Any], ...] = ()  # the codec's keyword arguments
     pyramid: bool = False  # whether strips also carry their 2x reduction
     output: OutputTransform | None = None  # sRGB into a shop's profile, per tile, before encoding
+    bits: int = 8  # per sample: 8 (uint8) or 16 (uint16, little-endian as the file)
+
+    @property
+    def dtype(self) -> str:
+        return "<u2" if self.bits == 16 else "u1"
 
     @property
     def samples(self) -> int:
@@ -84,6 +89,7 @@ class TileCodec:
         output profile first when there is one: the encode workers do the colour transform)."""
         if self.format.output is not None:
             tile = self._to_output(tile)
+        tile = tile.astype(self.format.dtype, copy=False)  # the file's byte order
         if self._compress is None:
             return tile.tobytes()
         if self._difference is not None:
@@ -103,12 +109,12 @@ class TileCodec:
         """One encoded tile back to (tile, tile, samples) uint8 (a live view of a job's spooled strips)."""
         import numpy as np
 
-        t, n = self.tile, self.format.samples
+        t, n, dtype = self.tile, self.format.samples, self.format.dtype
         if self._decompress is None:
-            return np.frombuffer(data, np.uint8).reshape(t, t, n)
+            return np.frombuffer(data, dtype).reshape(t, t, n)
         if self._jpeg:  # YCbCr inside, RGB out: what a TIFF reader does with these tiles
             return self._decompress(data, outcolorspace="RGB").reshape(t, t, 3)
-        tile = np.frombuffer(self._decompress(data), np.uint8).reshape(t, t, n)
+        tile = np.frombuffer(self._decompress(data), dtype).reshape(t, t, n)
         return self._integrate(tile, axis=-2) if self._integrate is not None else tile
 
     def decode_tile_rows(self, tiles: list[bytes], *, rows: int, width: int) -> np.ndarray:
@@ -117,7 +123,7 @@ class TileCodec:
 
         t = self.tile
         across = -(-width // t)
-        out = np.empty((-(-rows // t) * t, across * t, self.format.samples), np.uint8)
+        out = np.empty((-(-rows // t) * t, across * t, self.format.samples), self.format.dtype)
         for k, data in enumerate(tiles):
             y, x = k // across * t, k % across * t
             out[y : y + t, x : x + t] = self.decode(data)
@@ -212,10 +218,11 @@ def box_reduce(rows: np.ndarray) -> np.ndarray:
     import numpy as np
 
     height, width = rows.shape[:2]
-    out = np.empty(((height + 1) // 2, (width + 1) // 2, 3), np.uint8)
+    out = np.empty(((height + 1) // 2, (width + 1) // 2, 3), rows.dtype)
     block = 64  # rows per step: even, so pairs never straddle two steps
+    wider = np.uint32 if rows.dtype == np.uint16 else np.uint16  # four samples' sum fits
     for y in range(0, height, block):
-        wide = rows[y : y + block].astype(np.uint16)
+        wide = rows[y : y + block].astype(wider)
         if wide.shape[0] % 2:
             wide = np.concatenate([wide, wide[-1:]], axis=0)
         if wide.shape[1] % 2:
@@ -272,6 +279,7 @@ def tile_rows(
 
     t = codec.tile
     pyramid = codec.format.pyramid
+    dtype = np.dtype(np.uint16 if codec.format.bits == 16 else np.uint8)
     done = 0  # image rows already in tile rows
     pending: list[np.ndarray] = []  # raw rows of the tile row being completed
     seen = 0  # image rows received
@@ -292,10 +300,10 @@ def tile_rows(
         if strip.top != seen:
             raise ValueError(f"strip starting at row {strip.top} arrived where row {seen} was expected")
         for part in (strip.head, strip.tail):
-            if part.dtype != np.uint8 or part.ndim != 3 or part.shape[1:] != (width, 3):
+            if part.dtype != dtype or part.ndim != 3 or part.shape[1:] != (width, 3):
                 raise ValueError(
                     f"strip at row {strip.top} has rows of shape {part.shape[1:]} and dtype {part.dtype};"
-                    f" expected ({width}, 3) uint8"
+                    f" expected ({width}, 3) {dtype}"
                 )
         if len(strip.tiles) != across * -(-strip.body_rows // t) or (pyramid and strip.body_rows and strip.reduced is None):
             raise ValueError(f"strip at row {strip.top}: {len(strip.tiles)} tiles for {strip.body_rows} rows")

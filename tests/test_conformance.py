@@ -230,3 +230,40 @@ def test_an_rgb_output_profile_and_the_refusals(tmp_path):
     (tmp_path / "fake.icc").write_bytes(b"not a profile")
     with pytest.raises(TiffOptionError, match="not an ICC profile"):
         TiffOptions(output_profile=str(tmp_path / "fake.icc"))
+
+
+def test_16_bit_files_hold_the_render_at_16_bits(tmp_path):
+    from famos.bundle import load_bundle
+    from famos.renderer import Renderer, render_tiff
+    from famos.rendering import RenderSettings
+
+    from conftest import CanvasConfig, GeneratorConfig, make_bundle
+
+    bundle = load_bundle(make_bundle(tmp_path / "b", GeneratorConfig(depth=2, width=4, n_templates=2), CanvasConfig(70, 90)))
+    settings = RenderSettings(seed=1, chunk=32)
+    renderer = Renderer(bundle)
+    for bits, compression in ((8, Compression.DEFLATE), (16, Compression.DEFLATE), (16, Compression.LZW), (16, Compression.NONE)):
+        render_tiff(renderer, tmp_path / f"{bits}-{compression.value}.tif", settings=settings,
+                    options=TiffOptions(bits=bits, compression=compression, pyramid=True, tile=16),
+                    preview=tmp_path / f"{bits}-{compression.value}.png")
+    eight = tifffile.imread(tmp_path / "8-deflate.tif")
+    for compression in ("deflate", "lzw", "none"):
+        with tifffile.TiffFile(tmp_path / f"16-{compression}.tif") as tif:
+            sixteen = tif.pages[0].asarray()
+            assert sixteen.dtype == np.uint16 and [p.dtype for p in tif.pages[0].pages] == [np.uint16] * len(tif.pages[0].pages)
+            assert tif.pages[0].tags["BitsPerSample"].value == (16, 16, 16)
+        assert np.abs(sixteen / 257.0 - eight).max() <= 0.51  # the same render, 257x finer steps
+        assert len(np.unique(sixteen)) > len(np.unique(eight))
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"16-{compression}.png")),
+                              np.asarray(Image.open(tmp_path / "8-deflate.png")))  # its preview is the 8-bit one
+        for tool in ("vips", "gdal_translate"):
+            if shutil.which(tool):
+                out = tmp_path / f"{tool}-{compression}.tif"
+                command = (["vips", "copy", str(tmp_path / f"16-{compression}.tif"), str(out)] if tool == "vips" else
+                           ["gdal_translate", "-q", str(tmp_path / f"16-{compression}.tif"), str(out)])
+                subprocess.run(command, check=True, capture_output=True)
+                assert np.array_equal(tifffile.imread(out), sixteen), tool
+    from famos.tiff import TiffOptionError
+
+    with pytest.raises(TiffOptionError, match="bits: 16: JPEG holds 8 bits"):
+        TiffOptions(bits=16, compression=Compression.JPEG)

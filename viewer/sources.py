@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from famos.canvas import as_uint8
 from famos.icc import to_srgb
 from famos.tiff import LevelSpool, reduced_shapes
 from famos.tiles import EncodedStrip, TileCodec, TileFormat
@@ -62,8 +63,9 @@ class TiledPage:
         self.fd = fd
         self.height, self.width = page.shape[:2]
         self.tile_height, self.tile_width = page.tilelength, page.tilewidth
-        if not (self.tile_height and self.tile_width) or page.shape[2:] not in ((3,), (4,)) or page.dtype != np.uint8:
-            raise ValueError("not a tiled 8-bit RGB or CMYK image (famos writes nothing else)")
+        if not (self.tile_height and self.tile_width) or page.shape[2:] not in ((3,), (4,)) or \
+                page.dtype not in (np.uint8, np.uint16):
+            raise ValueError("not a tiled 8- or 16-bit RGB or CMYK image (famos writes nothing else)")
         # CMYK (a file converted to a shop's profile) is shown through its profile: a soft proof
         self.proof = bytes(page.tags["InterColorProfile"].value) if page.shape[2:] == (4,) else None
         self.across = -(-self.width // self.tile_width)
@@ -78,7 +80,7 @@ class TiledPage:
             for tx in range(x // tw, -(-(x + width) // tw)):
                 index = ty * self.across + tx
                 data = os.pread(self.fd, self.counts[index], self.offsets[index])
-                tile = self._decode(data, index, jpegtables=self._tables)[0].reshape(th, tw, -1)
+                tile = as_uint8(self._decode(data, index, jpegtables=self._tables)[0].reshape(th, tw, -1))
                 if self.proof is not None:
                     tile = to_srgb(tile, self.proof)
                 top, left = ty * th, tx * tw

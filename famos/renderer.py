@@ -218,6 +218,26 @@ def render_tiff(
     return RenderReport(report, region.width, region.height, len(task.plan.chunks), time.perf_counter() - start)
 
 
+def trained_resolution(bundle: Bundle, options: TiffOptions) -> TiffOptions:
+    """``options`` with the resolution of the print size the model was trained for, when it was
+    trained for one and ``options`` ask for no DPI: the textures keep their physical size on paper
+    (an output 2x the canvas prints 2x as large). Otherwise ``options`` unchanged."""
+    trained = bundle.manifest.provenance.get("print")
+    if options.dpi is not None or not isinstance(trained, dict) or not trained.get("size"):
+        return options
+    from famos.tiff import ResolutionUnit
+    from famos.units import dpi_for_print_size, parse_print_size
+
+    canvas = bundle.spec.canvas
+    text = str(trained["size"])
+    try:
+        dpi = dpi_for_print_size(width_px=canvas.width, height_px=canvas.height, print_size=parse_print_size(text))
+    except (UserError, ValueError):
+        return options  # a record this code cannot read: the documented default applies
+    metric = text.strip().lower().endswith(("cm", "mm"))
+    return dataclasses.replace(options, dpi=dpi, unit=ResolutionUnit.CM if metric else options.unit)
+
+
 def overview_of_tiff(path: pathlib.Path, *, max_side: int = 1024) -> np.ndarray:
     """A box-filtered overview of a tiled TIFF's full-resolution image, read a tile row at a time
     (the tiles may have been made on other machines: the file is what there is to look at)."""

@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                          print_size=args.print_size, dpi=args.dpi),
         prepare_workers=args.workers,
     )
+    if args.dpi is None and not args.print_size:
+        from famos.renderer import trained_resolution
+
+        options = trained_resolution(bundle, options)
     if args.print_size and settings.size is not None:
         # the resolution tags print exactly the size asked for (to the pixel), not the rounded DPI's
         from famos.units import dpi_for_print_size, parse_print_size

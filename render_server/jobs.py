@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import Cancelled, InvalidField
 from famos.files import disk_full, file_sha256, is_disk_full
+from famos.renderer import trained_resolution
 from famos.tiff import TiffOptions, needs_bigtiff, tile_format
 from famos.tiles import TileCodec, TileFormat
 from famos.values import Job, JobState
@@ -125,7 +126,8 @@ class JobManager:
         plan = prepared.task.plan
         # a classic TIFF that cannot hold the result must fail now, not after rendering
         needs_bigtiff(plan.region.height, plan.region.width, options=options)
-        spec = JobSpec(render, options.stamped(), name, prepared.renderer.bundle.sha256)  # DateTime fixed now
+        options = trained_resolution(prepared.renderer.bundle, options).stamped()  # DateTime fixed now
+        spec = JobSpec(render, options, name, prepared.renderer.bundle.sha256)
         self._record_unrecorded()
         spool = JobSpool(self.spool, job_id)
         try:

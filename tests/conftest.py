@@ -64,7 +64,7 @@ def write_checkpoint(path, model, *, content: np.ndarray | None = None, step: in
     save_generator(path, model, style_sizes=sizes, content=content, step=step, provenance=provenance)
 
 
-def make_bundle(folder, config: GeneratorConfig, canvas: CanvasConfig, *, seed: int = 0):
+def make_bundle(folder, config: GeneratorConfig, canvas: CanvasConfig, *, seed: int = 0, provenance: dict | None = None):
     """Export a tiny random-weight model to a bundle folder with `famos export`; returns its path."""
     import pathlib
 
@@ -73,7 +73,7 @@ def make_bundle(folder, config: GeneratorConfig, canvas: CanvasConfig, *, seed: 
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = folder / "model.safetensors"
-    write_checkpoint(ckpt, tiny_model(config, canvas, seed))
+    write_checkpoint(ckpt, tiny_model(config, canvas, seed), provenance=provenance)
     bundle = folder / "bundle"
     assert main(["export", str(ckpt), "--out", str(bundle)]) == 0
     return bundle

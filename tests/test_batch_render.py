@@ -97,7 +97,8 @@ def test_example_jobs_render_with_print_conventions(bundles, tmp_path, capsys):
     rows = report(out)
     assert {r["status"] for r in rows.values()} == {"done"}
     poster = rows["poster-30x20cm-300dpi.tif"]
-    assert (poster["width"], poster["height"], poster["dpi"]) == ("354", "236", "30.0")
+    # the DPI that prints exactly 30 x 20 cm with whole pixels (30 asked for)
+    assert (poster["width"], poster["height"], poster["dpi"]) == ("354", "236", "29.97")
     assert (poster["print_width_cm"], poster["print_height_cm"]) == ("30.0", "20.0")
     assert int(poster["bytes"]) == (out / "poster-30x20cm-300dpi.tif").stat().st_size
     assert float(poster["seconds"]) > 0
@@ -108,7 +109,8 @@ def test_example_jobs_render_with_print_conventions(bundles, tmp_path, capsys):
         page = tif.pages[0]
         assert not tif.is_bigtiff  # classic TIFF under 4 GB
         assert page.shape == (236, 354, 3) and page.dtype == np.uint8 and page.photometric == tifffile.PHOTOMETRIC.RGB
-        assert page.tags["XResolution"].value == (30, 1) and page.resolutionunit == tifffile.RESUNIT.INCH
+        # a print size in cm: tags in cm, 354 px over exactly 30 cm
+        assert page.tags["XResolution"].value == (59, 5) and page.resolutionunit == tifffile.RESUNIT.CENTIMETER
         assert page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
         icc = page.tags[ICC_TAG].value
         assert b"sRGB" in icc or b"s\x00R\x00G\x00B" in icc

@@ -267,3 +267,20 @@ def test_16_bit_files_hold_the_render_at_16_bits(tmp_path):
 
     with pytest.raises(TiffOptionError, match="bits: 16: JPEG holds 8 bits"):
         TiffOptions(bits=16, compression=Compression.JPEG)
+
+
+def test_a_model_trained_for_a_print_size_renders_at_its_resolution(tmp_path):
+    from famos.cli import main
+
+    from conftest import CanvasConfig, GeneratorConfig, make_bundle
+
+    bundle = make_bundle(tmp_path / "b", GeneratorConfig(depth=2, width=4, n_templates=2), CanvasConfig(60, 90),
+                         provenance={"print": {"size": "9x6cm", "dpi": 25.4}})  # 90x60 px = 9x6 cm
+    for extra, width_cm in (([], 9.0), (["--scale", "2"], 18.0)):  # 2x the pixels: 2x the print
+        out = tmp_path / f"print{len(extra)}.tif"
+        assert main(["render", str(bundle), "--out", str(out), "--quiet", *extra]) == 0
+        with tifffile.TiffFile(out) as tif:
+            page = tif.pages[0]
+            assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+            numerator, denominator = page.tags["XResolution"].value
+            assert abs(page.shape[1] * denominator / numerator - width_cm) < 1e-6

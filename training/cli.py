@@ -295,7 +295,9 @@ def _provenance(options: dict[str, Any]) -> dict[str, Any]:
     def digest(path: pathlib.Path) -> str:
         return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
+    trained_print = {"print": {"size": options["print_size"], "dpi": options["dpi"]}} if options.get("print_size") else {}
     return {
+        **trained_print,  # a print size the canvas was trained for: the default resolution of its renders
         "style_hashes": [digest(p) for p in options["style"]],
         "content_hashes": [digest(p) for p in options["content"]],
         "style_files": [pathlib.Path(p).name for p in options["style"]],

@@ -57,7 +57,7 @@ from typing import Any, Protocol
 from famos.errors import UserError
 from famos.planning import Rect
 from famos.icc import check_output_profile
-from famos.tiff import MAX_TEXT, Compression, Intent, TiffOptions
+from famos.tiff import MAX_TEXT, Compression, Intent, ResolutionUnit, TiffOptions
 from famos.units import (
     Length, LengthUnit, dpi_for_print_size, panel_grid, parse_canvas, parse_grid, parse_length, parse_print_size,
     pixels_at_dpi, scaled_canvas,
@@ -145,6 +145,7 @@ class JobRequest:
     copyright: str | None = None
     output_profile: pathlib.Path | None = None  # None: the batch default
     intent: Intent | None = None
+    metric: bool = False  # the print size was given in cm or mm: resolution tags in cm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +175,7 @@ class Job:
     copyright: str | None = None
     output_profile: pathlib.Path | None = None
     intent: Intent | None = None
+    unit: ResolutionUnit = ResolutionUnit.INCH  # of the resolution tags: cm for a print size in cm or mm
 
     @property
     def print_size_cm(self) -> tuple[float, float]:
@@ -325,6 +327,7 @@ def parse_request(
         row=row, model=model, output=output, content=content, size=size, scale=scale, dpi=dpi, print_size=print_size,
         seed=seed, compression=codec, panels=panels, panel_overlap=overlap, artist=artist, copyright=copyright_,
         output_profile=output_profile, intent=intent,
+        metric=values.get("print_size", "").strip().lower().endswith(("cm", "mm")),
     )
 
 
@@ -353,7 +356,8 @@ def plan_job(
         except UserError as err:
             return [FieldError(row, "print_size", str(err))]
     if request.print_size is not None and request.dpi is not None:
-        dpi, source = request.dpi, "dpi"
+        # the DPI that prints exactly the size asked for (the pixels are whole)
+        dpi, source = dpi_for_print_size(width_px=width, height_px=height, print_size=request.print_size), "dpi"
     elif request.print_size is not None:
         try:
             dpi = dpi_for_print_size(width_px=width, height_px=height, print_size=request.print_size)
@@ -365,7 +369,8 @@ def plan_job(
         source = "dpi"
     else:
         return [FieldError(row, "dpi", "give a dpi or a print_size (or --dpi for rows with neither)")]
-    if dpi < min_dpi:
+    # the floor applies to the DPI asked for (the exact one differs by a rounded pixel at most)
+    if (request.dpi if request.dpi is not None else dpi) < min_dpi:
         w_cm, h_cm = width / dpi * 2.54, height / dpi * 2.54
         return [FieldError(
             row, source,
@@ -388,6 +393,7 @@ def plan_job(
         compression=request.compression or default_compression, dpi=dpi, width=width, height=height,
         outputs=outputs, artist=request.artist, copyright=request.copyright,
         output_profile=request.output_profile, intent=request.intent,
+        unit=ResolutionUnit.CM if request.metric else ResolutionUnit.INCH,
     )
 
 

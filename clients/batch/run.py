@@ -46,6 +46,7 @@ def _run_job(job: Job, *, engine: Engine, settings: BatchSettings, ledger: Ledge
         copyright=settings.tiff.copyright if job.copyright is None else job.copyright,
         output_profile=settings.tiff.output_profile if job.output_profile is None else str(job.output_profile),
         intent=settings.tiff.intent if job.intent is None else job.intent,
+        unit=job.unit,
     )
     start = time.perf_counter()
     rendered_pixels = size = 0

@@ -226,7 +226,52 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         if name != pathlib.PurePath(name).name or name in (".", "..", MANIFEST):
             raise BundleError(f"{manifest_path}: file name {name!r} is not a plain file of the bundle")
         verify_file(folder / name, entry)
+    verify_spec(manifest, folder)
     return Bundle(path=folder, manifest=manifest, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def verify_spec(manifest: Manifest, folder: pathlib.Path) -> None:
+    """The manifest's description of the model against what it describes: ranges, the halo and
+    alignment the architecture implies, and the spec the weights file carries in its own header
+    (generator.safetensors, whose checksum the manifest holds). A manifest edited by hand (another
+    canvas, depth, template count, halo) is refused, not rendered."""
+    from famos.planning import halo_for
+    from famos.units import MAX_SIDE
+
+    where = folder / MANIFEST
+    spec = manifest.spec
+    generator, canvas = spec.generator, spec.canvas
+    checks = [
+        (1 <= canvas.height <= MAX_SIDE and 1 <= canvas.width <= MAX_SIDE, f"canvas {canvas.width}x{canvas.height}"),
+        (1 <= generator.depth <= 10, f"depth {generator.depth}"),
+        (1 <= generator.width <= 4096, f"width {generator.width}"),
+        (0 <= generator.n_templates <= 4096, f"{generator.n_templates} templates"),
+        (bool(spec.style_sizes) and all(h > 0 and w > 0 for h, w in spec.style_sizes), "style sizes"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            raise BundleError(f"{where}: {what} is out of range")
+    if manifest.alignment != generator.alignment:
+        raise BundleError(f"{where}: alignment {manifest.alignment}, the architecture's is {generator.alignment}")
+    if manifest.halo != halo_for(generator):
+        raise BundleError(f"{where}: halo {dataclasses.asdict(manifest.halo)} is not the architecture's "
+                          f"{dataclasses.asdict(halo_for(generator))}")
+    weights = folder / WEIGHTS_FILE
+    try:
+        with open(weights, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size)) if 0 < size < 2**27 else {}
+        embedded = json.loads(header.get("__metadata__", {}).get("famos", "{}"))
+    except (OSError, ValueError) as err:
+        raise BundleError(f"{weights}: unreadable header ({err})") from None
+    described = spec.to_json()
+    for key in ("generator", "canvas", "style_sizes"):
+        if key in embedded and embedded[key] != described[key]:
+            raise BundleError(f"{where}: its {key.replace('_', ' ')} differs from the one {WEIGHTS_FILE} was "
+                              f"trained with (the manifest was edited)")
+    offsets = header.get("generator.sampler.offset_x", {}).get("shape")
+    if offsets is not None and offsets != [generator.n_templates]:
+        raise BundleError(f"{where}: {generator.n_templates} templates, the weights hold {offsets[0]}")
 
 
 def verify_file(path: pathlib.Path, entry: FileEntry) -> None:

@@ -101,7 +101,8 @@ def load_generator(path: str | pathlib.Path) -> tuple[FamosGenerator, dict[str, 
         state = {k[len(GENERATOR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(GENERATOR_PREFIX)}
         model.load_state_dict(state, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: generator does not match its configuration ({err})") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]  # one line, whatever torch says
+        raise CheckpointError(f"{path}: its header does not describe its tensors ({first})") from None
     return model.eval(), header, tensors
 
 

@@ -2,6 +2,14 @@
 server maps each to one gRPC status code (``render_server.interceptors``)."""
 
 
+def quoted(text: str, limit: int = 64) -> str:
+    """User input inside an error message: escaped (repr) and at most ``limit`` characters of it, so a
+    10,000-character name cannot blow up a message (or a gRPC status past its metadata limit)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 class UserError(Exception):
     """A mistake in the user's input (file, field, limit); the message names it."""
 

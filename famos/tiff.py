@@ -106,6 +106,7 @@ _WORST_CASE_EXPANSION = {
 
 MAX_TILE = 4096  # a row of tiles is buffered: tile x canvas width x 3 bytes
 MAX_DPI = 100_000  # resolution tags are rationals; no print process comes near this
+MIN_DPI = 1.0  # a billboard is printed at 10-20 dpi; below 1 the tags' rationals lose the size
 # Without --dpi or a print size a file still says how large it prints: 300 pixels per inch, the
 # common photo and fine-art print resolution (libvips would otherwise read "1 per no unit" as 25.4).
 DEFAULT_DPI = 300.0
@@ -147,8 +148,8 @@ class TiffOptions:
             raise TypeError(f"bigtiff must be a BigTiff, got {self.bigtiff!r}")
         if not 1 <= self.quality <= 100:
             raise TiffOptionError("quality", f"must be in 1..100, got {self.quality!r}")
-        if self.dpi is not None and not (math.isfinite(self.dpi) and 0 < self.dpi <= MAX_DPI):
-            raise TiffOptionError("dpi", f"must be a positive number up to {MAX_DPI:g}, got {self.dpi!r}")
+        if self.dpi is not None and not (math.isfinite(self.dpi) and MIN_DPI <= self.dpi <= MAX_DPI):
+            raise TiffOptionError("dpi", f"must be a number from {MIN_DPI:g} to {MAX_DPI:g}, got {self.dpi!r}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise TiffOptionError("tiff-workers", f"must be 0 (one per core) or more, got {self.workers!r}")
         if not isinstance(self.unit, ResolutionUnit) or not isinstance(self.subsampling, Subsampling):

@@ -16,6 +16,10 @@ import pathlib
 import sys
 
 
+# A 10-gigapixel mural is a real order; a 100-gigapixel one is more likely a typo in --size.
+MAX_PIXELS = 2**34
+
+
 def main(argv: list[str] | None = None) -> int:
     from famos.cluster import add_cluster_arguments
     from famos.rendering import DEFAULT_CHUNK
@@ -33,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")
     parser.add_argument("--preview", type=pathlib.Path, help="also write a downscaled overview PNG")
     parser.add_argument("--workers", type=int, default=2, help="threads preparing chunk inputs")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help=f"refuse outputs over this many pixels (default {MAX_PIXELS}, about 17 gigapixels)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_size_arguments(parser)
     add_runner_arguments(parser)
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"famos render: note: {width}x{height} has other proportions than the model's canvas "
                   f"{trained.width}x{trained.height}: the content is stretched to fill it", file=sys.stderr)
     content = load_rgb(args.content) if args.content else None
+    if suffix != ".png":
+        check_budget(args, settings, bundle, options)
     pool = None
     if cluster is not None:
         from famos.cluster import WorkerPool
@@ -96,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             render_png(renderer, args.out, settings=settings, content=content)
             print(f"wrote {args.out}")
             return 0
-        with ProgressBar(enabled=not args.quiet) as bar:
+        with ProgressBar(enabled=not args.quiet, pixels=_output_pixels(settings, bundle)) as bar:
             report = render_tiff(
                 renderer, args.out, settings=settings, options=options, content=content,
                 preview=args.preview, progress=bar.update,
@@ -108,17 +116,55 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class ProgressBar:
-    """Megapixels done, MP/s and ETA on stderr (tqdm when installed, plain lines otherwise)."""
+def _output_pixels(settings, bundle) -> tuple[int, int]:
+    """(height, width) of what is rendered: the region, or the output canvas."""
+    if settings.region is not None:
+        return settings.region.height, settings.region.width
+    canvas = bundle.spec.canvas
+    return settings.size or (canvas.height, canvas.width)
 
-    def __init__(self, *, enabled: bool):
+
+def check_budget(args, settings, bundle, options) -> None:
+    """Before a long render: the pixel limit, then one line with the pixels, the expected file and
+    the free disk at the output; a file that cannot fit is refused now, not after hours."""
+    import shutil
+
+    from famos.errors import UserError
+    from famos.tiff import expected_bytes
+
+    height, width = _output_pixels(settings, bundle)
+    if height * width > args.max_pixels:
+        raise UserError(f"output {width}x{height} = {height * width / 1e6:,.0f} MP: over the limit of "
+                        f"{args.max_pixels / 1e6:,.0f} MP (--max-pixels raises it)")
+    needs = expected_bytes(height, width, options)
+    free = shutil.disk_usage(args.out.parent).free
+    if needs > free:
+        raise UserError(f"--out {args.out}: the file needs about {needs / 1e6:,.0f} MB, "
+                        f"{free / 1e6:,.0f} MB are free there")
+    if not args.quiet:
+        print(f"famos render: {width}x{height} = {height * width / 1e6:,.1f} MP, a file of about "
+              f"{needs / 1e6:,.0f} MB ({options.compression.value}), {free / 1e6:,.0f} MB free at {args.out.parent}",
+              file=sys.stderr)
+
+
+class ProgressBar:
+    """Megapixels done, MP/s and ETA on stderr (tqdm when installed, plain lines otherwise); once
+    the first chunk is timed, one line with the expected time of the whole render."""
+
+    def __init__(self, *, enabled: bool, pixels: tuple[int, int] | None = None):
         self.enabled = enabled and _has_tqdm()
+        self.said = not enabled
         self.bar = None
 
     def __enter__(self) -> ProgressBar:
         return self
 
     def update(self, progress) -> None:
+        if not self.said and progress.pixels_done and progress.seconds > 0:
+            self.said = True
+            total = progress.seconds * progress.pixels_total / progress.pixels_done
+            print(f"famos render: first chunk in {progress.seconds:.1f} s; expected about {_duration(total)} in all",
+                  file=sys.stderr)
         if not self.enabled:
             return
         if self.bar is None:
@@ -132,6 +178,14 @@ class ProgressBar:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _has_tqdm() -> bool:

@@ -19,6 +19,7 @@ from famos.errors import Cancelled, DiskFull, InvalidField, UserError
 from render_server import errors
 
 log = logging.getLogger("famos.server")
+MAX_MESSAGE = 1000  # characters of an error message sent to a client
 
 # Most specific first: every class here is a UserError, the fallback of the table.
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
@@ -48,7 +49,10 @@ def _abort(context: grpc.ServicerContext, err: BaseException, method: str) -> No
         # The traceback stays in the server log; the client learns only that it was not its fault.
         log.exception("%s failed", method)
         context.abort(code, "internal error (see the server log)")
-    context.abort(code, str(err))
+    message = str(err)
+    # one line, bounded: a status travels in metadata, which has a size limit
+    message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
+    context.abort(code, message.replace("\n", " "))
 
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
-from famos.errors import Cancelled, InvalidField
+from famos.errors import Cancelled, InvalidField, quoted
 from famos.files import disk_full, file_sha256, is_disk_full
 from famos.renderer import trained_resolution
 from famos.tiff import TiffOptions, needs_bigtiff, tile_format
@@ -119,9 +119,9 @@ class JobManager:
         name = output_name or f"{job_id}.tif"
         checked_name(name, field="output_name")
         if not name.lower().endswith((".tif", ".tiff")):
-            raise InvalidField("output_name", f"{name!r} must end in .tif or .tiff")
+            raise InvalidField("output_name", f"{quoted(name)} must end in .tif or .tiff")
         if (self.output / name).exists():
-            raise AlreadyExists(f"output_name: {name!r} already exists in the output store")
+            raise AlreadyExists(f"output_name: {quoted(name)} already exists in the output store")
         prepared = prepare(self.models, render, self.config.limits)  # validates before queuing
         plan = prepared.task.plan
         # a classic TIFF that cannot hold the result must fail now, not after rendering
@@ -159,7 +159,7 @@ class JobManager:
         self._record_unrecorded()
         record = self.db.get(job_id) if len(job_id) == JOB_ID_LENGTH and job_id.isalnum() else None
         if record is None:
-            raise NotFound(f"job {job_id!r}: no such job")
+            raise NotFound(f"job {quoted(job_id)}: no such job")
         return self._as_known(record)
 
     def list(self, limit: int) -> list[Job]:

@@ -17,7 +17,7 @@ import threading
 
 from famos.bundle import MANIFEST, Bundle, load_bundle
 from famos.cluster import WorkerPool
-from famos.errors import BundleError, InvalidField
+from famos.errors import BundleError, InvalidField, quoted
 from famos.renderer import Renderer
 from famos.runners import RunnerOptions
 from famos.values import ModelInfo
@@ -32,7 +32,7 @@ def checked_name(name: str, *, field: str) -> str:
     """``name`` if it is a plain folder or file name (no separators, no '..'); else InvalidField."""
     if not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise InvalidField(
-            field, f"{name!r} is not a plain name (letters, digits, '.', '_', '-'; no folders, no '..')"
+            field, f"{quoted(name)} is not a plain name (letters, digits, '.', '_', '-'; no folders, no '..')"
         )
     return name
 
@@ -65,7 +65,7 @@ class ModelStore:
         folder = (self.folder / name).resolve()
         manifest = folder / MANIFEST
         if folder.parent != self.folder or not manifest.is_file():
-            raise NotFound(f"model {name!r}: no such model (see ListModels)")
+            raise NotFound(f"model {quoted(name)}: no such model (see ListModels)")
         stat = manifest.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
@@ -75,7 +75,7 @@ class ModelStore:
         try:
             bundle = load_bundle(folder)  # verifies every file's checksum: outside the lock
         except BundleError as err:  # the server's fault, not the request's
-            raise FailedPrecondition(f"model {name!r}: bundle unusable ({err})") from None
+            raise FailedPrecondition(f"model {quoted(name)}: bundle unusable ({err})") from None
         with self._lock:
             self._bundles[name] = _Entry(stamp, bundle)
         return bundle

@@ -134,6 +134,9 @@ class RenderServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.max_send_message_length", 4 * 2**20),
+                # a huge authorization header reaches the token check (UNAUTHENTICATED) instead of
+                # gRPC's own header limit (RESOURCE_EXHAUSTED)
+                ("grpc.max_metadata_size", 1 << 20),
                 *KEEPALIVE,
                 # clients ping every 30 s (clients.render_client): allowed, not a GOAWAY
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),

@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--d-steps", type=int)
     g.add_argument("--gp-weight", type=float)
     g.add_argument("--lr", type=float)
+    g.add_argument("--max-canvas-pixels", type=int, help=f"refuse canvases over this many pixels (default {2**30})")
     g.add_argument("--beta1", type=float)
     g.add_argument("--beta2", type=float)
     g.add_argument("--seed", type=int)
@@ -201,6 +202,31 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
     return options, set(given)
 
 
+# Training samples patches, so its cost does not grow with the canvas, but templates, previews and
+# the exported model's default renders do: a canvas past this is more likely a typo than a print.
+MAX_CANVAS_PIXELS = 2**30
+
+# numeric options: (lowest, highest, whether the lowest is allowed); every one must be finite
+_RANGES = {
+    "lr": (0.0, 1.0, False), "beta1": (0.0, 1.0, True), "beta2": (0.0, 1.0, True), "gp_weight": (0.0, 1e6, True),
+    "content_weight": (0.0, 1e6, True), "copy_content_weight": (0.0, 1e6, True), "entropy": (0.0, 1e6, True),
+    "mix_tv": (0.0, 1e6, True), "alpha_norm": (0.0, 1e6, True), "alpha_tv": (0.0, 1e6, True),
+    "diversity": (0.0, 1e6, True), "blur_sigma": (0.0, 1e3, False), "style_scale": (0.0, 1e3, False),
+}
+
+
+def _check_numbers(options: dict[str, Any]) -> None:
+    import math
+
+    for name, (low, high, low_ok) in _RANGES.items():
+        value = options.get(name)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and (value >= low if low_ok else value > low) and value < high):
+            bound = "from" if low_ok else "above"
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be a finite number {bound} {low:g} and below {high:g}")
+
+
 def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int, int]):
     """(GeneratorConfig, CanvasConfig, TrainConfig) from resolved options; UserError on conflicts."""
     from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig, NoisePlacement
@@ -248,6 +274,14 @@ def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int
         raise UserError(str(err)) from None
     if options["patch"] % generator.alignment:
         raise UserError(f"--patch {options['patch']} must be a multiple of the alignment 2^depth = {generator.alignment}")
+    _check_numbers(options)
+    if width < options["patch"] or height < options["patch"]:
+        raise UserError(f"canvas {width}x{height}: smaller than the {options['patch']} px training patch; "
+                        f"train for at least {options['patch']}x{options['patch']}")
+    limit = options.get("max_canvas_pixels") or MAX_CANVAS_PIXELS
+    if width * height > limit:
+        raise UserError(f"canvas {width}x{height} = {width * height / 1e6:,.0f} MP: over the limit of "
+                        f"{limit / 1e6:,.0f} MP; raise it with --max-canvas-pixels if you mean it")
     config = tc.TrainConfig(
         steps=options["steps"], patch=options["patch"], batch=options["batch"], crop=tc.CropMode(options["crop"]),
         mirror_style=bool(options["mirror_style"]), lr=options["lr"], beta1=options["beta1"], beta2=options["beta2"],

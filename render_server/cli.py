@@ -91,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"famos render: note: {width}x{height} has other proportions than the model's canvas "
                   f"{trained.width}x{trained.height}: the content is stretched to fill it", file=sys.stderr)
     content = load_rgb(args.content) if args.content else None
-    if suffix != ".png":
-        check_budget(args, settings, bundle, options)
     pool = None
     if cluster is not None:
         from famos.cluster import WorkerPool
@@ -100,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         pool = WorkerPool(cluster, runner_options(args))
     try:
         renderer = Renderer(bundle, runner_options(args), cluster=pool)
+        if suffix != ".png":  # last, once everything else is known to work
+            check_budget(args, settings, bundle, options)
         if suffix == ".png":
             render_png(renderer, args.out, settings=settings, content=content)
             print(f"wrote {args.out}")

@@ -473,7 +473,7 @@ def test_cluster_options_are_one_line_errors(bundle, tmp_path, capsys, monkeypat
     assert rc == 2
     one_line_error(err, "ray-cpus-per-worker")
     monkeypatch.setitem(sys.modules, "ray", None)  # a machine without the cluster extra
-    rc, _, err = famos(capsys, "render", bundle, "--out", out, "--ray", "auto")
+    rc, _, err = famos(capsys, "render", bundle, "--out", out, "--ray", "auto", "--quiet")
     assert rc == 2
     one_line_error(err, "Ray is not installed", "famos[cluster]")
     assert not out.exists()

@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from famos.errors import UserError
 from famos.files import atomic_output
 from training.metrics import Quality, evaluate
 from training.previews import LossLog, canvas_preview, patch_grid, plot_losses, read_losses, save_png
@@ -64,6 +65,7 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
     if trainer.step == 0:
         _record_quality(paths.quality, 0, _quality(trainer), fresh=True)
     preview_batch = trainer.sampler.sample(torch.Generator().manual_seed(PREVIEW_SEED))
+    _check_budget(trainer, run_dir, progress=progress)
     bar = _progress(trainer, enabled=progress)
     started, first = time.monotonic(), trainer.step
     saved_step = trainer.step
@@ -72,6 +74,12 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
             while trainer.step < config.steps and not stop.requested:
                 losses = trainer.train_step()
                 step = trainer.step
+                if step == first + 1 and progress:
+                    per_step = time.monotonic() - started
+                    total = per_step * (config.steps - first)
+                    expected = f"{total:.0f} s" if total < 120 else f"{total / 60:.0f} min" if total < 7200 else f"{total / 3600:.1f} h"
+                    print(f"famos train: first step in {per_step:.2f} s; expected about {expected} for the "
+                          f"{config.steps - first} steps", file=sys.stderr)
                 log.append(step, losses)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k in ("d", "g", "content")}, refresh=False)
@@ -111,6 +119,26 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
         file=sys.stderr,
     )
     return 0
+
+
+def _check_budget(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool) -> None:
+    """Before a run: the checkpoints it will write against the free disk (refused when they cannot
+    fit), and one line saying so."""
+    config = trainer.config
+    parameters = sum(p.numel() * p.element_size() for m in (trainer.generator, trainer.discriminator)
+                     for p in m.parameters())
+    checkpoint = 3 * parameters + trainer.generator.canvas.height * trainer.generator.canvas.width * 3  # weights + Adam's two moments
+    snapshots = (config.steps - trainer.step) // config.checkpoint_every + 2
+    needs = checkpoint * snapshots
+    free = shutil.disk_usage(run_dir).free
+    if needs > free:
+        raise UserError(f"{run_dir}: {snapshots} checkpoints of about {checkpoint / 1e6:,.0f} MB need "
+                        f"{needs / 1e6:,.0f} MB, {free / 1e6:,.0f} MB are free there (raise --checkpoint-every)")
+    if progress:
+        canvas = trainer.generator.canvas
+        print(f"famos train: canvas {canvas.width}x{canvas.height} = {canvas.width * canvas.height / 1e6:,.1f} MP, "
+              f"{config.steps - trainer.step} steps, {snapshots} checkpoints of about {checkpoint / 1e6:,.0f} MB, "
+              f"{free / 1e6:,.0f} MB free at {run_dir}", file=sys.stderr)
 
 
 class RunPaths:

@@ -46,6 +46,8 @@ class RenderSettings:
             raise InvalidField("size", f"{self.size[1]}x{self.size[0]} px: each side must be 1 to {MAX_SIDE}")
         if self.chunk < MIN_CHUNK:
             raise InvalidField("chunk", f"{self.chunk} is below the minimum of {MIN_CHUNK} pixels")
+        if not -(2**63) <= self.seed < 2**63:
+            raise InvalidField("seed", f"{self.seed}: must fit in 64 bits (what the noise and the API carry)")
         if self.bits not in (8, 16):
             raise InvalidField("bits", f"{self.bits}: use 8 or 16")
         if self.prepare_workers < 1:

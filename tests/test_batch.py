@@ -282,3 +282,14 @@ def test_artist_and_copyright_columns_are_printable_ascii(tmp_path):
     with pytest.raises(JobsFileError) as caught:
         load_jobs(bad, engine=CanvasOnly(ENGINE_CANVASES), settings=settings(tmp_path))
     assert {(e.row, e.field) for e in caught.value.errors} == {(2, "artist")}
+
+
+def test_numbers_are_checked_with_the_ranges_the_renderer_takes(tmp_path):
+    path = jobs_file(tmp_path, "model,output,dpi,seed\n" + (
+        "bundles/poster,a.tif,0.5,1\n"            # row 2: under the TIFF writer's 1 dpi
+        "bundles/poster,b.tif,1e6,1\n"            # row 3: over 100000
+        "bundles/poster,c.tif,150,99999999999999999999\n"  # row 4: a seed past 64 bits
+    ))
+    with pytest.raises(JobsFileError) as caught:
+        load_jobs(path, engine=CanvasOnly(ENGINE_CANVASES), settings=settings(tmp_path, min_dpi=0.1))
+    assert {(e.row, e.field) for e in caught.value.errors} == {(2, "dpi"), (3, "dpi"), (4, "seed")}

@@ -57,7 +57,7 @@ from typing import Any, Protocol
 from famos.errors import UserError
 from famos.planning import Rect
 from famos.icc import check_output_profile
-from famos.tiff import MAX_TEXT, Compression, Intent, ResolutionUnit, TiffOptions
+from famos.tiff import MAX_DPI, MAX_TEXT, MIN_DPI, Compression, Intent, ResolutionUnit, TiffOptions
 from famos.units import (
     Length, LengthUnit, dpi_for_print_size, panel_grid, parse_canvas, parse_grid, parse_length, parse_print_size,
     pixels_at_dpi, scaled_canvas,
@@ -267,6 +267,18 @@ def parse_request(
             raise ValueError(f"{text!r}: must be a positive number")
         return value
 
+    def print_dpi(text: str) -> float:  # the range the TIFF writer takes, checked before anything renders
+        value = positive(text)
+        if not MIN_DPI <= value <= MAX_DPI:
+            raise ValueError(f"{text!r}: must be from {MIN_DPI:g} to {MAX_DPI:g}")
+        return value
+
+    def seed_value(text: str) -> int:
+        value = integer(text)
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"{text!r}: must fit in 64 bits")
+        return value
+
     def integer(text: str) -> int:
         try:
             return int(text)
@@ -307,13 +319,13 @@ def parse_request(
     content = field("content", lambda t: base / t)
     size = field("size", parse_canvas)
     scale = field("scale", positive)
-    dpi = field("dpi", positive)
+    dpi = field("dpi", print_dpi)
     print_size = field("print_size", parse_print_size)
     if size is not None and scale is not None:
         errors.append(FieldError(row, "scale", "give a size or a scale, not both"))
     if (size is not None or scale is not None) and dpi is not None and print_size is not None:
         errors.append(FieldError(row, "print_size", "pixels, print size and dpi: give two of them, not three"))
-    seed = field("seed", integer, 0)
+    seed = field("seed", seed_value, 0)
     codec = field("compression", compression)
     panels = field("panels", parse_grid)
     overlap = field("panel_overlap", parse_length, Length(0, LengthUnit.PIXEL))

@@ -157,10 +157,11 @@ def scaled_canvas(content_width: int, content_height: int, *, scale: float) -> t
 
 
 def _positive(what: str, width: int, height: int) -> tuple[int, int]:
+    if width > MAX_SIDE or height > MAX_SIDE:
+        shown = f"{width}x{height} pixels" if max(width, height) < 10**12 else "more than 10^12 pixels a side"
+        raise UnitError(f"canvas {what} gives {shown}: a side is over the limit of {MAX_SIDE}")
     if width < 1 or height < 1:
         raise UnitError(f"canvas {what} gives {width}x{height} pixels: width and height must be positive")
-    if width > MAX_SIDE or height > MAX_SIDE:
-        raise UnitError(f"canvas {what} gives {width}x{height} pixels: a side is over the limit of {MAX_SIDE}")
     return width, height
 
 

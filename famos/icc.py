@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import io
 import struct
+import threading
 
 # sRGB colorants in the D50 profile connection space (Bradford-adapted), as ICC.1 and the
 # sRGB v2 profiles of the colour community give them
@@ -134,17 +135,31 @@ def check_output_profile(data: bytes, *, name: str) -> None:
         raise ValueError(f"{name}: LittleCMS cannot read it ({err})") from None
 
 
+_proofs = threading.local()  # LittleCMS transforms keep a cache: one per thread, built once per profile
+
+
+def _proof_transform(profile: bytes):
+    from PIL import ImageCms
+
+    built = _proofs.__dict__.setdefault("by_profile", {})
+    if profile not in built:
+        if len(built) >= 4:  # a viewer shows few files at once
+            built.clear()
+        cmyk = profile[16:20] == b"CMYK"
+        built[profile] = ImageCms.buildTransform(
+            ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.ImageCmsProfile(io.BytesIO(srgb_v2_profile())),
+            "CMYK" if cmyk else "RGB", "RGB", renderingIntent=1, flags=ImageCms.Flags.BLACKPOINTCOMPENSATION,
+        )
+    return built[profile]
+
+
 def to_srgb(pixels, profile: bytes):
     """Device pixels (RGB or CMYK, uint8 (h, w, n)) described by ``profile``, as sRGB: what a file
-    made for a shop's profile looks like on screen (a soft proof)."""
+    made for a shop's profile looks like on screen (a soft proof). Called per tile: the transform
+    is built once per thread and profile."""
     import numpy as np
     from PIL import Image, ImageCms
 
-    cmyk = profile[16:20] == b"CMYK"
-    transform = ImageCms.buildTransform(
-        ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.ImageCmsProfile(io.BytesIO(srgb_v2_profile())),
-        "CMYK" if cmyk else "RGB", "RGB", renderingIntent=1, flags=ImageCms.Flags.BLACKPOINTCOMPENSATION,
-    )
-    image = Image.frombytes("CMYK" if cmyk else "RGB", (pixels.shape[1], pixels.shape[0]),
-                            np.ascontiguousarray(pixels).tobytes())
-    return np.asarray(ImageCms.applyTransform(image, transform))
+    mode = "CMYK" if profile[16:20] == b"CMYK" else "RGB"
+    image = Image.frombytes(mode, (pixels.shape[1], pixels.shape[0]), np.ascontiguousarray(pixels).tobytes())
+    return np.asarray(ImageCms.applyTransform(image, _proof_transform(profile)))

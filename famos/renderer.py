@@ -226,7 +226,7 @@ def trained_resolution(bundle: Bundle, options: TiffOptions) -> TiffOptions:
     if options.dpi is not None or not isinstance(trained, dict) or not trained.get("size"):
         return options
     from famos.tiff import ResolutionUnit
-    from famos.units import dpi_for_print_size, parse_print_size
+    from famos.units import dpi_for_print_size, is_metric, parse_print_size
 
     canvas = bundle.spec.canvas
     text = str(trained["size"])
@@ -234,8 +234,7 @@ def trained_resolution(bundle: Bundle, options: TiffOptions) -> TiffOptions:
         dpi = dpi_for_print_size(width_px=canvas.width, height_px=canvas.height, print_size=parse_print_size(text))
     except (UserError, ValueError):
         return options  # a record this code cannot read: the documented default applies
-    metric = text.strip().lower().endswith(("cm", "mm"))
-    return dataclasses.replace(options, dpi=dpi, unit=ResolutionUnit.CM if metric else options.unit)
+    return dataclasses.replace(options, dpi=dpi, unit=ResolutionUnit.CM if is_metric(text) else options.unit)
 
 
 def overview_of_tiff(path: pathlib.Path, *, max_side: int = 1024) -> np.ndarray:

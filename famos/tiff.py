@@ -30,6 +30,7 @@ from famos.errors import Cancelled, InvalidField
 from famos.files import atomic_output, sidecar_path
 from famos.icc import srgb_v2_profile
 from famos.tiles import TileCodec, TileFormat, box_reduce, encode_strips, tile_rows
+from famos.units import is_metric
 
 if TYPE_CHECKING:
     import numpy as np
@@ -118,6 +119,28 @@ class TiffOptionError(InvalidField):
     the message starts with the option's name."""
 
 
+def check_dpi(value: float) -> float:
+    """A resolution the tags can hold (ValueError otherwise): the one check of every DPI that
+    reaches a file, from a command line, a jobs file or a request."""
+    if not (math.isfinite(value) and MIN_DPI <= value <= MAX_DPI):
+        raise ValueError(f"must be a number from {MIN_DPI:g} to {MAX_DPI:g}, got {value!r}")
+    return value
+
+
+def check_tag_text(text: str) -> str:
+    """Artist and Copyright text a TIFF ASCII tag holds (ValueError otherwise)."""
+    if len(text) > MAX_TEXT or not all(" " <= c <= "~" for c in text):
+        raise ValueError(f"must be printable ASCII of at most {MAX_TEXT} characters")
+    return text
+
+
+def _field(name: str, check, value) -> None:
+    try:
+        check(value)
+    except ValueError as err:
+        raise TiffOptionError(name, str(err)) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class TiffOptions:
     tile: int = 256  # tile side in pixels; TIFF requires multiples of 16
@@ -148,16 +171,14 @@ class TiffOptions:
             raise TypeError(f"bigtiff must be a BigTiff, got {self.bigtiff!r}")
         if not 1 <= self.quality <= 100:
             raise TiffOptionError("quality", f"must be in 1..100, got {self.quality!r}")
-        if self.dpi is not None and not (math.isfinite(self.dpi) and MIN_DPI <= self.dpi <= MAX_DPI):
-            raise TiffOptionError("dpi", f"must be a number from {MIN_DPI:g} to {MAX_DPI:g}, got {self.dpi!r}")
+        if self.dpi is not None:
+            _field("dpi", check_dpi, self.dpi)
         if not isinstance(self.workers, int) or self.workers < 0:
             raise TiffOptionError("tiff-workers", f"must be 0 (one per core) or more, got {self.workers!r}")
         if not isinstance(self.unit, ResolutionUnit) or not isinstance(self.subsampling, Subsampling):
             raise TypeError("unit and subsampling must be a ResolutionUnit and a Subsampling")
         for name in ("artist", "copyright"):
-            text = getattr(self, name)
-            if len(text) > MAX_TEXT or not all(" " <= c <= "~" for c in text):
-                raise TiffOptionError(name, f"must be printable ASCII of at most {MAX_TEXT} characters")
+            _field(name, check_tag_text, getattr(self, name))
         if self.bits not in (8, 16):
             raise TiffOptionError("bits", f"use 8 or 16, got {self.bits!r}")
         if self.bits == 16 and self.compression is Compression.JPEG:
@@ -359,7 +380,7 @@ def write_encoded_tiff(
         page = _page_kwargs(options, codec)
         with open(partial, "wb") as fh:
             with tifffile.TiffWriter(fh, bigtiff=bigtiff, byteorder="<") as tif:
-                extratags = _extratags(options)
+                extratags = _extratags(options, codec)
                 # every level: a reader of one level alone learns what made it and when
                 stamp = {"software": f"famos {__version__}", "datetime": options.datetime or creation_time()}
                 tif.write(
@@ -384,7 +405,7 @@ def write_encoded_tiff(
                         shape=(spool.height, spool.width, codec.format.samples),
                         subfiletype=1,  # reduced-resolution image
                         metadata=None,
-                        extratags=_extratags(options, level=True),
+                        extratags=_extratags(options, codec, level=True),
                         **stamp,
                         # the same physical print size at every level, exact to the pixel
                         **_resolution(options, spool.width, width),
@@ -460,13 +481,15 @@ def _resolution(options: TiffOptions, level_width: int, full_width: int) -> dict
     return {"resolution": (rational, rational), "resolutionunit": "INCH" if options.unit is ResolutionUnit.INCH else "CENTIMETER"}
 
 
-def _extratags(options: TiffOptions, *, level: bool = False) -> list[tuple]:
-    """ICC profile (every level: readers of one level must not guess either), Artist, Copyright."""
+def _extratags(options: TiffOptions, codec: TileCodec, *, level: bool = False) -> list[tuple]:
+    """ICC profile (every level: readers of one level must not guess either), Artist, Copyright.
+    The output profile is the one ``codec`` converts into, read once with the options."""
     tags: list[tuple] = []
-    if options.icc_profile or options.output_profile:  # a converted file always says into what
-        icc = pathlib.Path(options.output_profile).read_bytes() if options.output_profile else srgb_v2_profile()
+    output = codec.format.output
+    if options.icc_profile or output is not None:  # a converted file always says into what
+        icc = output.profile if output is not None else srgb_v2_profile()
         tags.append((_ICC_TAG, 7, len(icc), icc, True))
-    if options.samples == 4:
+    if codec.format.samples == 4:
         tags.append((_INKSET_TAG, 3, 1, 1, True))  # InkSet: CMYK
     if not level:
         for code, text in ((_ARTIST_TAG, options.artist), (_COPYRIGHT_TAG, options.copyright)):
@@ -639,10 +662,6 @@ def add_tiff_arguments(parser) -> None:
                        help="threads compressing tiles (default 0: one per core)")
 
 
-def _unit_of(print_size: str | None) -> str:
-    return ResolutionUnit.CM.value if print_size and print_size.strip().lower().endswith(("cm", "mm")) else "inch"
-
-
 def tiff_options(args) -> TiffOptions:
     """TiffOptions from parsed ``add_tiff_arguments`` options; bad values raise a UserError."""
     try:
@@ -655,7 +674,8 @@ def tiff_options(args) -> TiffOptions:
             bigtiff=BigTiff(args.bigtiff),
             pyramid=args.pyramid,
             icc_profile=not args.no_icc,
-            unit=ResolutionUnit(args.resolution_unit or _unit_of(getattr(args, "print_size", None))),
+            unit=ResolutionUnit(args.resolution_unit) if args.resolution_unit else (
+                ResolutionUnit.CM if is_metric(getattr(args, "print_size", None)) else ResolutionUnit.INCH),
             subsampling=Subsampling(args.jpeg_subsampling),
             artist=args.artist,
             copyright=args.copyright,

@@ -26,6 +26,20 @@ class UnitError(UserError, ValueError):
     """A size or length that does not parse; the message quotes it."""
 
 
+def is_metric(print_size: str | None) -> bool:
+    """Whether a print size is given in cm or mm (its resolution tags then use cm)."""
+    return bool(print_size) and print_size.strip().lower().endswith(("cm", "mm"))
+
+
+def duration(seconds: float) -> str:
+    """An expected duration as a person reads it: seconds, minutes or hours."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def parse_print_size(text: str) -> tuple[float, float]:
     """``"120x80cm"`` / ``"47x31in"`` / ``"1200x800mm"`` -> (width, height) in inches."""
     match = re.fullmatch(rf"\s*{NUMBER}\s*[x×]\s*{NUMBER}\s*(cm|mm|in)\s*", text.lower())

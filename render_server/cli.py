@@ -161,9 +161,11 @@ class ProgressBar:
 
     def update(self, progress) -> None:
         if not self.said and progress.pixels_done and progress.seconds > 0:
+            from famos.units import duration
+
             self.said = True
             total = progress.seconds * progress.pixels_total / progress.pixels_done
-            print(f"famos render: first chunk in {progress.seconds:.1f} s; expected about {_duration(total)} in all",
+            print(f"famos render: first chunk in {progress.seconds:.1f} s; expected about {duration(total)} in all",
                   file=sys.stderr)
         if not self.enabled:
             return
@@ -178,14 +180,6 @@ class ProgressBar:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _has_tqdm() -> bool:

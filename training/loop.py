@@ -28,6 +28,7 @@ import torch
 
 from famos.errors import UserError
 from famos.files import atomic_output
+from famos.units import duration
 from training.metrics import Quality, evaluate
 from training.previews import LossLog, canvas_preview, patch_grid, plot_losses, read_losses, save_png
 from training.trainer import Trainer
@@ -77,8 +78,7 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
                 if step == first + 1 and progress:
                     per_step = time.monotonic() - started
                     total = per_step * (config.steps - first)
-                    expected = f"{total:.0f} s" if total < 120 else f"{total / 60:.0f} min" if total < 7200 else f"{total / 3600:.1f} h"
-                    print(f"famos train: first step in {per_step:.2f} s; expected about {expected} for the "
+                    print(f"famos train: first step in {per_step:.2f} s; expected about {duration(total)} for the "
                           f"{config.steps - first} steps", file=sys.stderr)
                 log.append(step, losses)
                 bar.update(1)

@@ -57,9 +57,9 @@ from typing import Any, Protocol
 from famos.errors import UserError
 from famos.planning import Rect
 from famos.icc import check_output_profile
-from famos.tiff import MAX_DPI, MAX_TEXT, MIN_DPI, Compression, Intent, ResolutionUnit, TiffOptions
+from famos.tiff import Compression, Intent, ResolutionUnit, TiffOptions, check_dpi, check_tag_text
 from famos.units import (
-    Length, LengthUnit, dpi_for_print_size, panel_grid, parse_canvas, parse_grid, parse_length, parse_print_size,
+    Length, LengthUnit, dpi_for_print_size, is_metric, panel_grid, parse_canvas, parse_grid, parse_length, parse_print_size,
     pixels_at_dpi, scaled_canvas,
 )
 
@@ -268,10 +268,7 @@ def parse_request(
         return value
 
     def print_dpi(text: str) -> float:  # the range the TIFF writer takes, checked before anything renders
-        value = positive(text)
-        if not MIN_DPI <= value <= MAX_DPI:
-            raise ValueError(f"{text!r}: must be from {MIN_DPI:g} to {MAX_DPI:g}")
-        return value
+        return check_dpi(positive(text))
 
     def seed_value(text: str) -> int:
         value = integer(text)
@@ -299,11 +296,6 @@ def parse_request(
         except ValueError:
             raise ValueError(f"{text!r}: expected one of {', '.join(i.value for i in Intent)}") from None
 
-    def tag_text(text: str) -> str:
-        if len(text) > MAX_TEXT or not all(" " <= c <= "~" for c in text):
-            raise ValueError(f"must be printable ASCII of at most {MAX_TEXT} characters")
-        return text
-
     def compression(text: str) -> Compression:
         try:
             return Compression(text.lower())
@@ -329,8 +321,8 @@ def parse_request(
     codec = field("compression", compression)
     panels = field("panels", parse_grid)
     overlap = field("panel_overlap", parse_length, Length(0, LengthUnit.PIXEL))
-    artist = field("artist", tag_text)
-    copyright_ = field("copyright", tag_text)
+    artist = field("artist", check_tag_text)
+    copyright_ = field("copyright", check_tag_text)
     output_profile = field("output_profile", icc_file)
     intent = field("intent", rendering_intent)
     if errors:
@@ -339,7 +331,7 @@ def parse_request(
         row=row, model=model, output=output, content=content, size=size, scale=scale, dpi=dpi, print_size=print_size,
         seed=seed, compression=codec, panels=panels, panel_overlap=overlap, artist=artist, copyright=copyright_,
         output_profile=output_profile, intent=intent,
-        metric=values.get("print_size", "").strip().lower().endswith(("cm", "mm")),
+        metric=is_metric(values.get("print_size")),
     )
 
 

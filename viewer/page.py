@@ -114,6 +114,7 @@ async function start() {
     document.body.dataset.tilesLoaded = window.famos.tilesLoaded;
   });
   viewer.addHandler("open", () => { tiledImage = viewer.world.getItemAt(0); });
+  window.famos.viewer = viewer;  // for a test (or a console) to ask whether everything is drawn
   viewer.open(source);
   poll();
 }

@@ -37,7 +37,7 @@ from famos.generator import FamosGenerator
 from famos.planning import Rect, halo_for
 from famos.rendering import WindowInputs, plan_for, render_strips
 from famos.runners import OnnxRunner
-from famos.torch_runners import EagerRunner, TorchScriptRunner
+from famos.torch_runners import DeviceSettings, EagerRunner, TorchScriptRunner
 
 CHECKPOINT_NAME = "checkpoint.safetensors"  # the latest checkpoint inside a run folder
 PREVIEW_SIDE = 1024
@@ -185,7 +185,7 @@ def _check_parity(
     candidates = {
         "onnx": (OnnxRunner(folder / files.ONNX_FILE, providers=cpu, inputs=feeds), ONNX_TOLERANCE),
         "torchscript": (
-            TorchScriptRunner(folder / files.TORCHSCRIPT_FILE, device="cpu", fp16=False, inputs=feeds),
+            TorchScriptRunner(folder / files.TORCHSCRIPT_FILE, settings=DeviceSettings(), inputs=feeds),
             TORCHSCRIPT_TOLERANCE,
         ),
     }

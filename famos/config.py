@@ -31,6 +31,14 @@ class BlendMode(enum.Enum):
     PAINT = "paint"  # I = I_G: purely parametric (also forced when n_templates == 0)
 
 
+class Precision(enum.Enum):
+    """Arithmetic of the convolutions, in training (autocast) and in rendering (the U-Net cast)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"  # bfloat16: float32's range, 8 bits of mantissa; fast on CPUs with AMX/AVX-512 and on GPUs
+    FP16 = "fp16"  # float16: more mantissa, less range; training uses loss scaling
+
+
 @dataclasses.dataclass(frozen=True)
 class NoiseConfig:
     n_global: int = 0  # constant over the canvas, per (seed, channel)

@@ -303,17 +303,24 @@ class FamosGenerator(nn.Module):
         return self.blend(painted, copied, alpha), alpha, weights, painted, copied
 
 
-class HalfPrecisionUNet(nn.Module):
-    """The U-Net in float16 between float32 tensors: the convolutions (nearly all the compute) run
-    in half precision, while ψ, the template gather, the softmax mixing and the blend stay float32."""
+class CastUNet(nn.Module):
+    """The U-Net in another arithmetic between float32 tensors: the convolutions (nearly all the
+    compute) run in ``dtype`` (float16 or bfloat16) and, with ``channels_last``, on NHWC tensors
+    (what tensor cores and oneDNN take without a transpose), while ψ, the template gather, the
+    softmax mixing and the blend stay float32. Its output is float32 in the usual layout."""
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, unet: nn.Module, dtype: torch.dtype = torch.float16, channels_last: bool = False):
         super().__init__()
-        self.unet = unet.half()
+        self.dtype = dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.unet = unet.to(dtype=dtype, memory_format=self.memory_format)
 
     def forward(self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor]) -> torch.Tensor:
-        half_noise = None if noise is None else noise.half()
-        return self.unet(x0.half(), [p.half() for p in psi], half_noise).float()
+        cast_noise = None if noise is None else self._cast(noise)
+        return self.unet(self._cast(x0), [self._cast(p) for p in psi], cast_noise).float().contiguous()
+
+    def _cast(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(dtype=self.dtype, memory_format=self.memory_format)
 
 
 def build_generator(config: GeneratorConfig, canvas: CanvasConfig, styles: list[np.ndarray]) -> FamosGenerator:

@@ -30,8 +30,8 @@ from famos.errors import BundleError, UserError
 from famos.files import atomic_output
 from famos.icc import to_srgb
 from famos.pipeline import ProgressCallback, pipelined_strips
-from famos.planning import Rect
-from famos.rendering import RenderSettings, RenderTask, WindowInputs, plan_for
+from famos.planning import Rect, halo_for
+from famos.rendering import DEFAULT_CHUNK, RenderSettings, RenderTask, WindowInputs, plan_for
 from famos.runners import RunnerOptions, open_runner
 from famos.tiff import TiffOptions, TiffReport, tile_format, write_encoded_tiff
 from famos.tiles import EncodedStrip, TileCodec, encode_strips
@@ -83,6 +83,16 @@ class Renderer:
             unit = to_unit_range(content)
         inputs = WindowInputs(config=self.spec.generator, canvas=canvas, content=unit, seed=settings.seed)
         return RenderTask(settings, plan, inputs, self._provenance(settings, canvas, region, content))
+
+    def default_chunk(self, settings: RenderSettings) -> int:
+        """The chunk side for ``settings`` when none is asked for: on a GPU the largest whose window
+        fits in half the free device memory (measured on a small window: it follows the
+        architecture), elsewhere ``DEFAULT_CHUNK``."""
+        suggest = getattr(self.run, "suggest_chunk", None)
+        if suggest is None:
+            return DEFAULT_CHUNK
+        halo = halo_for(self.spec.generator)
+        return suggest(self.task(settings).inputs, margin=halo.top + halo.bottom) or DEFAULT_CHUNK
 
     def strips(
         self,
@@ -142,7 +152,7 @@ class Renderer:
             # backends agree to float tolerance, not bit for bit: the file says which one made it
             # (not where: a cluster render is the same file as a local one)
             "backend": self.options.backend.value,
-            "precision": "float16" if self.options.fp16 else "float32",
+            "precision": self.options.precision.value,
         }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from famos.bundle import IMAGE_OUTPUT, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, Bundle, GraphInputs
+from famos.config import Precision
 from famos.errors import BackendUnavailable, BundleError, UserError
 from famos.window import WindowRunner
 
@@ -36,8 +37,9 @@ class RunnerOptions:
 
     backend: Backend = Backend.ONNX
     device: str = "cpu"  # cpu, cuda or cuda:N
-    fp16: bool = False  # the half-precision U-Net (within the manifest's fp16_tolerance)
+    precision: Precision = Precision.FP32  # of the U-Net: fp16 within the manifest's fp16_tolerance
     tensorrt: bool = False  # onnxruntime's TensorRT provider before CUDA (onnx backend, cuda device)
+    autotune: bool = False  # cuDNN autotuning (torch backends on CUDA): faster, not reproducible across processes
     threads: int = 0  # CPU threads of one runner; 0: the library's default (every core). Cluster
     # workers set it to the cores Ray gives them, so that workers sharing a machine do not oversubscribe it.
 
@@ -47,6 +49,19 @@ class RunnerOptions:
             raise BackendUnavailable("--tensorrt: TensorRT is available through the onnx backend only")
         if self.tensorrt and not self.device.startswith("cuda"):
             raise BackendUnavailable("--tensorrt: needs --device cuda or cuda:N")
+        if self.backend is Backend.ONNX and self.precision is Precision.BF16:
+            raise BackendUnavailable("--precision bf16: use --backend torch (bundles carry float32 and float16 ONNX graphs)")
+        if self.backend is Backend.TORCHSCRIPT and self.precision is not Precision.FP32:
+            raise BackendUnavailable(f"--precision {self.precision.value}: use --backend torch (model.ts is float32)")
+
+    @property
+    def fp16(self) -> bool:
+        return self.precision is Precision.FP16
+
+    def device_settings(self):
+        from famos.torch_runners import DeviceSettings
+
+        return DeviceSettings(device=self.device, precision=self.precision, autotune=self.autotune)
 
 
 def check_device(device: str) -> int | None:
@@ -60,19 +75,23 @@ def check_device(device: str) -> int | None:
 
 
 def add_runner_arguments(parser) -> None:
-    """``--backend --device --fp16 --tensorrt``, read back with ``runner_options``."""
+    """``--backend --device --precision --tensorrt --autotune``, read back with ``runner_options``."""
     group = parser.add_argument_group("backend and device")
     group.add_argument("--backend", choices=[b.value for b in Backend], default=Backend.ONNX.value,
                        help="onnx (onnxruntime), torchscript, or torch (the eager reference)")
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    group.add_argument("--fp16", action="store_true",
-                       help="half-precision U-Net (onnx: needs a bundle exported with --fp16; torch)")
+    group.add_argument("--precision", choices=[p.value for p in Precision], default=Precision.FP32.value,
+                       help="of the U-Net: fp32; bf16 (torch backend); fp16 (torch, or onnx with a bundle exported with --fp16)")
     group.add_argument("--tensorrt", action="store_true",
                        help="onnx on cuda: put onnxruntime's TensorRT provider first (engines cached per bundle)")
+    group.add_argument("--autotune", action="store_true",
+                       help="torch on cuda: let cuDNN time its algorithms per chunk shape (faster; bytes may then "
+                            "differ from another process's by a rounding step, so a resumed job may not match)")
 
 
 def runner_options(args) -> RunnerOptions:
-    return RunnerOptions(backend=Backend(args.backend), device=args.device, fp16=args.fp16, tensorrt=args.tensorrt)
+    return RunnerOptions(backend=Backend(args.backend), device=args.device, precision=Precision(args.precision),
+                         tensorrt=args.tensorrt, autotune=args.autotune)
 
 
 def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> WindowRunner:
@@ -90,12 +109,11 @@ def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> Win
 
     if options.threads:
         torch_runners.set_threads(options.threads)
+    torch_runners.configure_math(options.device_settings())
 
     if options.backend is Backend.TORCHSCRIPT:
-        return torch_runners.TorchScriptRunner(
-            bundle.path / TORCHSCRIPT_FILE, device=options.device, fp16=options.fp16, inputs=inputs
-        )
-    return torch_runners.eager_runner(bundle.path / WEIGHTS_FILE, device=options.device, fp16=options.fp16)
+        return torch_runners.TorchScriptRunner(bundle.path / TORCHSCRIPT_FILE, settings=options.device_settings(), inputs=inputs)
+    return torch_runners.eager_runner(bundle.path / WEIGHTS_FILE, settings=options.device_settings())
 
 
 class OnnxRunner:

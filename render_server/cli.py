@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the output canvas")
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
     parser.add_argument("--region", help="X,Y,W,H: render only this part of the output canvas")
-    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")
+    parser.add_argument("--chunk", type=int, help=f"output chunk side in pixels (default: {DEFAULT_CHUNK}; with "
+                        "a torch backend on CUDA the largest whose window fits in half the free GPU memory)")
     parser.add_argument("--preview", type=pathlib.Path, help="also write a downscaled overview PNG")
     parser.add_argument("--workers", type=int, default=2, help="threads preparing chunk inputs")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = bundle.spec.canvas
     settings = RenderSettings(
         seed=args.seed,
-        chunk=args.chunk,
+        chunk=DEFAULT_CHUNK if args.chunk is None else args.chunk,
         region=Rect.parse(args.region) if args.region else None,
         size=output_size(canvas=(trained.height, trained.width), size=args.size, scale=args.scale,
                          print_size=args.print_size, dpi=args.dpi),
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         pool = WorkerPool(cluster, runner_options(args))
     try:
         renderer = Renderer(bundle, runner_options(args), cluster=pool)
+        if args.chunk is None:
+            settings = dataclasses.replace(settings, chunk=renderer.default_chunk(settings))
+            if settings.chunk != DEFAULT_CHUNK and not args.quiet:
+                print(f"famos render: chunks of {settings.chunk} px (what half the free GPU memory holds)", file=sys.stderr)
         if suffix != ".png":  # last, once everything else is known to work
             check_budget(args, settings, bundle, options)
         if suffix == ".png":

@@ -13,6 +13,18 @@ def pytest_configure(config):
     # lets the tests compare renders made at different moments byte for byte.
     os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01 00:00:00 UTC
 
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests run where torch sees a CUDA device (bench/gpu_check.py runs them there)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (run on a GPU machine: bench/gpu_check.py)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
 torch = pytest.importorskip("torch")
 
 from famos.canvas import to_unit_range  # noqa: E402

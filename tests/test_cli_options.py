@@ -1,6 +1,6 @@
 """Command-line options that had no test of their own, driven only through `famos ...`:
 
-render  --fp16 --workers --tiff-workers --quality --no-icc
+render  --precision fp16 --workers --tiff-workers --quality --no-icc
 export  --content --no-diagnostics --onnx-exporter dynamo
 client  submit [--watch], watch, cancel, jobs, download (against `famos serve` in a subprocess)
 serve   --tls-cert/--tls-key
@@ -180,16 +180,16 @@ def test_render_fp16_is_within_the_manifest_tolerance(fp16_bundle, plain_bundle,
     full = render(fp16_bundle, tmp_path / "fp32.tif", "--seed", 1)
     # exporting the extra graph leaves the float32 one as it was
     assert np.array_equal(full, render(plain_bundle, tmp_path / "plain.tif", "--seed", 1))
-    half = render(fp16_bundle, tmp_path / "fp16.tif", "--seed", 1, "--fp16")
+    half = render(fp16_bundle, tmp_path / "fp16.tif", "--seed", 1, "--precision", "fp16")
     assert half.shape == full.shape
     diff = np.abs(half.astype(np.int16) - full)
     # the graph's stated tolerance is on [-1, 1] values: 127.5 levels per unit, plus rounding
     assert diff.max() <= math.ceil(tolerance * 127.5) + 1, diff.max()
-    assert diff.max() >= 1, "--fp16 rendered exactly the float32 pixels: the half graph did not run"
+    assert diff.max() >= 1, "--precision fp16 rendered exactly the float32 pixels: the half graph did not run"
     assert diff.mean() < 0.5
     # a bundle exported without --fp16 has no half graph: one line, no file
     out = tmp_path / "none.tif"
-    rc, _, err = famos(capsys, "render", plain_bundle, "--out", out, "--quiet", "--fp16")
+    rc, _, err = famos(capsys, "render", plain_bundle, "--out", out, "--quiet", "--precision", "fp16")
     assert rc == 2 and not out.exists()
     one_line_error(err, "fp16")
 

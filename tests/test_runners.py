@@ -58,7 +58,7 @@ def test_the_same_device_options_in_every_command(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     text = capsys.readouterr().out
-    for option in ("--backend", "--device", "--fp16", "--tensorrt", "cuda:N"):
+    for option in ("--backend", "--device", "--precision", "--tensorrt", "--autotune", "cuda:N"):
         assert option in text, (command, option)
 
 

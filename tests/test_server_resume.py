@@ -42,11 +42,11 @@ sys.exit(main(sys.argv[1:]))
 class Served:
     """`famos serve` as a subprocess on a free loopback port, its log read line by line."""
 
-    def __init__(self, models, output, *, dies_mid_job: bool = False):
+    def __init__(self, models, output, *, dies_mid_job: bool = False, runner: tuple[str, ...] = ()):
         launcher = ["-c", _DIES_MID_JOB] if dies_mid_job else ["-m", "famos.cli"]
         self.process = subprocess.Popen(
             [sys.executable, *launcher, "serve", "--models", str(models), "--output", str(output),
-             "--port", "0", "--workers", "1", "--grace", "2"],
+             "--port", "0", "--workers", "1", "--grace", "2", *runner],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         banner = self.process.stdout.readline()
@@ -75,11 +75,16 @@ class Served:
         return code
 
 
+# the default runner, and the torch device path on a GPU: there too a resumed job must be the same bytes
+RUNNERS = [(), pytest.param(("--backend", "torch", "--device", "cuda"), marks=pytest.mark.gpu, id="cuda")]
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("scale, strips", [(None, 6), (2.0, 12)])  # 96 or 192 rows in chunks of 16
-def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path, scale, strips):  # noqa: F811
+def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path, scale, strips, runner):  # noqa: F811
     store = tmp_path / "store"
     store.mkdir()
-    first = Served(models, store, dies_mid_job=True)
+    first = Served(models, store, dies_mid_job=True, runner=runner)
     with first.client() as client:
         job = client.submit(MODEL, output_name="resumed.tif", seed=7, chunk=16, scale=scale)
     assert first.finish() == -signal.SIGKILL, "".join(first.lines)
@@ -89,7 +94,7 @@ def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path, scale, 
     assert spooled == [f"strip-{k:06d}.npz" for k in range(KILLED_AFTER + 1)]
     assert not (store / "resumed.tif").exists()
 
-    second = Served(models, store)
+    second = Served(models, store, runner=runner)
     try:
         with second.client() as client:
             resumed = client.wait(job.id)
@@ -105,6 +110,6 @@ def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path, scale, 
         assert second.finish(signal.SIGTERM) == 0, "".join(second.lines)
     resumed_bytes = (store / "resumed.tif").read_bytes()
     assert resumed_bytes == (store / "straight.tif").read_bytes()
-    local_render(models, tmp_path / "local.tif", "--seed", "7", "--chunk", "16", *(["--scale", str(scale)] if scale else []))
+    local_render(models, tmp_path / "local.tif", "--seed", "7", "--chunk", "16", *(["--scale", str(scale)] if scale else []), *runner)
     assert resumed_bytes == (tmp_path / "local.tif").read_bytes()
     assert not any((store / ".spool").iterdir())

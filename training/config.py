@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from famos.config import Precision
 from famos.errors import UserError
 
 
@@ -40,12 +41,6 @@ class EntropySchedule(enum.Enum):
     # Weight grows linearly from 0: templates mix softly first (good gradients), then the
     # entropy term forces crisp per-pixel choices.
     RAMP = "ramp"
-
-
-class Precision(enum.Enum):
-    FP32 = "fp32"
-    BF16 = "bf16"  # CUDA autocast
-    FP16 = "fp16"  # CUDA autocast with loss scaling
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from famos.canvas import content_window, to_uint8, to_unit_range
-from famos.torch_runners import EagerRunner
+from famos.torch_runners import DeviceSettings, EagerRunner
 from famos.config import CanvasConfig
 from famos.generator import FamosGenerator
 from famos.planning import Rect
@@ -88,7 +88,7 @@ def region_strips(
     canvas = canvas or model.canvas
     inputs = WindowInputs(config=model.config, canvas=canvas, content=to_unit_range(content), seed=seed)
     plan = plan_for(model.config, canvas, chunk_size=chunk, region=region)
-    return render_strips(plan, inputs, EagerRunner(model, device=device))
+    return render_strips(plan, inputs, EagerRunner(model, settings=DeviceSettings(device=str(device))))
 
 
 def render_region(

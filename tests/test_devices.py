@@ -1,0 +1,104 @@
+"""One render path for the CPU and CUDA: the device way of ``TorchRunner`` (pinned staging, streams,
+crop and quantization on the device) in every precision and memory layout.
+
+Each test runs on the CPU here and in CI, and again on CUDA (the ``gpu`` marker: skipped where
+torch sees no CUDA device, run by ``bench/gpu_check.py`` on a GPU machine), so the logic a GPU run
+depends on is tested on every commit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_content, tiny_model
+from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig, Precision
+from famos.pipeline import pipelined_strips
+from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips
+from famos.torch_runners import DeviceSettings, EagerRunner, configure_math, quantize
+from famos.canvas import to_pixels
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+CONFIG = GeneratorConfig(depth=3, width=12, n_templates=5, noise=NoiseConfig(n_global=2, n_local=3, n_periodic=2))
+CANVAS = CanvasConfig(149, 211, style_scale=0.8, fold=Fold.MIRROR, template_seed=3)
+
+# Reduced precisions against float32, in output units ([-1, 1]; 1/127.5 = 0.0078 is one 8-bit
+# level). Measured on the CPU (torch 2.13): bf16 max 0.0017 (mean 0.0003), fp16 max 0.0002, channels-
+# last float32 3e-7; the tolerances leave room for a GPU's other kernels: bfloat16 keeps 8 bits of
+# mantissa, float16 11.
+TOLERANCE = {Precision.FP32: 1e-4, Precision.BF16: 0.03, Precision.FP16: 0.01}
+
+
+def runner(device: str, precision: Precision = Precision.FP32, *, channels_last: bool | None = None) -> EagerRunner:
+    settings = DeviceSettings(device=device, precision=precision, channels_last=channels_last)
+    configure_math(settings)
+    return EagerRunner(tiny_model(CONFIG, CANVAS), settings=settings)
+
+
+def inputs() -> WindowInputs:
+    return WindowInputs(config=CONFIG, canvas=CANVAS, content=random_content(), seed=5)
+
+
+def whole(run) -> np.ndarray:
+    (_, image), = render_chunks(plan_for(CONFIG, CANVAS, chunk_size=10**6), inputs(), run)
+    return image
+
+
+def device_strips(run, chunk: int, bits: int = 8) -> np.ndarray:
+    plan = plan_for(CONFIG, CANVAS, chunk_size=chunk)
+    assert len(plan.chunks) > 4
+    return np.concatenate(list(pipelined_strips(plan, inputs(), run, bits=bits, queue_chunks=2)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_on_the_device_matches_the_cpu_reference(device):
+    reference = whole(runner("cpu", channels_last=False))
+    for channels_last in (False, True):
+        image = whole(runner(device, channels_last=channels_last))
+        assert np.abs(image - reference).max() <= TOLERANCE[Precision.FP32], (device, channels_last)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision", [Precision.BF16, Precision.FP16])
+def test_reduced_precision_is_within_its_stated_tolerance(device, precision):
+    reference = whole(runner("cpu"))
+    image = whole(runner(device, precision))
+    difference = np.abs(image - reference)
+    assert difference.max() <= TOLERANCE[precision], (precision, difference.max())
+    assert difference.max() > 0, "the reduced precision did not run"
+    assert difference.mean() < TOLERANCE[precision] / 10
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bits", [8, 16])
+def test_chunks_on_the_device_equal_the_whole_canvas(device, bits):
+    run = runner(device)
+    chunked = device_strips(run, chunk=48, bits=bits)  # 4 x 5 chunks through stage/submit
+    expected = to_pixels(whole(run), bits=bits).transpose(1, 2, 0)
+    assert chunked.dtype == expected.dtype and chunked.shape == expected.shape == (149, 211, 3)
+    assert np.array_equal(chunked, expected)
+    # and the device way equals the float32 contract's way (numpy cropping and quantization)
+    plan = plan_for(CONFIG, CANVAS, chunk_size=48)
+    assert np.array_equal(chunked, np.concatenate(list(render_strips(plan, inputs(), run, bits=bits))))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_quantizing_on_the_device_gives_canvas_integers(device):
+    values = np.concatenate([np.linspace(-1.2, 1.2, 20001, dtype=np.float32),
+                             (np.arange(-128, 128, dtype=np.float32) + 0.5) / 127.5 - 1])  # exact halves
+    values = np.tile(values, 3).reshape(3, 1, -1)
+    for bits in (8, 16):
+        on_device = quantize(torch.from_numpy(values).to(device), bits).cpu().numpy()
+        assert np.array_equal(on_device.astype(np.uint16), to_pixels(values, bits=bits).transpose(1, 2, 0))
+
+
+@pytest.mark.gpu
+def test_the_gpu_default_chunk_follows_free_memory():
+    run = runner("cuda")
+    chunk = run.suggest_chunk(inputs(), margin=64)
+    assert chunk % CONFIG.alignment == 0 and 256 <= chunk <= 8192
+
+
+def test_the_cpu_keeps_the_default_chunk():
+    assert runner("cpu").suggest_chunk(inputs(), margin=64) is None

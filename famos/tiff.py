@@ -141,11 +141,19 @@ def _field(name: str, check, value) -> None:
         raise TiffOptionError(name, str(err)) from None
 
 
+# Compression levels: the highest each codec takes, and famos's default. See BENCHMARKS.md (tile
+# encoding): deflate 3 writes files 2 % larger than zlib's default 6, a third faster (122 vs 91 MB/s a
+# core on a mosaic); 1 is faster still but 29 % larger.
+LEVEL_RANGES = {Compression.DEFLATE: 9, Compression.ZSTD: 22}
+DEFAULT_LEVELS = {Compression.DEFLATE: 3, Compression.ZSTD: 3}
+
+
 @dataclasses.dataclass(frozen=True)
 class TiffOptions:
     tile: int = 256  # tile side in pixels; TIFF requires multiples of 16
     compression: Compression = Compression.DEFLATE
     quality: int = 90  # JPEG only, 1..100
+    level: int = 0  # deflate 1..9, zstd 1..22; 0: DEFAULT_LEVELS (chosen by bench/bench_encode.py)
     predictor: bool = True  # horizontal differencing for deflate/zstd/lzw; ignored for none/jpeg
     dpi: float | None = None  # pixels per inch; None: DEFAULT_DPI. Exact for a print size (see units)
     bigtiff: BigTiff = BigTiff.AUTO
@@ -171,6 +179,13 @@ class TiffOptions:
             raise TypeError(f"bigtiff must be a BigTiff, got {self.bigtiff!r}")
         if not 1 <= self.quality <= 100:
             raise TiffOptionError("quality", f"must be in 1..100, got {self.quality!r}")
+        if self.level:
+            top = LEVEL_RANGES.get(self.compression)
+            if top is None:
+                raise TiffOptionError("level", f"{self.level}: a level is for deflate (1..9) or zstd (1..22), "
+                                               f"not {self.compression.value}")
+            if not 1 <= self.level <= top:
+                raise TiffOptionError("level", f"{self.compression.value} takes 1..{top}, got {self.level!r}")
         if self.dpi is not None:
             _field("dpi", check_dpi, self.dpi)
         if not isinstance(self.workers, int) or self.workers < 0:
@@ -437,12 +452,19 @@ def tile_format(options: TiffOptions) -> TileFormat:
         arguments=(
             (("level", options.quality), ("subsampling", options.subsampling.factors), ("colorspace", "RGB"),
              ("outcolorspace", "YCBCR"))
-            if jpeg else ()
+            if jpeg else (("level", compression_level(options)),) if options.compression in LEVEL_RANGES else ()
         ),
         pyramid=options.pyramid,
         output=_output_transform(options),
         bits=options.bits,
     )
+
+
+def compression_level(options: TiffOptions) -> int | None:
+    """The deflate or zstd level ``options`` encode with (None for other codecs)."""
+    if options.compression not in LEVEL_RANGES:
+        return None
+    return options.level or DEFAULT_LEVELS[options.compression]
 
 
 def _output_transform(options: TiffOptions):
@@ -638,6 +660,9 @@ def add_tiff_arguments(parser) -> None:
     group = parser.add_argument_group("TIFF output")
     group.add_argument("--compression", choices=[c.value for c in Compression], default=Compression.DEFLATE.value)
     group.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (jpeg only)")
+    group.add_argument("--level", type=int, default=0,
+                       help=f"deflate 1..9 or zstd 1..22: higher is smaller and slower (default: deflate "
+                            f"{DEFAULT_LEVELS[Compression.DEFLATE]}, zstd {DEFAULT_LEVELS[Compression.ZSTD]})")
     group.add_argument("--tile", type=int, default=256, help="tile side, a multiple of 16")
     group.add_argument("--dpi", type=float, default=None, help="resolution tags (pixels per inch)")
     group.add_argument("--pyramid", action="store_true", help="add reduced-resolution levels as SubIFDs")
@@ -669,6 +694,7 @@ def tiff_options(args) -> TiffOptions:
             tile=args.tile,
             compression=Compression(args.compression),
             quality=args.quality,
+            level=args.level,
             predictor=not args.no_predictor,
             dpi=args.dpi,
             bigtiff=BigTiff(args.bigtiff),

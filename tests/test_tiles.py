@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from famos.tiff import Compression, TiffOptions, tile_format, write_encoded_tiff, write_tiled_tiff
+from famos.tiff import Compression, TiffOptionError, TiffOptions, tile_format, write_encoded_tiff, write_tiled_tiff
 from famos.tiles import EncodedStrip, TileCodec, encode_strip
 
 CODECS = [Compression.NONE, Compression.DEFLATE, Compression.ZSTD, Compression.LZW, Compression.JPEG]
@@ -38,7 +38,7 @@ def test_tiles_are_the_bytes_tifffile_writes(tmp_path, compression):
         page = {"compression": codec.format.compression, "predictor": codec.format.predictor}
     tifffile.imwrite(
         tmp_path / "tifffile.tif", image, tile=(32, 32), photometric="rgb", metadata=None,
-        compressionargs={"level": options.quality} if compression is Compression.JPEG else None, **page,
+        compressionargs=dict(codec.format.arguments[:1]) or None, **page,  # the level, where the codec has one
     )
     assert tile_bytes(tmp_path / "famos.tif") == tile_bytes(tmp_path / "tifffile.tif")
 
@@ -87,3 +87,18 @@ def test_decoded_tiles_are_what_a_tiff_reader_sees(tmp_path, compression):
     with TileCodec(tile_format(options)) as codec:
         back = codec.decode_tile_rows(codec.encode_tile_rows(image), rows=100, width=150)
     assert np.array_equal(back, tifffile.imread(tmp_path / "x.tif"))
+
+
+def test_the_compression_level_is_a_size_for_speed_choice_within_range(tmp_path):
+    image = smooth_image(256, 256)
+    sizes = {}
+    for level in (1, 9):
+        options = TiffOptions(tile=64, compression=Compression.DEFLATE, level=level, icc_profile=False)
+        write_tiled_tiff(tmp_path / f"{level}.tif", [image], height=256, width=256, options=options)
+        assert np.array_equal(tifffile.imread(tmp_path / f"{level}.tif"), image)
+        sizes[level] = (tmp_path / f"{level}.tif").stat().st_size
+    assert sizes[9] != sizes[1]  # the level reached the codec (which is smaller depends on the picture)
+    for compression, level, fragment in [(Compression.DEFLATE, 10, "1..9"), (Compression.ZSTD, 23, "1..22"),
+                                         (Compression.JPEG, 5, "not jpeg")]:
+        with pytest.raises(TiffOptionError, match=fragment):
+            TiffOptions(compression=compression, level=level)

@@ -163,6 +163,34 @@ class RenderReport:
     height: int
     chunks: int
     seconds: float
+    # where the seconds went, as the writer's thread saw them: waiting for pixels (the device, or
+    # input preparation), encoding tiles, writing; and the device's own busy time where known
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class _Clock:
+    """Seconds spent inside an iterator's ``next``."""
+
+    def __init__(self, iterable):
+        self.iterable = iterable
+        self.seconds = 0.0
+
+    def __iter__(self):
+        iterator = iter(self.iterable)
+        try:
+            while True:
+                start = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    self.seconds += time.perf_counter() - start
+                yield item
+        finally:
+            close = getattr(self.iterable, "close", None)
+            if close is not None:
+                close()
 
 
 class Overview:
@@ -211,21 +239,30 @@ def render_tiff(
     task = renderer.task(dataclasses.replace(settings, bits=options.bits), content)
     region = task.region
     start = time.perf_counter()
+    busy_before = getattr(renderer.run, "busy_seconds", None)
     with TileCodec(tile_format(options), workers=options.workers) as codec:
+        if renderer.cluster is None:  # timed stage by stage (a cluster's stages run on its workers)
+            pixels = _Clock(renderer.strips(task, cancel=cancel, progress=progress))
+            tiles = _Clock(encode_strips(pixels, top=task.plan.row_top(0), height=region.height, codec=codec))
+        else:
+            pixels = None
+            tiles = _Clock(renderer.encoded_strips(task, codec, cancel=cancel, progress=progress))
         report = write_encoded_tiff(
-            path,
-            renderer.encoded_strips(task, codec, cancel=cancel, progress=progress),
-            height=region.height,
-            width=region.width,
-            options=options,
-            description=task.description,
-            codec=codec,
+            path, tiles, height=region.height, width=region.width, options=options,
+            description=task.description, codec=codec,
         )
+    seconds = time.perf_counter() - start
+    timings = {"waiting_for_pixels": pixels.seconds if pixels else None,
+               "encoding": tiles.seconds - pixels.seconds if pixels else tiles.seconds,
+               "writing": seconds - tiles.seconds}
+    if busy_before is not None:
+        timings["device_busy"] = renderer.run.busy_seconds - busy_before
     if preview is not None:
         from PIL import Image
 
         _save_png_atomically(Image.fromarray(overview_of_tiff(report.path)), pathlib.Path(preview))
-    return RenderReport(report, region.width, region.height, len(task.plan.chunks), time.perf_counter() - start)
+    return RenderReport(report, region.width, region.height, len(task.plan.chunks), seconds,
+                        {k: round(v, 3) for k, v in timings.items() if v is not None})
 
 
 def trained_resolution(bundle: Bundle, options: TiffOptions) -> TiffOptions:
@@ -305,5 +342,6 @@ def describe(report: RenderReport) -> str:
             "bigtiff": report.tiff.bigtiff,
             "chunks": report.chunks,
             "seconds": round(report.seconds, 2),
+            "timings": report.timings,
         }
     )

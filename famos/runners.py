@@ -104,7 +104,8 @@ def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> Win
             raise BundleError(f"{bundle.path}: no fp16 graph in this bundle (export it with --fp16)")
         cache = pathlib.Path(tempfile.gettempdir()) / "famos-tensorrt" / bundle.sha256[:16]
         providers = onnx_providers(options, cache_dir=cache)
-        return OnnxRunner(bundle.path / name, providers=providers, inputs=inputs, threads=options.threads)
+        return OnnxRunner(bundle.path / name, providers=providers, inputs=inputs, threads=options.threads,
+                          device_id=check_device(options.device))
     from famos import torch_runners  # torch is optional: loaded only for its own backends
 
     if options.threads:
@@ -117,9 +118,12 @@ def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> Win
 
 
 class OnnxRunner:
-    """Windows through one onnxruntime session, all graph optimizations on."""
+    """Windows through one onnxruntime session, all graph optimizations on. On a CUDA device the
+    inputs and the image are bound to device memory (IO binding): one upload per input, the image
+    kept on the GPU until it is copied out once, and the diagnostic outputs never leave it."""
 
-    def __init__(self, model: pathlib.Path, *, providers: list[Any], inputs: GraphInputs, threads: int = 0):
+    def __init__(self, model: pathlib.Path, *, providers: list[Any], inputs: GraphInputs, threads: int = 0,
+                 device_id: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -127,6 +131,8 @@ class OnnxRunner:
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
         self.inputs = inputs
+        self.device_id = device_id
+        self._ort = ort
 
     @property
     def providers(self) -> list[str]:
@@ -135,7 +141,15 @@ class OnnxRunner:
     def __call__(
         self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None, canvas: np.ndarray | None = None
     ) -> np.ndarray:
-        return self.session.run([IMAGE_OUTPUT], self.inputs(content, origin, noise, canvas))[0]
+        feeds = self.inputs(content, origin, noise, canvas)
+        if self.device_id is None:
+            return self.session.run([IMAGE_OUTPUT], feeds)[0]
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id))
+        binding.bind_output(IMAGE_OUTPUT, "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
 
 
 def onnx_providers(options: RunnerOptions, *, cache_dir: pathlib.Path) -> list[Any]:

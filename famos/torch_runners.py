@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pathlib
+import time
 import warnings
 from collections.abc import Callable
 from typing import Optional
@@ -86,13 +87,17 @@ def configure_math(settings: DeviceSettings) -> None:
 class PendingPixels:
     """One chunk's pixels on their way to the host; ``result`` waits for them."""
 
-    def __init__(self, host: torch.Tensor, done: torch.cuda.Event | None):
+    def __init__(self, host: torch.Tensor, done: torch.cuda.Event | None = None, *,
+                 started: torch.cuda.Event | None = None, runner: TorchRunner | None = None):
         self._host = host
         self._done = done
+        self._started = started
+        self._runner = runner
 
     def result(self) -> np.ndarray:
         if self._done is not None:
             self._done.synchronize()
+            self._runner.busy_seconds += self._started.elapsed_time(self._done) / 1000
         pixels = self._host.numpy()  # shares the pinned block, released to torch's cache with it
         return pixels.astype(np.uint16) if pixels.dtype == np.int32 else pixels
 
@@ -112,6 +117,7 @@ class TorchRunner:
         self.cuda = device.type == "cuda"
         self.copy_stream = torch.cuda.Stream(device) if self.cuda else None
         self.compute_stream = torch.cuda.Stream(device) if self.cuda else None
+        self.busy_seconds = 0.0  # device time of the chunks submitted so far (CUDA events; wall time on the CPU)
 
     @torch.inference_mode()
     def __call__(
@@ -133,11 +139,16 @@ class TorchRunner:
         """Starts one chunk: ``staged`` window inputs in, its ``crop`` of the output as (h, w, 3)
         pixels of ``bits`` bits out, when ``PendingPixels.result`` is called."""
         if not self.cuda:
+            start = time.perf_counter()
             image = self.call(*staged)
-            return PendingPixels(quantize(image[0, :, crop.y : crop.bottom, crop.x : crop.right], bits), None)
+            pixels = quantize(image[0, :, crop.y : crop.bottom, crop.x : crop.right], bits)
+            self.busy_seconds += time.perf_counter() - start
+            return PendingPixels(pixels)
         with torch.cuda.stream(self.copy_stream):
             on_device = [None if t is None else t.to(self.device, non_blocking=True) for t in staged]
         self.compute_stream.wait_stream(self.copy_stream)
+        started = torch.cuda.Event(enable_timing=True)  # from here to ``done``: the device is busy with this chunk
+        started.record(self.compute_stream)
         with torch.cuda.stream(self.compute_stream):
             for t in on_device:  # used on the compute stream: freed only after it is done with them
                 if t is not None:
@@ -146,9 +157,9 @@ class TorchRunner:
             pixels = quantize(image[0, :, crop.y : crop.bottom, crop.x : crop.right], bits)
             host = torch.empty(pixels.shape, dtype=pixels.dtype, pin_memory=True)
             host.copy_(pixels, non_blocking=True)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(enable_timing=True)
             done.record(self.compute_stream)
-        return PendingPixels(host, done)
+        return PendingPixels(host, done, started=started, runner=self)
 
     def memory_per_pixel(self, probe: tuple) -> float:
         """Device bytes one window pixel takes at its peak, measured on the ``probe`` window's inputs."""

@@ -15,6 +15,7 @@ import torch
 from conftest import random_content, tiny_model
 from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig, Precision
 from famos.pipeline import pipelined_strips
+from famos.planning import Rect
 from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips
 from famos.torch_runners import DeviceSettings, EagerRunner, configure_math, quantize
 from famos.canvas import to_pixels
@@ -102,3 +103,30 @@ def test_the_gpu_default_chunk_follows_free_memory():
 
 def test_the_cpu_keeps_the_default_chunk():
     assert runner("cpu").suggest_chunk(inputs(), margin=64) is None
+
+
+def _onnx_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _onnx_cuda(), reason="needs onnxruntime-gpu (CUDAExecutionProvider) and a CUDA device")
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.FP16])
+def test_onnx_on_cuda_with_io_binding_matches_the_cpu(tmp_path, precision):
+    from conftest import make_bundle
+    from famos.bundle import load_bundle
+    from famos.cli import main
+    from famos.runners import Backend, RunnerOptions, open_runner
+
+    bundle_path = make_bundle(tmp_path / "m", CONFIG, CANVAS)
+    half = tmp_path / "half"
+    assert main(["export", str(tmp_path / "m" / "model.safetensors"), "--out", str(half), "--fp16"]) == 0
+    bundle = load_bundle(half if precision is Precision.FP16 else bundle_path)
+    cuda = open_runner(bundle, RunnerOptions(backend=Backend.ONNX, device="cuda", precision=precision))
+    assert cuda.session.get_providers()[0] == "CUDAExecutionProvider"
+    cpu = open_runner(bundle, RunnerOptions(backend=Backend.ONNX))
+    window = inputs()(Rect(0, 0, 64, 96))
+    tolerance = TOLERANCE[precision] if precision is Precision.FP32 else bundle.manifest.fp16_tolerance
+    assert np.abs(cuda(*window) - cpu(*window)).max() <= tolerance

@@ -63,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _trainer(preset: str, *, device, steps: int):
+def _trainer(preset: str, *, device, steps: int, precision: str = "fp32"):
     from famos.canvas import load_rgb
     from training import cli
     from training.trainer import Trainer, TrainingData
 
     args = cli.build_parser().parse_args(["--preset", preset, "--out", "unused", "--steps", str(steps)])
     options, given = cli._resolve(args)
+    options = {**options, "precision": precision}
     if preset == "default":  # the default preset has no sample defaults; bench it on the tiny samples
         options = {**options, "style": cli.PRESETS["tiny"]["style"], "content": cli.PRESETS["tiny"]["content"]}
     contents = [load_rgb(p) for p in options["content"]]

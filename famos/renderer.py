@@ -169,28 +169,27 @@ class RenderReport:
 
 
 class _Clock:
-    """Seconds spent inside an iterator's ``next``."""
+    """An iterator that adds up the seconds spent in its source's ``next``; ``close`` closes the source."""
 
-    def __init__(self, iterable):
-        self.iterable = iterable
+    def __init__(self, source):
+        self.source = source
+        self._iterator = iter(source)
         self.seconds = 0.0
 
     def __iter__(self):
-        iterator = iter(self.iterable)
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
         try:
-            while True:
-                start = time.perf_counter()
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    return
-                finally:
-                    self.seconds += time.perf_counter() - start
-                yield item
+            return next(self._iterator)
         finally:
-            close = getattr(self.iterable, "close", None)
-            if close is not None:
-                close()
+            self.seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
 
 
 class Overview:
@@ -247,10 +246,16 @@ def render_tiff(
         else:
             pixels = None
             tiles = _Clock(renderer.encoded_strips(task, codec, cancel=cancel, progress=progress))
-        report = write_encoded_tiff(
-            path, tiles, height=region.height, width=region.width, options=options,
-            description=task.description, codec=codec,
-        )
+        try:
+            report = write_encoded_tiff(
+                path, tiles, height=region.height, width=region.width, options=options,
+                description=task.description, codec=codec,
+            )
+        finally:
+            # Stop the pipeline here, in this thread, whatever happened: a generator left to the
+            # garbage collector would be finalized in whichever thread collects it, one of the
+            # pipeline's own included, which would then wait for itself.
+            tiles.close()
     seconds = time.perf_counter() - start
     timings = {"waiting_for_pixels": pixels.seconds if pixels else None,
                "encoding": tiles.seconds - pixels.seconds if pixels else tiles.seconds,

@@ -19,6 +19,11 @@ reported, and the next one starts):
 
 OUTDIR receives at most 8 files: report.md, figures.json and PNGs (the gigapixel's overview, the
 training run's canvas and patch previews). Nothing else is written outside a temporary folder.
+
+A bare GPU machine lacks some wheels (Pillow, imagecodecs, pytest...): ``bench/gpu_wheels.sh``
+downloads them into .gpu-wheels/ here; carry that folder and run there
+
+    pip install --no-deps --no-index .gpu-wheels/*.whl && PYTHONPATH=. python bench/gpu_check.py $OUT/check
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import io
 import json
 import os
@@ -42,6 +48,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+NEEDED = ["PIL", "tifffile", "imagecodecs", "safetensors", "onnx", "onnxruntime", "grpc", "pytest", "tqdm"]
 BUDGET_SECONDS = 480  # the whole check, on a GPU
 H200_BF16_FLOPS = 790e12  # measured dense bf16 matrix rate (the issue's figure)
 PAPER_MACS_PER_PIXEL = 610_465  # the issue's count for depth 4, width 80, N 30, kernel 5
@@ -430,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.smoke and not torch.cuda.is_available():
         print("gpu_check: torch sees no CUDA device here; use --smoke to check the script on a CPU", file=sys.stderr)
+        return 2
+    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"gpu_check: missing modules {', '.join(missing)} (bench/gpu_wheels.sh downloads their wheels)",
+              file=sys.stderr)
         return 2
     args.outdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -12,10 +12,12 @@ reported, and the next one starts):
                  device throughput), TorchScript float32, ONNX Runtime where it has CUDA; the
                  multiply-adds per output pixel counted on the model, and the ratio to the compute
                  floor at the H200's measured bf16 matrix rate
-    gigapixel    32768 x 32768 through `famos render` as a user runs it (bf16, deflate; then zstd
-                 when time is left): wall time, GPU busy share, peak host RSS, where the time went
-    training     default-preset steps/s in fp32 and bf16, then about a minute and a half of bf16
-                 training on the bundled samples with its previews, content error, style distance
+    gigapixel    32768 x 32768 through `famos render` as a user runs it (bf16, deflate; at the end
+                 zstd too when time is left): wall time, GPU busy share, peak host RSS, where the
+                 time went
+    training     default-preset steps/s in fp32 and bf16, then up to 2 minutes of bf16 training
+                 (what its limit leaves) on the bundled samples with its previews, content error
+                 and style distance
 
 OUTDIR receives at most 8 files: report.md, figures.json and PNGs (the gigapixel's overview, the
 training run's canvas and patch previews). Nothing else is written outside a temporary folder.
@@ -55,12 +57,13 @@ PAPER_MACS_PER_PIXEL = 610_465  # the issue's count for depth 4, width 80, N 30,
 
 # name: (seconds on a GPU, seconds in --smoke)
 STEPS = {
-    "gpu_tests": (100, 120),
-    "bundle": (60, 120),
+    "gpu_tests": (90, 120),
+    "bundle": (50, 120),
     "throughput": (80, 120),
-    "gigapixel": (130, 120),
-    "training": (100, 180),
+    "gigapixel": (110, 120),
+    "training": (170, 180),
 }
+ZSTD_GIGAPIXEL_SECONDS = 90  # a second gigapixel in zstd, last, when this much of the budget is left
 
 
 # --- the steps (each runs in its own process: `gpu_check.py --step NAME`) -------------------------
@@ -253,7 +256,7 @@ def step_gigapixel(work: pathlib.Path, smoke: bool, *, compression: str = "defla
     return result
 
 
-def step_training(work: pathlib.Path, smoke: bool) -> dict:
+def step_training(work: pathlib.Path, smoke: bool, *, limit: float = 170) -> dict:
     import torch
 
     from famos.cli import main
@@ -261,6 +264,7 @@ def step_training(work: pathlib.Path, smoke: bool) -> dict:
     sys.path.insert(0, str(REPO / "bench"))
     from bench_training import _trainer
 
+    started = time.perf_counter()
     device = torch.device("cpu" if smoke else "cuda")
     preset = "tiny" if smoke else "default"
     rates = {}
@@ -275,7 +279,8 @@ def step_training(work: pathlib.Path, smoke: bool) -> dict:
         _sync(device)
         rates[precision] = steps / (time.perf_counter() - start)
         del trainer
-    seconds = 10 if smoke else 75
+    # the run takes what the step's limit leaves after the rates, start-up, previews and evaluation
+    seconds = 10 if smoke else max(10.0, min(120.0, limit - (time.perf_counter() - started) - 35))
     steps = max(4, int(rates["bf16"] * seconds) // 2 * 2)
     run = work / "run"
     samples = REPO / "examples"
@@ -310,7 +315,8 @@ def _sync(device) -> None:
 def run_step(name: str, work: pathlib.Path, smoke: bool, limit: float, **extra: str) -> dict:
     """One step in its own process group, killed with its children after ``limit`` seconds."""
     result_file = work / f"{name}{extra.get('suffix', '')}.json"
-    command = [sys.executable, __file__, "--step", name, "--work", str(work)] + (["--smoke"] if smoke else [])
+    command = [sys.executable, __file__, "--step", name, "--work", str(work), "--limit", f"{limit:.0f}"]
+    command += ["--smoke"] if smoke else []
     for key, value in extra.items():
         command += [f"--{key}", value]
     start = time.perf_counter()
@@ -422,11 +428,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", default="deflate", help=argparse.SUPPRESS)
     parser.add_argument("--preview", type=pathlib.Path, help=argparse.SUPPRESS)
     parser.add_argument("--suffix", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=float, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.step:  # inside a step's own process
         function = globals()[f"step_{args.step}"]
         extra = {"compression": args.compression, "preview": args.preview} if args.step == "gigapixel" else {}
+        if args.step == "training":
+            extra["limit"] = args.limit
         result = function(args.work, args.smoke, **extra)
         (args.work / f"{args.step}{args.suffix}.json").write_text(json.dumps(result, default=str))
         return 0
@@ -463,9 +472,10 @@ def main(argv: list[str] | None = None) -> int:
             figures["steps"][name] = run_step(name, work, args.smoke, limit, **extra)
             print(f"gpu_check: {name}: {'ok' if figures['steps'][name].get('ok') else 'FAILED'} "
                   f"in {figures['steps'][name]['step_seconds']} s", file=sys.stderr, flush=True)
-            if name == "gigapixel" and figures["steps"][name].get("ok") and left() > 80:
-                figures["steps"]["gigapixel_zstd"] = run_step(
-                    "gigapixel", work, args.smoke, min(gpu_limit, left() - 60), compression="zstd", suffix="_zstd")
+        if figures["steps"]["gigapixel"].get("ok") and left() > ZSTD_GIGAPIXEL_SECONDS + 5:
+            limit = min(ZSTD_GIGAPIXEL_SECONDS, left() - 5)
+            figures["steps"]["gigapixel_zstd"] = run_step("gigapixel", work, args.smoke, limit,
+                                                          compression="zstd", suffix="_zstd")
         if (args.outdir / "gigapixel_overview.png").is_file():
             figures["pngs"].append("gigapixel_overview.png")
         training = figures["steps"].get("training", {})

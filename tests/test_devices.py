@@ -76,9 +76,19 @@ def test_reduced_precision_is_within_its_stated_tolerance(device, precision):
 def test_chunks_on_the_device_equal_the_whole_canvas(device, bits):
     run = runner(device)
     chunked = device_strips(run, chunk=48, bits=bits)  # 4 x 5 chunks through stage/submit
-    expected = to_pixels(whole(run), bits=bits).transpose(1, 2, 0)
+    values = whole(run)
+    expected = to_pixels(values, bits=bits).transpose(1, 2, 0)
     assert chunked.dtype == expected.dtype and chunked.shape == expected.shape == (149, 211, 3)
-    assert np.array_equal(chunked, expected)
+    if device == "cpu":
+        assert np.array_equal(chunked, expected)
+    else:
+        # cuDNN may pick another algorithm for another window shape: sums in another order, the
+        # last float bit differs. A pixel may then round the other way, but only at a tie.
+        differs = chunked != expected
+        scaled = (values.transpose(1, 2, 0).astype(np.float64) + 1) * (127.5 if bits == 8 else 32767.5)
+        at_tie = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3 * (1 if bits == 8 else 256)
+        assert np.all(np.abs(chunked.astype(np.int64) - expected) <= 1)
+        assert not np.any(differs & ~at_tie), f"{np.count_nonzero(differs & ~at_tie)} pixels differ off a rounding tie"
     # and the device way equals the float32 contract's way (numpy cropping and quantization)
     plan = plan_for(CONFIG, CANVAS, chunk_size=48)
     assert np.array_equal(chunked, np.concatenate(list(render_strips(plan, inputs(), run, bits=bits))))

@@ -53,6 +53,10 @@ class RunnerOptions:
             raise BackendUnavailable("--precision bf16: use --backend torch (bundles carry float32 and float16 ONNX graphs)")
         if self.backend is Backend.TORCHSCRIPT and self.precision is not Precision.FP32:
             raise BackendUnavailable(f"--precision {self.precision.value}: use --backend torch (model.ts is float32)")
+        if self.backend is Backend.TORCH and self.precision is Precision.FP16 and not self.device.startswith("cuda"):
+            # measured: the default U-Net's float16 convolutions on a CPU take minutes per chunk
+            raise BackendUnavailable("--precision fp16 with --backend torch needs --device cuda (a CPU has no fast "
+                                     "float16 convolutions); use bf16 or fp32 on a CPU")
 
     @property
     def fp16(self) -> bool:

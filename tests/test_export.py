@@ -33,7 +33,8 @@ from export.writer import ExportOptions, export_bundle  # noqa: E402
 from famos.canvas import to_unit_range  # noqa: E402
 from famos.cli import main as famos_main  # noqa: E402
 from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig, NoisePlacement, Precision  # noqa: E402
-from famos.torch_runners import EagerRunner  # noqa: E402
+from famos.checkpoint import load_generator  # noqa: E402
+from famos.torch_runners import DeviceSettings, EagerRunner  # noqa: E402
 from famos.planning import Rect  # noqa: E402
 from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips  # noqa: E402
 
@@ -199,7 +200,7 @@ def test_fp16_graph_within_stated_tolerance(bundles):
     # onnxruntime's CPU provider runs it (numerical check only; speed is for CUDA / TensorRT).
     diffs = max_differences(
         EagerRunner(model),
-        {"onnx": open_runner(bundle, RunnerOptions(backend=Backend.ONNX, precision=Precision.FP16)), "torch": open_runner(bundle, RunnerOptions(backend=Backend.TORCH, precision=Precision.FP16))},
+        {"onnx": open_runner(bundle, RunnerOptions(backend=Backend.ONNX, precision=Precision.FP16)), "torch": EagerRunner(load_generator(bundle.path / "generator.safetensors")[0], settings=DeviceSettings(precision=Precision.FP16))},
         inputs=window_inputs(bundle, content),
         windows=parity_windows(bundle.spec, count=2, seed=2),
     )

@@ -29,7 +29,8 @@ def test_the_smoke_check_runs_every_step_and_writes_at_most_eight_files(tmp_path
     assert all(step["ok"] for step in steps.values()), steps
     assert steps["gpu_tests"]["counts"]["passed"] > 0 and not steps["gpu_tests"]["failures"]
     rows = steps["throughput"]["rows"]
-    assert {(r["backend"], r["precision"]) for r in rows if "mp_per_s" in r} >= {("torch", "fp32"), ("torch", "bf16"), ("torch", "fp16"), ("torchscript", "fp32")}
+    assert {(r["backend"], r["precision"]) for r in rows if "mp_per_s" in r} >= {("torch", "fp32"), ("torch", "bf16"), ("torchscript", "fp32")}
+    assert any(r["precision"] == "fp16" and "needs --device cuda" in r.get("error", "") for r in rows)  # not on a CPU
     assert steps["throughput"]["macs_per_pixel"] > 0
     assert steps["gigapixel"]["timings"]["device_busy"] > 0 and steps["gigapixel"]["peak_rss_gib"] > 0
     assert steps["training"]["quality"]["content_error"] >= 0 and set(steps["training"]["steps_per_s"]) == {"fp32", "bf16"}

@@ -113,3 +113,10 @@ def test_sizes_and_numbers_out_of_range_are_one_line_errors(models, tmp_path, ca
     assert len(err) == len(calls) and all(": error: " in line for line in err), err
     assert "1048576" in err[0] and "--min-dpi" in err[2] and "--chunk" in err[3] and "--port" in err[4]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_float16_on_a_cpu_is_refused_for_torch_in_one_line(models, tmp_path, capsys):
+    out = tmp_path / "x.tif"
+    assert main(["render", str(models / SERVER_MODEL), "--out", str(out), "--backend", "torch", "--precision", "fp16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs --device cuda" in err[0] and not out.exists()

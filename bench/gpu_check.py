@@ -22,7 +22,7 @@ reported, and the next one starts):
 OUTDIR receives at most 8 files: report.md, figures.json and PNGs (the gigapixel's overview, the
 training run's canvas and patch previews). Nothing else is written outside a temporary folder.
 
-A bare GPU machine lacks some wheels (Pillow, imagecodecs, pytest...): ``bench/gpu_wheels.sh``
+A bare GPU machine lacks some wheels (Pillow, imagecodecs, pytest, gRPC health): ``bench/gpu_wheels.sh``
 downloads them into .gpu-wheels/ here; carry that folder and run there
 
     pip install --no-deps --no-index .gpu-wheels/*.whl && PYTHONPATH=. python bench/gpu_check.py $OUT/check
@@ -50,7 +50,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-NEEDED = ["PIL", "tifffile", "imagecodecs", "safetensors", "onnx", "onnxruntime", "grpc", "pytest", "tqdm"]
+NEEDED = ["PIL", "tifffile", "imagecodecs", "safetensors", "onnx", "onnxruntime", "grpc", "grpc_health", "grpc_reflection",
+          "pytest", "tqdm"]
 BUDGET_SECONDS = 480  # the whole check, on a GPU
 H200_BF16_FLOPS = 790e12  # measured dense bf16 matrix rate (the figure)
 PAPER_MACS_PER_PIXEL = 610_465  # the count for depth 4, width 80, N 30, kernel 5

@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pip download --only-binary :all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --no-deps -d .gpu-wheels \
-    pillow imagecodecs pytest pluggy iniconfig pygments packaging tqdm
+    pillow imagecodecs pytest pluggy iniconfig pygments packaging tqdm grpcio-health-checking grpcio-reflection
 du -sh .gpu-wheels

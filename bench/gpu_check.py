@@ -158,7 +158,23 @@ def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
     from famos.planning import halo_for
 
     halo = halo_for(config)
-    rows = []
+    rows: list[dict] = []
+
+    # first what needs no GPU time, so that a step killed at its limit still reports it
+    from famos.checkpoint import load_generator
+    from famos.torch_runners import DeviceSettings, EagerRunner
+
+    model, _, _ = load_generator(bundle.path / "generator.safetensors")
+    probe = EagerRunner(model, settings=DeviceSettings(device="cpu")).feed(*inputs(Rect(0, 0, 256, 256)))
+    macs = macs_per_pixel(model, [None if a is None else torch.from_numpy(a) for a in probe])
+    floor_mp_per_s = H200_BF16_FLOPS / (2 * macs) / 1e6
+    figures = {"ok": True, "device": device, "rows": rows, "macs_per_pixel": macs,
+               "paper_macs_per_pixel": PAPER_MACS_PER_PIXEL, "floor_mp_per_s_at_790_tflops": floor_mp_per_s,
+               "default_chunk_bf16": None}
+    if not smoke:
+        run = open_runner(bundle, RunnerOptions(backend=Backend.TORCH, device=device, precision=Precision.BF16))
+        figures["default_chunk_bf16"] = run.suggest_chunk(inputs, margin=halo.top + halo.bottom)
+        del run
 
     def measure(run, chunk: int) -> dict:
         side = chunk + halo.top + halo.bottom
@@ -174,7 +190,13 @@ def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
         seconds = (time.perf_counter() - start) / repeats
         peak = torch.cuda.max_memory_allocated() / 2**30 if run.cuda else None
         return {"mp_per_s": chunk * chunk / seconds / 1e6, "window_mp": side * side / 1e6,
-                "seconds_per_chunk": seconds, "peak_gib": peak}
+                "seconds_per_chunk": seconds, "peak_gib": peak,
+                "share_of_floor": chunk * chunk / seconds / 1e6 / floor_mp_per_s}
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        save_partial(work, "throughput", figures)
 
     combos = [(Backend.TORCH, p, False) for p in Precision] + [(Backend.TORCH, Precision.BF16, True),
                                                               (Backend.TORCHSCRIPT, Precision.FP32, False)]
@@ -182,7 +204,7 @@ def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
         try:
             run = open_runner(bundle, RunnerOptions(backend=backend, device=device, precision=precision, autotune=autotune))
         except BackendUnavailable as err:
-            rows.append({"backend": backend.value, "precision": precision.value, "error": str(err)})
+            add({"backend": backend.value, "precision": precision.value, "error": str(err)})
             continue
         for chunk in chunks if backend is Backend.TORCH and not autotune else chunks[1:2]:
             row = {"backend": backend.value, "precision": precision.value, "autotune": autotune, "chunk": chunk}
@@ -191,8 +213,7 @@ def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
             except torch.cuda.OutOfMemoryError as err:
                 row["error"] = f"out of memory: {str(err).splitlines()[0]}"
                 torch.cuda.empty_cache()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            add(row)
         del run
     onnx = {"backend": "onnx", "precision": "fp32"}
     try:  # the float32 contract (host arrays in and out), one chunk of the smallest size
@@ -202,30 +223,12 @@ def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
         run(*window)
         start = time.perf_counter()
         run(*window)
-        onnx.update(chunk=chunks[0], mp_per_s=chunks[0] ** 2 / (time.perf_counter() - start) / 1e6,
-                    providers=run.providers)
+        rate = chunks[0] ** 2 / (time.perf_counter() - start) / 1e6
+        onnx.update(chunk=chunks[0], mp_per_s=rate, share_of_floor=rate / floor_mp_per_s, providers=run.providers)
     except BackendUnavailable as err:
         onnx["error"] = str(err)
-    rows.append(onnx)
-
-    from famos.torch_runners import DeviceSettings, EagerRunner
-    from famos.checkpoint import load_generator
-
-    model, _, _ = load_generator(bundle.path / "generator.safetensors")
-    probe = EagerRunner(model, settings=DeviceSettings(device="cpu")).feed(*inputs(Rect(0, 0, 256, 256)))
-    tensors = [None if a is None else torch.from_numpy(a) for a in probe]
-    macs = macs_per_pixel(model, tensors)
-    floor_mp_per_s = H200_BF16_FLOPS / (2 * macs) / 1e6
-    for row in rows:
-        if "mp_per_s" in row:
-            row["share_of_floor"] = row["mp_per_s"] / floor_mp_per_s
-    suggested = None
-    if not smoke:
-        run = open_runner(bundle, RunnerOptions(backend=Backend.TORCH, device=device, precision=Precision.BF16))
-        suggested = run.suggest_chunk(inputs, margin=halo.top + halo.bottom)
-    return {"ok": True, "device": device, "rows": rows, "macs_per_pixel": macs,
-            "paper_macs_per_pixel": PAPER_MACS_PER_PIXEL, "floor_mp_per_s_at_790_tflops": floor_mp_per_s,
-            "default_chunk_bf16": suggested}
+    add(onnx)
+    return figures
 
 
 def step_gigapixel(work: pathlib.Path, smoke: bool, *, compression: str = "deflate", preview: pathlib.Path | None = None) -> dict:
@@ -279,6 +282,7 @@ def step_training(work: pathlib.Path, smoke: bool, *, limit: float = 170) -> dic
             trainer.train_step()
         _sync(device)
         rates[precision] = steps / (time.perf_counter() - start)
+        save_partial(work, "training", {"preset": preset, "steps_per_s": rates})
         del trainer
     # the run takes what the step's limit leaves after the rates, start-up, previews and evaluation
     seconds = 10 if smoke else max(10.0, min(120.0, limit - (time.perf_counter() - started) - 35))
@@ -310,6 +314,11 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def save_partial(work: pathlib.Path, step: str, figures: dict) -> None:
+    """What a step has measured so far: reported even if the step is then killed at its limit."""
+    (work / f"{step}.partial.json").write_text(json.dumps(figures, default=str))
+
+
 # --- the driver ------------------------------------------------------------------------------------
 
 
@@ -332,8 +341,10 @@ def run_step(name: str, work: pathlib.Path, smoke: bool, limit: float, **extra: 
         code = None
     log.close()
     seconds = time.perf_counter() - start
+    partial = work / f"{name}{extra.get('suffix', '')}.partial.json"
     if code is None:
-        result = {"ok": False, "error": f"timed out after {limit:.0f} s (killed)"}
+        result = json.loads(partial.read_text()) if partial.is_file() else {}
+        result.update(ok=False, error=f"timed out after {limit:.0f} s (killed); figures so far kept")
     elif result_file.is_file():
         result = json.loads(result_file.read_text())
     else:
@@ -375,7 +386,7 @@ def report(figures: dict) -> str:
         note = result.get("error") or result.get("summary") or ""
         lines.append(f"| {name} | {'yes' if result.get('ok') else 'NO'} | {result['step_seconds']} ({result['limit_seconds']}) | {note} |")
     t = steps.get("throughput", {})
-    if t.get("rows"):
+    if t.get("macs_per_pixel"):
         lines += ["", f"## Throughput ({t['device']}, inputs staged once; MP/s of delivered pixels)", "",
                   f"Multiply-adds per output pixel, counted by hooks on this model's convolutions: {t['macs_per_pixel']:,.0f} "
                   f"(the issue's figure for the paper's architecture: {t['paper_macs_per_pixel']:,}). The compute floor "
@@ -408,13 +419,14 @@ def report(figures: dict) -> str:
                       f"wrote {tm.get('writing', 0):.1f} s",
                       f"- peak host RSS {g['peak_rss_gib']:.2f} GiB"]
     tr = steps.get("training", {})
-    if tr.get("ok"):
-        q = tr["quality"]
+    if tr.get("steps_per_s"):
         lines += ["", f"## Training ({tr['preset']} preset)", "",
-                  f"- steps/s: fp32 {tr['steps_per_s']['fp32']:.2f}, bf16 {tr['steps_per_s']['bf16']:.2f}",
-                  f"- bf16 run: {tr['run_steps']} steps in {tr['run_seconds']:.0f} s: content error "
-                  f"{q.get('content_error', float('nan')):.5f}, style distance {q.get('style_distance', float('nan')):.5f}",
-                  f"- `{tr['command']}`"]
+                  "- steps/s: " + ", ".join(f"{p} {rate:.2f}" for p, rate in tr["steps_per_s"].items())]
+        if tr.get("ok"):
+            q = tr["quality"]
+            lines += [f"- bf16 run: {tr['run_steps']} steps in {tr['run_seconds']:.0f} s: content error "
+                      f"{q.get('content_error', float('nan')):.5f}, style distance {q.get('style_distance', float('nan')):.5f}",
+                      f"- `{tr['command']}`"]
     lines += ["", "PNGs next to this report: " + ", ".join(figures["pngs"]) if figures["pngs"] else ""]
     return "\n".join(lines) + "\n"
 

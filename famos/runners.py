@@ -85,7 +85,7 @@ def add_runner_arguments(parser) -> None:
                        help="onnx (onnxruntime), torchscript, or torch (the eager reference)")
     group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     group.add_argument("--precision", choices=[p.value for p in Precision], default=Precision.FP32.value,
-                       help="of the U-Net: fp32; bf16 (torch backend); fp16 (torch, or onnx with a bundle exported with --fp16)")
+                       help="of the U-Net: fp32; bf16 (torch backend); fp16 (torch on cuda, or onnx with a bundle exported with --fp16)")
     group.add_argument("--tensorrt", action="store_true",
                        help="onnx on cuda: put onnxruntime's TensorRT provider first (engines cached per bundle)")
     group.add_argument("--autotune", action="store_true",

@@ -88,11 +88,12 @@ def content_window(
     src_h, src_w = content.shape[:2]
     row_lo, row_hi, row_t = _bilinear_axis(window.y, window.height, canvas_height, src_h)
     col_lo, col_hi, col_t = _bilinear_axis(window.x, window.width, canvas_width, src_w)
-    # Rows first, on the small source width, in the output's planar layout; then the columns in
-    # place: 4x faster than gathering (h, w, 3) and transposing, with the same float32 operations
-    # in the same order (the same bits). A GPU renders faster than one thread prepares inputs.
-    planes = np.ascontiguousarray(content.transpose(2, 0, 1), dtype=np.float32)  # (3, Hc, Wc)
-    rows = planes[:, row_lo] * (1 - row_t)[None, :, None] + planes[:, row_hi] * row_t[None, :, None]
+    # Rows first, on the small source width (the window's rows only), then into the output's planar
+    # layout and the columns in place: 4x faster than gathering (h, w, 3) and transposing, with the
+    # same float32 operations in the same order (the same bits). A GPU renders faster than one
+    # thread prepares inputs.
+    rows = content[row_lo] * (1 - row_t)[:, None, None] + content[row_hi] * row_t[:, None, None]  # (h, Wc, 3)
+    rows = np.ascontiguousarray(rows.transpose(2, 0, 1), dtype=np.float32)  # (3, h, Wc): still small
     out = np.take(rows, col_lo, axis=2)
     out *= 1 - col_t
     right = np.take(rows, col_hi, axis=2)

@@ -134,6 +134,10 @@ class OnnxRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(model), sess_options=options, providers=providers)
+        if device_id is not None and "CUDAExecutionProvider" not in self.session.get_providers():
+            # onnxruntime falls back to the CPU when its CUDA libraries do not load (another CUDA major)
+            raise BackendUnavailable(f"device cuda:{device_id}: onnxruntime's CUDA provider did not load here "
+                                     "(an onnxruntime-gpu built for another CUDA version?)")
         self.inputs = inputs
         self.device_id = device_id
         self._ort = ort

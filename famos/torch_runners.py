@@ -40,6 +40,10 @@ from famos.planning import Rect
 from famos.window import check_window
 
 DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+# The widest full-resolution tensors of a window (the U-Net's last level, the N templates x 3) have
+# about 128 channels: a window side past 4096 would pass 2^31 elements in one tensor, where some
+# cuDNN kernels index with 32 bits. The measured default chunk stays under it.
+MAX_WINDOW_SIDE = 4096
 
 
 def set_threads(threads: int) -> None:
@@ -144,6 +148,8 @@ class TorchRunner:
             pixels = quantize(image[0, :, crop.y : crop.bottom, crop.x : crop.right], bits)
             self.busy_seconds += time.perf_counter() - start
             return PendingPixels(pixels)
+        # after whatever the caller queued on its stream (a model moved or cast there, say)
+        self.copy_stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.copy_stream):
             on_device = [None if t is None else t.to(self.device, non_blocking=True) for t in staged]
         self.compute_stream.wait_stream(self.copy_stream)
@@ -180,7 +186,7 @@ class TorchRunner:
         side = 512 - 512 % self.alignment
         per_pixel = self.memory_per_pixel(probe(Rect(0, 0, side, side)))
         free, _ = torch.cuda.mem_get_info(self.device)
-        side = int((share * free / per_pixel) ** 0.5) - margin
+        side = min(int((share * free / per_pixel) ** 0.5), MAX_WINDOW_SIDE) - margin
         return max(self.alignment, min(limit, side - side % self.alignment))
 
 

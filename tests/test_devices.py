@@ -83,10 +83,15 @@ def test_chunks_on_the_device_equal_the_whole_canvas(device, bits):
         assert np.array_equal(chunked, expected)
     else:
         # cuDNN may pick another algorithm for another window shape: sums in another order, the
-        # last float bit differs. A pixel may then round the other way, but only at a tie.
+        # last float bits differ. A pixel may then round the other way, but only within that
+        # difference of a rounding tie.
+        plan = plan_for(CONFIG, CANVAS, chunk_size=48)
+        drift = max(np.abs(p - values[:, r.y : r.bottom, r.x : r.right]).max() for r, p in render_chunks(plan, inputs(), run))
+        assert drift <= TOLERANCE[Precision.FP32]
+        scale = 127.5 if bits == 8 else 32767.5
+        scaled = (values.transpose(1, 2, 0).astype(np.float64) + 1) * scale
+        at_tie = np.abs(scaled - np.floor(scaled) - 0.5) <= drift * scale + 1e-6
         differs = chunked != expected
-        scaled = (values.transpose(1, 2, 0).astype(np.float64) + 1) * (127.5 if bits == 8 else 32767.5)
-        at_tie = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3 * (1 if bits == 8 else 256)
         assert np.all(np.abs(chunked.astype(np.int64) - expected) <= 1)
         assert not np.any(differs & ~at_tie), f"{np.count_nonzero(differs & ~at_tie)} pixels differ off a rounding tie"
     # and the device way equals the float32 contract's way (numpy cropping and quantization)

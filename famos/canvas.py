@@ -56,9 +56,14 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) / 127.5 - 1.0
 
 
+# [-1, 1] onto the integers of 8 or 16 bits: (scale, top), value -> clip(rint((v + 1) * scale), 0, top).
+# One table for the numpy conversion here and the torch one on a device (famos.torch_runners.quantize).
+PIXEL_SCALES = {8: (127.5, 255), 16: (32767.5, 65535)}
+
+
 def to_uint8(values: np.ndarray) -> np.ndarray:
     """float in [-1, 1] -> uint8, rounding to nearest."""
-    return np.clip(np.rint((values + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return to_pixels(values, bits=8)
 
 
 def as_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -70,9 +75,8 @@ def as_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def to_pixels(values: np.ndarray, *, bits: int = 8) -> np.ndarray:
     """float in [-1, 1] -> uint8 (bits 8) or uint16 (bits 16, for prints graded further), rounding to nearest."""
-    if bits == 8:
-        return to_uint8(values)
-    return np.clip(np.rint((values + 1.0) * 32767.5), 0, 65535).astype(np.uint16)
+    scale, top = PIXEL_SCALES[bits]
+    return np.clip(np.rint((values + 1.0) * scale), 0, top).astype(np.uint8 if bits == 8 else np.uint16)
 
 
 def content_window(

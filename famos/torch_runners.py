@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from famos.bundle import GraphInputs
+from famos.canvas import PIXEL_SCALES
 from famos.checkpoint import load_generator
 from famos.config import Precision
 from famos.errors import BackendUnavailable
@@ -194,8 +195,8 @@ def quantize(values: torch.Tensor, bits: int) -> torch.Tensor:
     """float (3, h, w) in [-1, 1] -> (h, w, 3) uint8 or uint16: ``famos.canvas.to_pixels`` on a
     device, the same float32 operations in the same order, so the same integers."""
     # 16 bits travel as int32 (cast to uint16 on the host): torch's uint16 is not on every device
-    scale, top, dtype = (127.5, 255, torch.uint8) if bits == 8 else (32767.5, 65535, torch.int32)
-    ints = torch.clamp(torch.round((values.float() + 1.0) * scale), 0, top).to(dtype)
+    scale, top = PIXEL_SCALES[bits]
+    ints = torch.clamp(torch.round((values.float() + 1.0) * scale), 0, top).to(torch.uint8 if bits == 8 else torch.int32)
     return ints.permute(1, 2, 0).contiguous()
 
 

@@ -18,7 +18,7 @@ from famos.pipeline import pipelined_strips
 from famos.planning import Rect
 from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips
 from famos.torch_runners import DeviceSettings, EagerRunner, configure_math, quantize
-from famos.canvas import to_pixels
+from famos.canvas import PIXEL_SCALES, to_pixels
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 CONFIG = GeneratorConfig(depth=3, width=12, n_templates=5, noise=NoiseConfig(n_global=2, n_local=3, n_periodic=2))
@@ -88,7 +88,7 @@ def test_chunks_on_the_device_equal_the_whole_canvas(device, bits):
         plan = plan_for(CONFIG, CANVAS, chunk_size=48)
         drift = max(np.abs(p - values[:, r.y : r.bottom, r.x : r.right]).max() for r, p in render_chunks(plan, inputs(), run))
         assert drift <= TOLERANCE[Precision.FP32]
-        scale = 127.5 if bits == 8 else 32767.5
+        scale = PIXEL_SCALES[bits][0]
         scaled = (values.transpose(1, 2, 0).astype(np.float64) + 1) * scale
         at_tie = np.abs(scaled - np.floor(scaled) - 0.5) <= drift * scale + 1e-6
         differs = chunked != expected

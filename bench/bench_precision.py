@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import platform
@@ -31,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tifffile
 
-    from famos.cli import main as famos
-    from gpu_check import step_bundle
+    from gpu_check import famos_json, step_bundle
 
     with tempfile.TemporaryDirectory(prefix="famos-bench-precision-") as folder:
         work = pathlib.Path(folder)
@@ -43,16 +41,10 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"{precision}.tif"
             argv = [str(work / "bundle"), "--out", str(out), "--size", args.size, "--chunk", str(args.chunk),
                     "--backend", "torch", "--device", args.device, "--precision", precision, "--quiet"]
-            import contextlib
-            import io
-
-            printed = io.StringIO()
-            with contextlib.redirect_stdout(printed):
-                code = famos(["render", *argv])
+            code, report = famos_json(["render", *argv])
             if code != 0:
                 rows.append((precision, None, None, None, None))
                 continue
-            report = json.loads(printed.getvalue().strip().splitlines()[-1])
             pixels = tifffile.imread(out).astype(np.int16)
             reference = pixels if reference is None else reference
             diff = np.abs(pixels - reference)

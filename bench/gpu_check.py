@@ -240,8 +240,6 @@ def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
 
 
 def step_gigapixel(work: pathlib.Path, smoke: bool, *, compression: str = "deflate", preview: pathlib.Path | None = None) -> dict:
-    from render_server.cli import main
-
     side = 512 if smoke else 32768
     out = work / f"giga-{compression}.tif"
     argv = [str(work / "bundle"), "--out", str(out), "--size", f"{side}x{side}", "--backend", "torch",
@@ -250,12 +248,9 @@ def step_gigapixel(work: pathlib.Path, smoke: bool, *, compression: str = "defla
         argv += ["--chunk", "128"]
     if preview is not None:
         argv += ["--preview", str(preview)]
-    printed = io.StringIO()
     start = time.perf_counter()
-    with contextlib.redirect_stdout(printed):
-        code = main(argv)
+    code, report = famos_json(["render", *argv])
     wall = time.perf_counter() - start
-    report = json.loads(printed.getvalue().strip().splitlines()[-1]) if code == 0 else {}
     timings = report.get("timings", {})
     result = {"ok": code == 0, "command": "famos render " + " ".join(argv),
               "compression": compression, "megapixels": side * side / 1e6, "wall_seconds": wall,
@@ -303,16 +298,22 @@ def step_training(work: pathlib.Path, smoke: bool, *, limit: float = 170) -> dic
     start = time.perf_counter()
     code = main(argv)
     train_seconds = time.perf_counter() - start
-    quality = {}
-    if code == 0:
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            main(["evaluate", str(run / "checkpoint.safetensors"), "--json"])
-        quality = json.loads(printed.getvalue().strip().splitlines()[-1])
+    quality = famos_json(["evaluate", str(run / "checkpoint.safetensors"), "--json"])[1] if code == 0 else {}
     previews = sorted((run / "previews").glob("*.png")) if (run / "previews").is_dir() else []
     return {"ok": code == 0, "preset": preset, "steps_per_s": rates, "run_steps": steps,
             "run_seconds": train_seconds, "command": "famos " + " ".join(argv), "quality": quality,
             "previews": [str(p) for p in previews], "final_preview": str(run / "preview.png")}
+
+
+def famos_json(argv: list[str]) -> tuple[int, dict]:
+    """`famos ARGV` in this process: its exit status and the JSON object it printed last ({} if none)."""
+    from famos.cli import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(argv)
+    lines = printed.getvalue().strip().splitlines()
+    return code, json.loads(lines[-1]) if code == 0 and lines else {}
 
 
 def _sync(device) -> None:

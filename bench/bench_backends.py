@@ -96,7 +96,7 @@ def run_bench(config: BenchConfig) -> list[BenchRow]:
     from famos.runners import Backend, RunnerOptions, open_runner
     from famos.canvas import to_unit_range
     from famos.planning import Rect
-    from famos.rendering import WindowInputs
+    from famos.chunk_loop import WindowInputs
 
     rows = []
     side = max(config.windows)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from famos.config import CanvasConfig, GeneratorConfig, NoiseConfig
     from famos.generator import build_generator
     from famos.torch_runners import EagerRunner
-    from famos.rendering import WindowInputs, plan_for, render_strips
+    from famos.chunk_loop import WindowInputs, plan_for, render_strips
 
     if args.threads:
         torch.set_num_threads(args.threads)

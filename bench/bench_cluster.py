@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     from famos.bundle import load_bundle
     from famos.cluster import ClusterOptions, WorkerPool
     from famos.renderer import Renderer, render_tiff
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
     from famos.runners import RunnerOptions
-    from famos.tiff import TiffOptions, tile_format, write_encoded_tiff
+    from famos.tiff_options import TiffOptions
+    from famos.tiff_writer import tile_format, write_encoded_tiff
     from famos.tiles import TileCodec, encode_strip
 
     cores = os.cpu_count() or 1
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| encode threads | MB/s (raw pixels) | speedup |\n|---:|---:|---:|")
     base = None
     for threads in counts:
-        with TileCodec(tile_format(options), workers=threads) as codec:
+        with TileCodec(tile_format(options), encode_workers=threads) as codec:
             encode_strip(strip, top=0, height=size[0], codec=codec)  # warm-up
             start = time.perf_counter()
             for _ in range(3):
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in counts:
         local = Renderer(bundle, RunnerOptions(threads=n))
         start = time.perf_counter()
-        render_tiff(local, local_file, settings=settings, options=TiffOptions(workers=n))
+        render_tiff(local, local_file, settings=settings, options=TiffOptions(encode_workers=n))
         t_local = time.perf_counter() - start
         strips = math.ceil(size[0] / args.chunk)
         pool = WorkerPool(ClusterOptions(workers=n, cpus_per_worker=1))
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     strip = next(strips_iter)
     t_compute = time.perf_counter() - start
     strips_iter.close()
-    with TileCodec(tile_format(options), workers=1) as codec:
+    with TileCodec(tile_format(options), encode_workers=1) as codec:
         start = time.perf_counter()
         encoded = encode_strip(strip, top=0, height=size[0], codec=codec)
         t_encode = time.perf_counter() - start
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(5):
         ray.get(echo.remote(encoded))
     t_transfer = (time.perf_counter() - start) / 5
-    with TileCodec(tile_format(options), workers=cores) as codec:
+    with TileCodec(tile_format(options), encode_workers=cores) as codec:
         every = list(Renderer(bundle).encoded_strips(task, codec))
         start = time.perf_counter()
         write_encoded_tiff(work / "write.tif", every, height=size[0], width=size[1], options=options, codec=codec)

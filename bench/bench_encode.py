@@ -54,7 +54,8 @@ def measure(*, megapixels: float, workers: list[int], codecs: list[str] | None =
     """One row per (codec, workers): MB/s of raw pixels in and the compressed share."""
     import numpy as np
 
-    from famos.tiff import Compression, TiffOptions, tile_format
+    from famos.tiff_options import Compression, TiffOptions
+    from famos.tiff_writer import tile_format
     from famos.tiles import TileCodec
 
     width = 8192
@@ -66,7 +67,7 @@ def measure(*, megapixels: float, workers: list[int], codecs: list[str] | None =
             continue
         options = TiffOptions(tile=tile, **{**fields, "compression": Compression(fields["compression"])})
         for count in workers:
-            with TileCodec(tile_format(options), workers=count) as codec:
+            with TileCodec(tile_format(options), encode_workers=count) as codec:
                 codec.encode_rows(band[:tile], width=width)  # warm the pool and the codec
                 raw = packed = 0
                 start = time.perf_counter()

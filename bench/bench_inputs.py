@@ -1,5 +1,5 @@
 """Input preparation per window on one thread: the content resampled onto the window and, for a
-model with noise, its noise window (``famos.rendering.WindowInputs``). A GPU renders a window in
+model with noise, its noise window (``famos.chunk_loop.WindowInputs``). A GPU renders a window in
 well under a second, so this decides how many prepare threads (`famos render --workers`) it needs.
 
     python bench/bench_inputs.py --sides 1168 2176 4224
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from famos.config import CanvasConfig, GeneratorConfig, NoiseConfig
     from famos.planning import Rect
-    from famos.rendering import WindowInputs
+    from famos.chunk_loop import WindowInputs
 
     content = np.random.default_rng(0).random((300, 451, 3), dtype=np.float32) * 2 - 1  # the samples' size
     canvas = CanvasConfig(32768, 32768)

@@ -61,8 +61,8 @@ class _Ready:
 def render(renderer, out: pathlib.Path, *, side: int, chunk: int, level: int):
     from famos.planning import Rect
     from famos.renderer import render_tiff
-    from famos.rendering import RenderSettings
-    from famos.tiff import Compression, TiffOptions
+    from famos.chunk_loop import RenderSettings
+    from famos.tiff_options import Compression, TiffOptions
 
     settings = RenderSettings(chunk=chunk, region=Rect(0, 0, side, side))
     return render_tiff(renderer, out, settings=settings,

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tifffile
 
-    from gpu_check import famos_json, step_bundle
+    from common import famos_json
+    from gpu_steps import step_bundle
 
     with tempfile.TemporaryDirectory(prefix="famos-bench-precision-") as folder:
         work = pathlib.Path(folder)

@@ -84,7 +84,7 @@ def bare_graph_throughput(bundle: pathlib.Path, *, chunk: int, repeats: int = 4)
     """Delivered MP/s of the graph alone on interior windows (halo included in the work)."""
     from famos.bundle import load_bundle
     from famos.renderer import Renderer
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
 
     renderer = Renderer(load_bundle(bundle))
     task = renderer.task(RenderSettings(chunk=chunk))

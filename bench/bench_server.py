@@ -96,7 +96,7 @@ def run(config: BenchConfig) -> tuple[dict[str, float], list[ConcurrencyRow]]:
     from clients.render_client import ServerError
     from famos.bundle import load_bundle
     from famos.renderer import Renderer, render_tiff
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
 
     bundle = load_bundle(config.bundle)
     megapixels = bundle.spec.canvas.height * bundle.spec.canvas.width / 1e6

@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     from clients.render_client import RenderClient
     from famos.bundle import load_bundle
     from famos.renderer import Renderer, render_tiff
-    from famos.rendering import RenderSettings
-    from famos.tiff import TiffOptions
+    from famos.chunk_loop import RenderSettings
+    from famos.tiff_options import TiffOptions
     from protos.famos.render.v1 import render_pb2 as pb
     from protos.famos.render.v1 import render_pb2_grpc
 
@@ -108,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         if kind == "stream":
                             out = work / f"c{n_clients}-{k}.tif"
-                            client.render_to_tiff("soak", out, seed=seed, chunk=128, size=SIZE, options=TiffOptions(tile=128))
+                            client.render_to_tiff("soak", out, seed=seed, chunk=128, size=SIZE, tiff=TiffOptions(tile=128))
                             if not np.array_equal(tifffile.imread(out), solo_pixels[seed]):
                                 wrong[0] += 1
                             count("OK", SIZE[0] * SIZE[1])
                         elif kind == "job":
                             job = client.wait(client.submit("soak", seed=seed, chunk=128, size=SIZE,
-                                                            options=TiffOptions(tile=128)).id)
+                                                            tiff=TiffOptions(tile=128)).id)
                             if job.state.value != "succeeded":
                                 count(f"job {job.state.value}")
                                 continue

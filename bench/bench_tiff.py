@@ -84,7 +84,8 @@ def strips_from(band, *, height: int, strip_rows: int) -> Iterator:
 
 
 def run(config: BenchConfig) -> list[BenchRow]:
-    from famos.tiff import Compression, TiffOptions, write_tiled_tiff
+    from famos.tiff_options import Compression, TiffOptions
+    from famos.tiff_writer import write_tiled_tiff
 
     side = max(16, round((config.megapixels * 1e6) ** 0.5))
     height = width = side
@@ -101,7 +102,7 @@ def run(config: BenchConfig) -> list[BenchRow]:
                 tile=config.tile,
                 compression=compression,
                 quality=config.quality,
-                workers=config.workers,
+                encode_workers=config.workers,
             )
             path = pathlib.Path(folder) / f"bench_{compression.value}.tif"
             start = time.perf_counter()

@@ -41,7 +41,8 @@ def strips(side: int, rows: int = 1024):
 
 
 def write(path: pathlib.Path, side: int, *, pyramid: bool) -> float:
-    from famos.tiff import TiffOptions, write_tiled_tiff
+    from famos.tiff_options import TiffOptions
+    from famos.tiff_writer import write_tiled_tiff
 
     start = time.perf_counter()
     write_tiled_tiff(path, strips(side), height=side, width=side, options=TiffOptions(pyramid=pyramid))

@@ -1,8 +1,12 @@
-"""Helpers the bench scripts share: run `famos` in a subprocess, and measure one run's wall time
-and peak RSS (from wait4, so the figure is the child's own)."""
+"""Helpers the bench scripts share: run `famos` in a subprocess or read the JSON line it prints in
+this process, and measure one run's wall time and peak RSS (from wait4, so the figure is the
+child's own)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +18,17 @@ def famos(*args: object, capture: bool = False) -> str:
     result = subprocess.run([sys.executable, "-m", "famos.cli", *map(str, args)], check=True,
                             capture_output=capture, text=True)
     return result.stdout
+
+
+def famos_json(argv: list[str]) -> tuple[int, dict]:
+    """`famos ARGV` in this process: its exit status and the JSON object it printed last ({} if none)."""
+    from famos.cli import main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(argv)
+    lines = printed.getvalue().strip().splitlines()
+    return code, json.loads(lines[-1]) if code == 0 and lines else {}
 
 
 def measured(command: list[str]) -> tuple[float, float]:

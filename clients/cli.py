@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import os
 import pathlib
@@ -21,10 +20,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from famos.tiff import add_tiff_arguments
-    from famos.units import add_size_arguments
+    from famos.cli_parser import Parser
+    from famos.request_args import add_request_arguments
 
-    parser = argparse.ArgumentParser(prog="famos client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="famos client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", required=True, help="HOST:PORT of `famos serve`")
     parser.add_argument("--token", default=os.environ.get("FAMOS_TOKEN"), help="bearer token (default: $FAMOS_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="TLS with the system's root certificates")
@@ -35,12 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def render_arguments(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("model", help="model name (see `models`)")
-        sub.add_argument("--content", type=pathlib.Path, help="new content image, resampled onto the output canvas")
-        sub.add_argument("--seed", type=int, default=0, help="noise seed")
-        sub.add_argument("--region", help="X,Y,W,H: render only this part of the canvas")
-        sub.add_argument("--chunk", type=int, default=0, help="output chunk side in pixels (0: the server's default)")
-        add_size_arguments(sub)
-        add_tiff_arguments(sub)
+        add_request_arguments(sub, chunk_default="the server's default")
 
     render = commands.add_parser("render", help="stream a render and write the TIFF here")
     render_arguments(render)
@@ -63,9 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from clients.render_client import RenderClient
     from famos.errors import UserError
-    from famos.planning import Rect
-    from famos.tiff import tiff_options
-    from famos.units import output_size
+    from famos.request_args import request_from_args
 
     root = args.tls_ca.read_bytes() if args.tls_ca else None
     with RenderClient(args.server, token=args.token, tls=args.tls, root_certificates=root) as client:
@@ -74,29 +66,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(dataclasses.asdict(model)))
             return 0
         if args.command in ("render", "submit"):
-            options = tiff_options(args)
-            request = dict(
-                seed=args.seed,
-                region=Rect.parse(args.region) if args.region else None,
-                content=_content_bytes(args.content) if args.content else b"",
-                chunk=args.chunk,
-                options=options,
-                # pixels and print sizes resolve here; a scale needs the model's canvas: the server's
-                size=output_size(canvas=None, size=args.size, scale=args.scale, print_size=args.print_size, dpi=args.dpi),
-                scale=args.scale,
-            )
+            request = request_from_args(args, args.model)
             if args.command == "render":
                 if args.out.suffix.lower() not in (".tif", ".tiff"):
                     raise UserError(f"--out {args.out}: use a .tif or .tiff file name")
                 if not args.out.parent.is_dir():
                     raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
-                result = client.render_to_tiff(
-                    args.model, args.out, progress=None if args.quiet else _print_progress, **request
-                )
+                result = client.render_to_tiff(request, args.out, progress=None if args.quiet else _print_progress)
                 print(json.dumps({"path": str(result.tiff.path), "width": result.region.width,
                                   "height": result.region.height, "bytes": result.tiff.bytes_written}))
                 return 0
-            job = client.submit(args.model, output_name=args.name, **request)
+            job = client.submit(request, output_name=args.name)
             _print_job(job)
             if not args.watch:
                 return 0
@@ -115,25 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"path": str(args.out), "bytes": job.size_bytes, "sha256": job.sha256}))
             return 0
     raise AssertionError(args.command)  # argparse allows only the commands above
-
-
-def _content_bytes(path: pathlib.Path) -> bytes:
-    """PNG and JPEG files travel as they are (the server decodes them as `famos render` does);
-    other formats are converted to PNG here."""
-    from famos.canvas import ImageError
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such image file") from None
-    if data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
-        return data
-    from famos.canvas import load_rgb
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(load_rgb(path)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _print_progress(progress) -> None:

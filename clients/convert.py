@@ -11,8 +11,9 @@ import numpy as np
 
 from famos.errors import InvalidField, UserError
 from famos.planning import Rect
-from famos.tiff import TiffOptions
-from famos.values import Job, JobState, ModelInfo, Piece, Progress, Started
+from famos.request import RenderRequest
+from famos.tiff_options import ResolutionUnit, TiffOptions
+from famos.values import Job, JobState, ModelInfo, Piece, Progress, Resolution, Started
 from protos.famos.render.v1 import render_pb2 as pb
 
 
@@ -25,19 +26,19 @@ class ServerError(UserError):
         self.details = details
 
 
-def render_request(
-    model: str, *, seed: int, region: Rect | None, content: bytes, chunk: int,
-    size: tuple[int, int] | None = None, scale: float | None = None,
-) -> pb.RenderRequest:
-    """``size`` is (height, width) of the output canvas, ``scale`` a factor of the model's canvas."""
-    request = pb.RenderRequest(model=model, seed=seed, content_image=content, chunk=chunk)
-    if region is not None:
-        request.region.CopyFrom(pb.Region(x=region.x, y=region.y, width=region.width, height=region.height))
-    if size is not None:
-        request.size.CopyFrom(pb.OutputSize(height=size[0], width=size[1]))
-    elif scale is not None:
-        request.size.CopyFrom(pb.OutputSize(scale=scale))
-    return request
+def render_request(request: RenderRequest, canvas: tuple[int, int] | None) -> pb.RenderRequest:
+    """``request`` as a message, its output size as ``canvas`` (height, width) pixels (print sizes
+    multiplied out here, ``famos.request.output_canvas``) or, where that needs the model's canvas,
+    as its scale."""
+    message = pb.RenderRequest(model=request.model, seed=request.seed, content_image=request.content, chunk=request.chunk)
+    if request.region is not None:
+        r = request.region
+        message.region.CopyFrom(pb.Region(x=r.x, y=r.y, width=r.width, height=r.height))
+    if canvas is not None:
+        message.size.CopyFrom(pb.OutputSize(height=canvas[0], width=canvas[1]))
+    elif request.scale is not None:
+        message.size.CopyFrom(pb.OutputSize(scale=request.scale))
+    return message
 
 
 def tiff_settings(options: TiffOptions) -> pb.TiffSettings:
@@ -50,6 +51,7 @@ def tiff_settings(options: TiffOptions) -> pb.TiffSettings:
     return pb.TiffSettings(
         compression=pb.Compression.Value(f"COMPRESSION_{options.compression.name}"),
         quality=options.quality,
+        level=options.level,
         tile=options.tile,
         dpi=options.dpi or 0.0,
         pyramid=options.pyramid,
@@ -95,5 +97,13 @@ def render_event(message: pb.RenderResponse) -> Started | Piece | Progress:
     if kind == "started":
         s = message.started
         region = Rect(y=s.region.y, x=s.region.x, height=s.region.height, width=s.region.width)
-        return Started(region, s.chunks_total, s.strips_total, json.loads(s.description_json))
+        trained = Resolution(s.trained_dpi, _named(ResolutionUnit, s.trained_resolution_unit)) if s.trained_dpi else None
+        return Started(region, s.chunks_total, s.strips_total, json.loads(s.description_json), trained)
     raise ServerError(grpc.StatusCode.INTERNAL, f"unknown render event {kind!r} (newer server?)")
+
+
+def _named(kind, value: str):
+    try:
+        return kind(value)
+    except ValueError:
+        raise ServerError(grpc.StatusCode.UNKNOWN, f"unknown {kind.__name__} {value[:40]!r} (newer server?)") from None

@@ -4,11 +4,14 @@
         for model in client.models():
             print(model.name, model.canvas_width, model.canvas_height)
         client.render_to_tiff("tiles-v2", "mosaic.tif", seed=3)   # streamed, assembled locally
-        job = client.submit("tiles-v2", output_name="print.tif")    # rendered by the server
+        job = client.submit("tiles-v2", output_name="print.tif", print_size="60x40cm",
+                            tiff=TiffOptions(dpi=150))               # rendered by the server
         for state in client.watch(job.id): ...
         client.download(job.id, "print.tif")
 
-Results are the value types the server uses too (``famos.values``: ModelInfo, Job, Started,
+A render is a ``famos.request.RenderRequest``, given whole or as a model name and its fields
+(``seed``, ``region``, ``size``, ``scale``, ``print_size``, ``chunk``, ``content``: PNG/JPEG bytes,
+``tiff``: the file's options); it is resolved as `famos render` resolves it. Results are the value types the server uses too (``famos.values``: ModelInfo, Job, Started,
 Piece, Progress; regions are ``famos.planning.Rect``), server errors a ``ServerError`` carrying the
 gRPC status code. Needs grpcio, protobuf, numpy and tifffile; never torch.
 """
@@ -30,9 +33,10 @@ import numpy as np
 from clients import convert
 from clients.convert import ServerError
 from famos.files import atomic_output
-from famos.planning import Rect
 from famos.errors import InvalidField
-from famos.tiff import TiffOptions, TiffReport, write_tiled_tiff
+from famos.planning import Rect
+from famos.request import RenderRequest, file_resolution, output_canvas
+from famos.tiff_writer import TiffReport, write_tiled_tiff
 from famos.values import Job, ModelInfo, Piece, Progress, Started
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
@@ -110,38 +114,29 @@ class RenderClient:
 
     # streamed renders
 
-    def render(
-        self, model: str, *, seed: int = 0, region: Rect | None = None, content: bytes = b"", chunk: int = 0,
-        size: tuple[int, int] | None = None, scale: float | None = None,
-    ) -> RenderStream:
-        """Start a streamed render; ``content`` is PNG or JPEG file bytes (empty: the model's own);
-        ``size`` (height, width) or ``scale`` of the model's canvas choose the output canvas."""
-        request = convert.render_request(
-            model, seed=seed, region=region, content=content, chunk=chunk, size=size, scale=scale
-        )
-        return RenderStream(self._stub.Render(request, metadata=self._metadata))
+    def render(self, request: RenderRequest | str, **fields: Any) -> RenderStream:
+        """Start a streamed render of ``request`` (or of the model so named, with ``fields``)."""
+        request = as_request(request, fields)
+        message = convert.render_request(request, output_canvas(request, None))
+        return RenderStream(self._stub.Render(message, metadata=self._metadata))
 
     def render_to_tiff(
         self,
-        model: str,
+        request: RenderRequest | str,
         path: str | os.PathLike[str],
         *,
-        seed: int = 0,
-        region: Rect | None = None,
-        content: bytes = b"",
-        chunk: int = 0,
-        size: tuple[int, int] | None = None,
-        scale: float | None = None,
-        options: TiffOptions = TiffOptions(),
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
+        **fields: Any,
     ) -> RenderResult:
         """Stream a render into a tiled TIFF at ``path`` (atomically, in memory O(one strip)); the
-        TIFF equals `famos render` with the same options, description included. Setting ``cancel``
-        stops the render (and the server's work) and raises ``ServerError(CANCELLED)``."""
-        if options.bits != 8:
+        TIFF equals `famos render` of the same request, description and resolution included.
+        Setting ``cancel`` stops the render (and the server's work) and raises ``ServerError(CANCELLED)``."""
+        request = as_request(request, fields)
+        if request.tiff.bits != 8:
             raise InvalidField("bits", "a streamed render carries 8 bits per sample: render 16-bit files with famos render")
-        stream = self.render(model, seed=seed, region=region, content=content, chunk=chunk, size=size, scale=scale)
+        canvas = output_canvas(request, None)
+        stream = RenderStream(self._stub.Render(convert.render_request(request, canvas), metadata=self._metadata))
         events = iter(stream)
         watcher = _cancel_watcher(cancel, stream)
         try:
@@ -153,7 +148,7 @@ class RenderClient:
                 _strips(events, started.region.width, progress),
                 height=started.region.height,
                 width=started.region.width,
-                options=options,
+                options=file_resolution(request, canvas, started.trained),
                 description=started.description,
             )
         except BaseException:
@@ -166,27 +161,17 @@ class RenderClient:
 
     # jobs
 
-    def submit(
-        self,
-        model: str,
-        *,
-        output_name: str = "",
-        seed: int = 0,
-        region: Rect | None = None,
-        content: bytes = b"",
-        chunk: int = 0,
-        size: tuple[int, int] | None = None,
-        scale: float | None = None,
-        options: TiffOptions = TiffOptions(),
-    ) -> Job:
-        request = pb.SubmitJobRequest(
-            render=convert.render_request(
-                model, seed=seed, region=region, content=content, chunk=chunk, size=size, scale=scale
-            ),
+    def submit(self, request: RenderRequest | str, *, output_name: str = "", **fields: Any) -> Job:
+        """Queue ``request`` as a job whose file the server writes (its resolution: as `famos render`'s)."""
+        request = as_request(request, fields)
+        canvas = output_canvas(request, None)
+        message = pb.SubmitJobRequest(
+            render=convert.render_request(request, canvas),
             output_name=output_name,
-            tiff=convert.tiff_settings(options),
+            # a print size's exact DPI here; no DPI asked for: the server applies the model's trained one
+            tiff=convert.tiff_settings(file_resolution(request, canvas, None)),
         )
-        return convert.job(self._unary(self._stub.SubmitJob, request))
+        return convert.job(self._unary(self._stub.SubmitJob, message))
 
     def job(self, job_id: str) -> Job:
         """The job's current state (the first message of ``watch``)."""
@@ -243,6 +228,13 @@ class RenderClient:
     def _unary(self, method, request):
         with _server_errors():
             return method(request, metadata=self._metadata, timeout=self._timeout)
+
+
+def as_request(request: RenderRequest | str, fields: dict[str, Any]) -> RenderRequest:
+    """A request given whole, or a model name with the request's other fields as keywords."""
+    if isinstance(request, RenderRequest):
+        return dataclasses.replace(request, **fields) if fields else request
+    return RenderRequest(model=request, **fields)
 
 
 @contextlib.contextmanager

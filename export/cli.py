@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import pathlib
+
+from famos.cli_parser import Parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="famos export", description=__doc__)
+    parser = Parser(prog="famos export", description=__doc__)
     parser.add_argument("source", type=pathlib.Path, help="checkpoint file, or a run folder (its latest checkpoint)")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="bundle folder to write")
     parser.add_argument("--content", type=pathlib.Path, help="default content image (instead of the checkpoint's)")

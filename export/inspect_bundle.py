@@ -6,15 +6,15 @@ torch.
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 
 from famos.bundle import Bundle, load_bundle
+from famos.cli_parser import Parser
 from famos.errors import BundleError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="famos inspect", description=__doc__)
+    parser = Parser(prog="famos inspect", description=__doc__)
     parser.add_argument("bundle", type=pathlib.Path, help="bundle folder written by `famos export`")
     args = parser.parse_args(argv)
 

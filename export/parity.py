@@ -11,7 +11,7 @@ import numpy as np
 
 from famos.config import ModelSpec
 from famos.planning import Rect
-from famos.rendering import WindowInputs
+from famos.chunk_loop import WindowInputs
 from famos.window import WindowRunner
 
 ONNX_TOLERANCE = 1e-4  # max |diff| on outputs in [-1, 1]: onnxruntime CPU vs eager PyTorch

@@ -35,7 +35,7 @@ from famos.errors import BundleError, UserError
 from famos.files import file_sha256
 from famos.generator import FamosGenerator
 from famos.planning import Rect, halo_for
-from famos.rendering import WindowInputs, plan_for, render_strips
+from famos.chunk_loop import WindowInputs, plan_for, render_strips
 from famos.runners import OnnxRunner
 from famos.torch_runners import DeviceSettings, EagerRunner, TorchScriptRunner
 

@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 
 from famos.config import CanvasConfig, Fold, NoiseConfig
-from famos.errors import UserError
+from famos.errors import OverLimit, UserError
 from famos.planning import Rect
 
 
@@ -36,6 +36,48 @@ def load_rgb(path: str | pathlib.Path) -> np.ndarray:
         raise ImageError(f"{path}: too large to load ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from None
+
+
+def encoded_image(path: str | pathlib.Path) -> bytes:
+    """An image file as the bytes a render request carries: PNG and JPEG files as they are (decoded
+    by ``decode_rgb`` exactly as ``load_rgb`` decodes the file), other formats converted to PNG here."""
+    import io
+
+    path = pathlib.Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such image file") from None
+    except OSError as err:
+        raise ImageError(f"{path}: cannot be read ({err.strerror})") from None
+    if data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+        return data
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(load_rgb(path)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_rgb(data: bytes, *, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """PNG or JPEG bytes as uint8 RGB (H, W, 3), decoded as ``load_rgb`` decodes a file, so that a
+    streamed render equals a local one. ``max_pixels`` is checked on the header, before the pixels
+    are decoded (decompression bombs); ``name`` (a file, a request field) starts every message.
+    Pillow only; never pickle."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise OverLimit(f"{name}: {width}x{height} pixels, too large to load: over the limit of {max_pixels}")
+            return image_to_rgb(image)
+    except Image.DecompressionBombError:
+        raise OverLimit(f"{name}: too large to load: over the limit of {max_pixels or 2 * Image.MAX_IMAGE_PIXELS} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name}: not a readable PNG or JPEG image ({err})") from None
 
 
 def image_to_rgb(image) -> np.ndarray:

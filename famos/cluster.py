@@ -38,7 +38,7 @@ from famos.values import Progress
 if TYPE_CHECKING:
     import numpy as np
 
-    from famos.rendering import RenderTask
+    from famos.chunk_loop import RenderTask
 
 AUTO = "auto"  # start a local Ray instance, or join the one `ray start` runs on this machine
 _POLL_SECONDS = 0.2  # how soon the driver notices a cancel while it waits for a strip
@@ -163,7 +163,7 @@ class StripWorker:
         if format is None:
             return strip
         if format not in self._codecs:
-            self._codecs[format] = TileCodec(format, workers=self.encode_threads)
+            self._codecs[format] = TileCodec(format, encode_workers=self.encode_threads)
         return encode_strip(strip, top=task.plan.row_top(row), height=task.region.height, codec=self._codecs[format])
 
     def _cancel_event(self, render_id: str) -> threading.Event:

@@ -27,6 +27,11 @@ class InvalidField(UserError, ValueError):
         return type(self), (self.field, self.why)
 
 
+class OverLimit(UserError):
+    """A request over a limit of the door that takes it (pixels, chunks, content pixels, free disk);
+    the message names the limit. The render server answers RESOURCE_EXHAUSTED."""
+
+
 class BundleError(UserError, ValueError):
     """A bundle is missing, incomplete, truncated, modified or of another format; names the file."""
 

@@ -13,7 +13,7 @@ Every stage holds a bounded number of chunks, so host memory is O(two strips of 
 the canvas height; device memory is bounded by the chunk size. The finished-chunk queue holds a
 whole strip of chunks beyond ``queue_chunks``: while the consumer encodes one strip on every core,
 the device computes the next one instead of waiting for room. The result equals
-``famos.rendering.render_strips`` (the sequential reference) exactly: it consumes the same pieces
+``famos.chunk_loop.render_strips`` (the sequential reference) exactly: it consumes the same pieces
 (window inputs, quantization, ``StripAssembler``), only overlapped in time. Cancellation is
 checked between chunks.
 """
@@ -31,7 +31,7 @@ import numpy as np
 
 from famos.errors import Cancelled
 from famos.planning import ChunkPlan
-from famos.rendering import StripAssembler, WindowInputs, chunk_pixels
+from famos.chunk_loop import StripAssembler, WindowInputs, chunk_pixels
 from famos.window import WindowRunner
 from famos.values import Progress
 

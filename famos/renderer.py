@@ -5,15 +5,14 @@ per model), in this process on one runner, or on the workers of a Ray cluster
 (``famos.cluster.WorkerPool``). ``Renderer.task`` validates and plans a render once; ``strips``
 runs it to raw row strips, ``encoded_strips`` to strips whose TIFF tiles are already compressed
 (on the workers, for a cluster); ``render_tiff`` streams those into the TIFF writer and an
-optional downscaled preview.
+optional downscaled preview. What a request means on a model (size, region, chunk, resolution)
+is resolved by ``famos.request.resolve``; the previews are ``famos.previews``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import math
 import pathlib
 import threading
 import time
@@ -24,16 +23,15 @@ import numpy as np
 
 from famos import __version__
 from famos.bundle import Bundle
-from famos.canvas import as_uint8, to_unit_range
+from famos.canvas import to_unit_range
 from famos.config import CanvasConfig
-from famos.errors import BundleError, UserError
-from famos.files import atomic_output
-from famos.icc import to_srgb
+from famos.errors import BundleError
 from famos.pipeline import ProgressCallback, pipelined_strips
-from famos.planning import Rect, halo_for
-from famos.rendering import DEFAULT_CHUNK, RenderSettings, RenderTask, WindowInputs, plan_for
+from famos.planning import Rect
+from famos.chunk_loop import DEFAULT_CHUNK, RenderSettings, RenderTask, WindowInputs, plan_for
 from famos.runners import RunnerOptions, open_runner
-from famos.tiff import TiffOptions, TiffReport, tile_format, write_encoded_tiff
+from famos.tiff_options import TiffOptions
+from famos.tiff_writer import TiffReport, tile_format, write_encoded_tiff
 from famos.tiles import EncodedStrip, TileCodec, encode_strips
 
 if TYPE_CHECKING:
@@ -48,6 +46,7 @@ class Renderer:
         self.cluster = cluster
         self.options = options if cluster is None else cluster.runner
         self.spec = bundle.spec
+        self.halo = bundle.manifest.halo  # the architecture's, checked against it when the bundle loaded
         self.run = open_runner(bundle, options) if cluster is None else None
         self._default_content: np.ndarray | None = None
 
@@ -74,25 +73,28 @@ class Renderer:
         region = (settings.region or Rect(0, 0, canvas.height, canvas.width)).check_inside(
             height=canvas.height, width=canvas.width
         )
-        plan = plan_for(self.spec.generator, canvas, chunk_size=settings.chunk, region=region)
+        plan = plan_for(self.spec.generator, canvas, chunk_size=settings.chunk, region=region, halo=self.halo)
+        inputs = self._inputs(canvas, content, seed=settings.seed)
+        return RenderTask(settings, plan, inputs, self._provenance(settings, canvas, region, content))
+
+    def default_chunk(self, size: tuple[int, int] | None) -> int:
+        """The chunk side at output ``size`` when none is asked for: on a GPU the largest whose
+        window fits in half the free device memory (measured on a small window of the model's own
+        inputs: it follows the architecture), elsewhere ``DEFAULT_CHUNK``."""
+        suggest = getattr(self.run, "suggest_chunk", None)
+        if suggest is None:
+            return DEFAULT_CHUNK
+        probe = self._inputs(self.canvas(size), None, seed=0)
+        return suggest(probe, margin=self.halo.top + self.halo.bottom) or DEFAULT_CHUNK
+
+    def _inputs(self, canvas: CanvasConfig, content: np.ndarray | None, *, seed: int) -> WindowInputs:
         if content is None:
             if self._default_content is None:
                 self._default_content = to_unit_range(self.bundle.default_content())
             unit = self._default_content
         else:
             unit = to_unit_range(content)
-        inputs = WindowInputs(config=self.spec.generator, canvas=canvas, content=unit, seed=settings.seed)
-        return RenderTask(settings, plan, inputs, self._provenance(settings, canvas, region, content))
-
-    def default_chunk(self, settings: RenderSettings) -> int:
-        """The chunk side for ``settings`` when none is asked for: on a GPU the largest whose window
-        fits in half the free device memory (measured on a small window: it follows the
-        architecture), elsewhere ``DEFAULT_CHUNK``."""
-        suggest = getattr(self.run, "suggest_chunk", None)
-        if suggest is None:
-            return DEFAULT_CHUNK
-        halo = halo_for(self.spec.generator)
-        return suggest(self.task(settings).inputs, margin=halo.top + halo.bottom) or DEFAULT_CHUNK
+        return WindowInputs(config=self.spec.generator, canvas=canvas, content=unit, seed=seed)
 
     def strips(
         self,
@@ -192,36 +194,6 @@ class _Clock:
             close()
 
 
-class Overview:
-    """A downscaled preview built strip by strip (box filter), never holding the canvas."""
-
-    def __init__(self, *, height: int, width: int, max_side: int = 1024):
-        self.factor = max(1, math.ceil(max(height, width) / max_side))
-        self.width = width
-        self.rows: list[np.ndarray] = []
-        self.pending = np.zeros((0, width, 3), dtype=np.uint8)
-
-    def feed(self, strip: np.ndarray) -> np.ndarray:
-        rows = np.concatenate([self.pending, strip]) if len(self.pending) else strip
-        full = len(rows) - len(rows) % self.factor
-        if full:
-            self.rows.append(self._reduce(rows[:full]))
-        self.pending = rows[full:].copy()
-        return strip
-
-    def image(self) -> np.ndarray:
-        if len(self.pending):
-            self.rows.append(self._reduce(self.pending))
-            self.pending = self.pending[:0]
-        return np.concatenate(self.rows) if self.rows else np.zeros((0, 0, 3), np.uint8)
-
-    def _reduce(self, rows: np.ndarray) -> np.ndarray:
-        f = self.factor
-        h, w = math.ceil(len(rows) / f), math.ceil(self.width / f)
-        padded = np.pad(rows, ((0, h * f - len(rows)), (0, w * f - self.width), (0, 0)), mode="edge")
-        return padded.reshape(h, f, w, f, 3).mean(axis=(1, 3)).round().astype(np.uint8)
-
-
 def render_tiff(
     renderer: Renderer,
     path: str | pathlib.Path,
@@ -233,13 +205,30 @@ def render_tiff(
     cancel: threading.Event | None = None,
     progress: ProgressCallback | None = None,
 ) -> RenderReport:
-    """Render ``settings.region`` to a tiled TIFF at ``path`` (atomically) and optionally a preview PNG;
-    the pixels have the file's bit depth (``options.bits``)."""
+    """Render ``settings`` (with ``content``, uint8 RGB; None: the bundle's own) to a tiled TIFF at
+    ``path``: ``render_tiff_task`` of the task, for callers that hold settings rather than a request."""
     task = renderer.task(dataclasses.replace(settings, bits=options.bits), content)
+    return render_tiff_task(renderer, path, task, options, preview=preview, cancel=cancel, progress=progress)
+
+
+def render_tiff_task(
+    renderer: Renderer,
+    path: str | pathlib.Path,
+    task: RenderTask,
+    options: TiffOptions,
+    *,
+    preview: str | pathlib.Path | None = None,
+    cancel: threading.Event | None = None,
+    progress: ProgressCallback | None = None,
+) -> RenderReport:
+    """``task`` to a tiled TIFF at ``path`` (atomically) and optionally a preview PNG; the pixels
+    have the file's bit depth (``options.bits``, which the task's settings carry)."""
+    from famos.previews import overview_of_tiff, save_png
+
     region = task.region
     start = time.perf_counter()
     busy_before = getattr(renderer.run, "busy_seconds", None)
-    with TileCodec(tile_format(options), workers=options.workers) as codec:
+    with TileCodec(tile_format(options), encode_workers=options.encode_workers) as codec:
         if renderer.cluster is None:  # timed stage by stage (a cluster's stages run on its workers)
             pixels = _Clock(renderer.strips(task, cancel=cancel, progress=progress))
             tiles = _Clock(encode_strips(pixels, top=task.plan.row_top(0), height=region.height, codec=codec))
@@ -265,88 +254,6 @@ def render_tiff(
     if preview is not None:
         from PIL import Image
 
-        _save_png_atomically(Image.fromarray(overview_of_tiff(report.path)), pathlib.Path(preview))
+        save_png(Image.fromarray(overview_of_tiff(report.path)), pathlib.Path(preview))
     return RenderReport(report, region.width, region.height, len(task.plan.chunks), seconds,
                         {k: round(v, 3) for k, v in timings.items() if v is not None})
-
-
-def trained_resolution(bundle: Bundle, options: TiffOptions) -> TiffOptions:
-    """``options`` with the resolution of the print size the model was trained for, when it was
-    trained for one and ``options`` ask for no DPI: the textures keep their physical size on paper
-    (an output 2x the canvas prints 2x as large). Otherwise ``options`` unchanged."""
-    trained = bundle.manifest.provenance.get("print")
-    if options.dpi is not None or not isinstance(trained, dict) or not trained.get("size"):
-        return options
-    from famos.tiff import ResolutionUnit
-    from famos.units import dpi_for_print_size, is_metric, parse_print_size
-
-    canvas = bundle.spec.canvas
-    text = str(trained["size"])
-    try:
-        dpi = dpi_for_print_size(width_px=canvas.width, height_px=canvas.height, print_size=parse_print_size(text))
-    except (UserError, ValueError):
-        return options  # a record this code cannot read: the documented default applies
-    return dataclasses.replace(options, dpi=dpi, unit=ResolutionUnit.CM if is_metric(text) else options.unit)
-
-
-def overview_of_tiff(path: pathlib.Path, *, max_side: int = 1024) -> np.ndarray:
-    """A box-filtered overview of a tiled TIFF's full-resolution image, read a tile row at a time
-    (the tiles may have been made on other machines: the file is what there is to look at)."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        height, width = page.shape[:2]
-        tile_height, tile_width = page.tilelength, page.tilewidth
-        across = -(-width // tile_width)
-        overview = Overview(height=height, width=width, max_side=max_side)
-        band = np.empty((tile_height, across * tile_width, 3), np.uint8)
-        # a file converted to a shop's profile is shown through it: a soft proof of the print
-        proof = page.tags["InterColorProfile"].value if page.samplesperpixel == 4 else None
-        for k, (tile, _, _) in enumerate(page.segments()):
-            x = k % across * tile_width
-            band[:, x : x + tile_width] = as_uint8(tile[0]) if proof is None else to_srgb(tile[0], bytes(proof))
-            if k % across == across - 1:
-                top = k // across * tile_height
-                overview.feed(band[: min(tile_height, height - top), :width])
-        return overview.image()
-
-
-def render_png(
-    renderer: Renderer,
-    path: str | pathlib.Path,
-    *,
-    settings: RenderSettings = RenderSettings(),
-    content: np.ndarray | None = None,
-    max_pixels: int = 64 * 2**20,
-) -> None:
-    """Small canvases only: the whole image is held in memory for the PNG encoder."""
-    from PIL import Image
-
-    task = renderer.task(settings, content)
-    if task.region.pixels > max_pixels:
-        raise UserError(f"PNG output holds the image in memory: {task.region.pixels} pixels > {max_pixels}; use .tif")
-    image = np.concatenate(list(renderer.strips(task)))
-    _save_png_atomically(Image.fromarray(image), pathlib.Path(path))
-
-
-def _save_png_atomically(image, path: pathlib.Path) -> None:
-    with atomic_output(path) as tmp:
-        image.save(tmp, format="PNG")
-
-
-def describe(report: RenderReport) -> str:
-    mp = report.width * report.height / 1e6
-    return json.dumps(
-        {
-            "path": str(report.tiff.path),
-            "width": report.width,
-            "height": report.height,
-            "megapixels": round(mp, 3),
-            "bytes": report.tiff.bytes_written,
-            "bigtiff": report.tiff.bigtiff,
-            "chunks": report.chunks,
-            "seconds": round(report.seconds, 2),
-            "timings": report.timings,
-        }
-    )

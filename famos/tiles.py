@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 @dataclasses.dataclass(frozen=True)
 class TileFormat:
     """How tiles are encoded: what a worker needs to encode tiles that fit one file's tags
-    (``famos.tiff.tile_format`` makes it from the TIFF options)."""
+    (``famos.tiff_writer.tile_format`` makes it from the TIFF options)."""
 
     tile: int  # tile side in pixels
     compression: int | None  # TIFF Compression tag value; None: uncompressed
@@ -58,9 +58,9 @@ class TileFormat:
 
 class TileCodec:
     """Encodes tile rows of one ``TileFormat`` on a pool of threads (imagecodecs releases the GIL
-    while compressing, so the threads use as many cores as there are workers)."""
+    while compressing, so the threads use as many cores as there are encode workers)."""
 
-    def __init__(self, format: TileFormat, *, workers: int = 0):
+    def __init__(self, format: TileFormat, *, encode_workers: int = 0):
         import tifffile
 
         self.format = format
@@ -71,8 +71,8 @@ class TileCodec:
         self._integrate = tifffile.TIFF.UNPREDICTORS[format.predictor] if format.predictor else None
         self._jpeg = format.compression == int(tifffile.COMPRESSION.JPEG)
         self._arguments = dict(format.arguments)
-        self.workers = workers or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="famos-encode")
+        self.encode_workers = encode_workers or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(max_workers=self.encode_workers, thread_name_prefix="famos-encode")
         self._local = threading.local()  # a LittleCMS transform per encoding thread
 
     def __enter__(self) -> TileCodec:
@@ -236,6 +236,29 @@ def box_reduce(rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def checked_strips(strips: Iterable[np.ndarray], *, width: int, bits: int = 8) -> Iterator[np.ndarray]:
+    """Raw row strips as arrays, each checked before it is encoded, as ``tile_rows`` checks an
+    encoded strip's raw rows; that the heights add up to the region's is ``tile_rows``'s check."""
+    import numpy as np
+
+    dtype = np.dtype(np.uint16 if bits == 16 else np.uint8)
+    top = 0
+    for strip in strips:
+        strip = np.asarray(strip)
+        _check_rows(strip, top=top, width=width, dtype=dtype)
+        yield strip
+        top += len(strip)
+
+
+def _check_rows(rows: np.ndarray, *, top: int, width: int, dtype: np.dtype) -> None:
+    """Rows of the strip at region row ``top`` must be ``width`` RGB pixels of the file's ``dtype``."""
+    if rows.dtype != dtype or rows.ndim != 3 or rows.shape[1:] != (width, 3):
+        raise ValueError(
+            f"strip at row {top} has rows of shape {rows.shape[1:]} and dtype {rows.dtype};"
+            f" expected ({width}, 3) {dtype}"
+        )
+
+
 def encode_strip(strip: np.ndarray, *, top: int, height: int, codec: TileCodec) -> EncodedStrip:
     """Region rows [top, top + len(strip)) of a region ``height`` rows high, encoded for ``codec``."""
     t = codec.tile
@@ -300,11 +323,7 @@ def tile_rows(
         if strip.top != seen:
             raise ValueError(f"strip starting at row {strip.top} arrived where row {seen} was expected")
         for part in (strip.head, strip.tail):
-            if part.dtype != dtype or part.ndim != 3 or part.shape[1:] != (width, 3):
-                raise ValueError(
-                    f"strip at row {strip.top} has rows of shape {part.shape[1:]} and dtype {part.dtype};"
-                    f" expected ({width}, 3) {dtype}"
-                )
+            _check_rows(part, top=strip.top, width=width, dtype=dtype)
         if len(strip.tiles) != across * -(-strip.body_rows // t) or (pyramid and strip.body_rows and strip.reduced is None):
             raise ValueError(f"strip at row {strip.top}: {len(strip.tiles)} tiles for {strip.body_rows} rows")
         seen += strip.height

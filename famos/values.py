@@ -1,7 +1,7 @@
 """Value types that the render server and its clients share: one definition each, used on both
 sides of the gRPC seam (``render_server.convert`` and ``clients.convert`` map them to messages).
 
-The region of a render is ``famos.planning.Rect``; TIFF options are ``famos.tiff.TiffOptions``.
+The region of a render is ``famos.planning.Rect``; TIFF options are ``famos.tiff_options.TiffOptions``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,15 @@ from typing import Any
 import numpy as np
 
 from famos.planning import Rect
+from famos.tiff_options import ResolutionUnit
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """A TIFF resolution: pixels per inch, and the unit its tags are written in."""
+
+    dpi: float
+    unit: ResolutionUnit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +56,8 @@ class Started:
     chunks_total: int
     strips_total: int
     description: dict[str, Any]
+    # the model's trained print resolution: what the file is tagged with when no DPI is asked for
+    trained: Resolution | None = None
 
 
 @dataclasses.dataclass(frozen=True)

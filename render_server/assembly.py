@@ -11,7 +11,8 @@ import threading
 from typing import Any
 
 from famos.planning import Rect
-from famos.tiff import TiffOptions, TiffReport, write_encoded_tiff
+from famos.tiff_options import TiffOptions
+from famos.tiff_writer import TiffReport, write_encoded_tiff
 from famos.tiles import TileCodec
 from render_server.spool import JobSpool
 

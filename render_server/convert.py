@@ -11,15 +11,16 @@ import json
 
 from famos.errors import InvalidField
 from famos.planning import Rect
-from famos.tiff import BigTiff, Compression, ResolutionUnit, Subsampling, TiffOptions
+from famos.tiff_options import BigTiff, Compression, ResolutionUnit, Subsampling, TiffOptions
 from famos.values import Job, ModelInfo, Piece, Progress, Started
 from protos.famos.render.v1 import render_pb2 as pb
-from render_server.streaming import RenderSpec
+from famos.request import RenderRequest
 
 _TIFF_DEFAULTS = TiffOptions()
 
 
-def render_spec(request: pb.RenderRequest) -> RenderSpec:
+def render_request(request: pb.RenderRequest, tiff: pb.TiffSettings | None = None) -> RenderRequest:
+    """The request a message carries; ``tiff`` for a job's file (a stream's file is the client's)."""
     region = None
     if request.HasField("region"):
         r = request.region
@@ -35,9 +36,10 @@ def render_spec(request: pb.RenderRequest) -> RenderSpec:
             scale = s.scale
         else:
             raise InvalidField("size", "is set but empty: give width and height or a scale")
-    return RenderSpec(
+    return RenderRequest(
         model=request.model, seed=request.seed, region=region, chunk=request.chunk,
-        content_image=request.content_image, size=size, scale=scale,
+        content=request.content_image, size=size, scale=scale,
+        tiff=tiff_options(tiff) if tiff is not None else _TIFF_DEFAULTS,
     )
 
 
@@ -48,6 +50,7 @@ def tiff_options(settings: pb.TiffSettings) -> TiffOptions:
         tile=settings.tile or _TIFF_DEFAULTS.tile,
         compression=_enum(Compression, pb.Compression, settings.compression, "COMPRESSION_", _TIFF_DEFAULTS.compression),
         quality=settings.quality or _TIFF_DEFAULTS.quality,
+        level=settings.level,
         predictor=not settings.no_predictor,
         dpi=settings.dpi or None,
         bigtiff=_enum(BigTiff, pb.BigTiff, settings.bigtiff, "BIG_TIFF_", _TIFF_DEFAULTS.bigtiff),
@@ -109,6 +112,8 @@ def render_event(event: object) -> pb.RenderResponse:
                 chunks_total=event.chunks_total,
                 strips_total=event.strips_total,
                 description_json=json.dumps(event.description, sort_keys=True),
+                trained_dpi=event.trained.dpi if event.trained else 0.0,
+                trained_resolution_unit=event.trained.unit.value if event.trained else "",
             )
         )
     raise TypeError(f"not a render event: {event!r}")

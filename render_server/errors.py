@@ -6,15 +6,16 @@ the same checks that the command lines use."""
 
 from __future__ import annotations
 
-from famos.errors import UserError
+from famos.errors import OverLimit, UserError
 
 
 class NotFound(UserError):
     """An unknown model or job."""
 
 
-class ResourceExhausted(UserError):
-    """Over a server limit: pixels, waiting renders, unfinished jobs."""
+class ResourceExhausted(OverLimit):
+    """Over a server limit of its own: waiting renders, unfinished jobs (a request's pixels, chunks
+    and content are the core's ``OverLimit``, raised where the request is resolved)."""
 
 
 class AlreadyExists(UserError):

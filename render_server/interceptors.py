@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from famos.errors import Cancelled, DiskFull, InvalidField, UserError
+from famos.errors import Cancelled, DiskFull, InvalidField, OverLimit, UserError
 from render_server import errors
 
 log = logging.getLogger("famos.server")
@@ -25,7 +25,7 @@ MAX_MESSAGE = 1000  # characters of an error message sent to a client
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (InvalidField, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (OverLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),  # errors.ResourceExhausted included
     (DiskFull, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the server's disk: "no space left ... writing ..."
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),

@@ -15,60 +15,36 @@ import threading
 import time
 
 from famos.files import disk_full, is_disk_full
-from famos.planning import Rect
-from famos.tiff import TiffOptions
+from famos.request import RenderRequest
 from famos.values import Job, JobState
 from render_server.errors import AlreadyExists, ResourceExhausted
-from render_server.streaming import RenderSpec
 
 DATABASE = ".famos-jobs.sqlite3"
 
 
 @dataclasses.dataclass(frozen=True)
 class JobSpec:
-    """Everything needed to (re)start a job: the render, its TIFF options, and the bundle hash at
-    submission (a resumed job refuses a replaced model rather than mixing two)."""
+    """Everything needed to (re)start a job: the request as resolved at submission (its file's
+    resolution and DateTime fixed), the output name, and the bundle hash at submission (a resumed
+    job refuses a replaced model rather than mixing two)."""
 
-    render: RenderSpec  # content_image kept as a file in the spool, not in the database
-    options: TiffOptions
+    request: RenderRequest  # content kept as a file in the spool, not in the database
     output_name: str
     bundle_sha256: str
 
     def to_json(self) -> str:
-        region = self.render.region
         return json.dumps(
-            {
-                "model": self.render.model,
-                "seed": self.render.seed,
-                "region": dataclasses.asdict(region) if region else None,
-                "chunk": self.render.chunk,
-                "size": self.render.size,
-                "scale": self.render.scale,
-                "options": self.options.to_json(),
-                "output_name": self.output_name,
-                "bundle_sha256": self.bundle_sha256,
-            },
+            {**self.request.to_json(), "output_name": self.output_name, "bundle_sha256": self.bundle_sha256},
             sort_keys=True,
         )
 
     @classmethod
-    def from_json(cls, text: str, *, content_image: bytes, tiff_workers: int = 0) -> JobSpec:
+    def from_json(cls, text: str, *, content: bytes, encode_workers: int = 0) -> JobSpec:
         data = json.loads(text)
-        region = data["region"]
-        return cls(
-            render=RenderSpec(
-                model=data["model"],
-                seed=int(data["seed"]),
-                region=Rect(**region) if region else None,
-                chunk=int(data["chunk"]),
-                content_image=content_image,
-                size=tuple(data["size"]) if data.get("size") else None,
-                scale=data.get("scale"),
-            ),
-            options=TiffOptions.from_json(data["options"], workers=tiff_workers),
-            output_name=data["output_name"],
-            bundle_sha256=data["bundle_sha256"],
-        )
+        if "options" in data:  # a job stored before the request had one home: its TIFF options' old key
+            data["tiff"] = data.pop("options")
+        request = RenderRequest.from_json(data, content=content, encode_workers=encode_workers)
+        return cls(request, data["output_name"], data["bundle_sha256"])
 
 
 _SCHEMA = """
@@ -130,7 +106,7 @@ class JobDatabase:
                 self._db.execute(
                     "INSERT INTO jobs (id, state, model, output_name, spec, strips_total, pixels_total,"
                     " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, JobState.QUEUED.value, spec.render.model, spec.output_name, spec.to_json(),
+                    (job_id, JobState.QUEUED.value, spec.request.model, spec.output_name, spec.to_json(),
                      strips_total, pixels_total, now, now),
                 )
                 self._db.execute("COMMIT")

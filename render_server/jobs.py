@@ -2,9 +2,10 @@
 
     submit -> QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED
 
-``JobManager`` is the state machine and the runner. Its parts: the job store (``job_store``,
-SQLite), the strip spool (``spool``: every finished row strip on disk, counted in the store after
-it is written) and the assembly (``assembly``: spooled strips into the TIFF). After a crash or
+``JobManager`` is the state machine. Its parts: the job store (``job_store``, SQLite), the runner
+(``job_runner``: a job's strips into its spool, then assembled), the strip spool (``spool``: every
+finished row strip on disk, counted in the store after it is written) and the assembly
+(``assembly``: spooled strips into the TIFF). After a crash or
 restart, unfinished jobs are queued again and continue from the first strip not spooled, so no
 finished strip is rendered twice, and the assembled file equals an uninterrupted render byte for
 byte; then the spool is deleted.
@@ -20,38 +21,24 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import Cancelled, InvalidField, quoted
 from famos.files import disk_full, file_sha256, is_disk_full
-from famos.renderer import trained_resolution
-from famos.tiff import TiffOptions, needs_bigtiff, tile_format
-from famos.tiles import TileCodec, TileFormat
+from famos.request import RenderRequest
+from famos.tiff_size import needs_bigtiff
 from famos.values import Job, JobState
-from render_server.assembly import assemble
 from render_server.errors import AlreadyExists, FailedPrecondition, NotFound
+from render_server.job_runner import render_job
 from render_server.job_store import DATABASE, JobDatabase, JobSpec
 from render_server.models import ModelStore, checked_name
 from render_server.spool import SPOOL, JobSpool, remove_orphans
-from render_server.streaming import Limits, RenderSpec, prepare
+from render_server.streaming import Limits, PreparedRender, prepare
 
 log = logging.getLogger("famos.server.jobs")
 
 JOB_ID_LENGTH = 32
-ASSEMBLED = "assembled.tif"  # the file being assembled, in the job's spool until it is published
 _WATCH_POLL_SECONDS = 0.25  # how soon a watcher notices that its client went away
-
-
-@dataclasses.dataclass(frozen=True)
-class LiveView:
-    height: int
-    width: int
-    format: TileFormat
-    strips_total: int
-    strip_file: Callable[[int], pathlib.Path]  # where strip k is (or will be) spooled
-    description: dict[str, Any]
-    dpi: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +47,7 @@ class JobsConfig:
     max_jobs: int  # unfinished (queued + running) jobs held at once
     job_workers: int  # jobs rendering at once (each also holds a render slot)
     limits: Limits
-    tiff_workers: int = 0  # 0: one per core
+    encode_workers: int = 0  # threads compressing a job's tiles; 0: one per core
 
 
 class JobManager:
@@ -112,7 +99,7 @@ class JobManager:
 
     # requests
 
-    def submit(self, render: RenderSpec, *, options: TiffOptions, output_name: str) -> Job:
+    def submit(self, request: RenderRequest, *, output_name: str) -> Job:
         if self._closing.is_set():
             raise FailedPrecondition("the server is shutting down")
         job_id = uuid.uuid4().hex
@@ -122,16 +109,17 @@ class JobManager:
             raise InvalidField("output_name", f"{quoted(name)} must end in .tif or .tiff")
         if (self.output / name).exists():
             raise AlreadyExists(f"output_name: {quoted(name)} already exists in the output store")
-        prepared = prepare(self.models, render, self.config.limits)  # validates before queuing
-        plan = prepared.task.plan
+        prepared = prepare(self.models, request, self.config.limits)  # validates before queuing
+        plan = prepared.render.task.plan
         # a classic TIFF that cannot hold the result must fail now, not after rendering
-        needs_bigtiff(plan.region.height, plan.region.width, options=options)
-        options = trained_resolution(prepared.renderer.bundle, options).stamped()  # DateTime fixed now
-        spec = JobSpec(render, options, name, prepared.renderer.bundle.sha256)
+        needs_bigtiff(plan.region.height, plan.region.width, options=prepared.render.tiff)
+        # resolved once, at submission: a resumed job writes the same resolution and DateTime
+        resolved = dataclasses.replace(request, tiff=prepared.render.tiff.stamped())
+        spec = JobSpec(resolved, name, prepared.renderer.bundle.sha256)
         self._record_unrecorded()
         spool = JobSpool(self.spool, job_id)
         try:
-            spool.create(render.content_image)
+            spool.create(request.content)
         except OSError as err:
             spool.remove()
             if is_disk_full(err):
@@ -148,7 +136,7 @@ class JobManager:
         except BaseException:
             spool.remove()
             raise
-        log.info("job %s: submitted (%s -> %s, %d strips)", job_id, render.model, name, plan.n_rows)
+        log.info("job %s: submitted (%s -> %s, %d strips)", job_id, request.model, name, plan.n_rows)
         try:
             self._queue(job_id)
         except RuntimeError:  # stop() shut the pool down after the insert: the job starts on the next start
@@ -210,17 +198,20 @@ class JobManager:
             with self._changed:
                 self._changed.wait(_WATCH_POLL_SECONDS)
 
-    def live_view(self, job_id: str) -> LiveView:
-        """What a viewer needs to show an unfinished job as its strips land in the spool."""
+    def prepared(self, job_id: str) -> tuple[Job, JobSpool, PreparedRender]:
+        """A job, its spool and its stored request resolved on its model, as the runner renders it
+        (the viewer shows an unfinished job from the same strips)."""
         record = self.get(job_id)
         spool = JobSpool(self.spool, job_id)
-        spec = JobSpec.from_json(self.db.spec_text(job_id), content_image=spool.content_image())
-        task = prepare(self.models, spec.render, self.config.limits).task
-        return LiveView(
-            height=task.region.height, width=task.region.width, format=tile_format(spec.options),
-            strips_total=record.strips_total, strip_file=spool.strip_path, description=task.description,
-            dpi=spec.options.dpi,
-        )
+        spec = JobSpec.from_json(self.db.spec_text(job_id), content=spool.content_image(),
+                                 encode_workers=self.config.encode_workers)
+        prepared = prepare(self.models, spec.request, self.config.limits)
+        if prepared.renderer.bundle.sha256 != spec.bundle_sha256:
+            raise FailedPrecondition(
+                f"model {spec.request.model!r} was replaced since the job was submitted "
+                f"(bundle {prepared.renderer.bundle.sha256[:12]}, job {spec.bundle_sha256[:12]})"
+            )
+        return record, spool, prepared
 
     def result_path(self, job_id: str) -> pathlib.Path:
         record = self.get(job_id)
@@ -274,45 +265,24 @@ class JobManager:
             self._unrecorded[job_id] = error
 
     def _render(self, job_id: str, cancel: threading.Event) -> None:
-        spool = JobSpool(self.spool, job_id)
-        spec = JobSpec.from_json(
-            self.db.spec_text(job_id), content_image=spool.content_image(), tiff_workers=self.config.tiff_workers
-        )
         if not self.db.update(job_id, state=JobState.RUNNING, increment=("attempts",), only_if=(JobState.QUEUED,)):
             raise Cancelled("cancelled while queued")
         self._notify()
-        prepared = prepare(self.models, spec.render, self.config.limits)
-        if prepared.renderer.bundle.sha256 != spec.bundle_sha256:
-            raise RuntimeError(
-                f"model {spec.render.model!r} was replaced since the job was submitted "
-                f"(bundle {prepared.renderer.bundle.sha256[:12]}, job {spec.bundle_sha256[:12]})"
-            )
-        task = prepared.task
-        total = task.plan.n_rows
-        first = spool.first_missing(total)
-        self.db.update(job_id, strips_done=first)
-        if first:
-            log.info("job %s: resuming at strip %d of %d", job_id, first, total)
-        with TileCodec(tile_format(spec.options), workers=self.config.tiff_workers) as codec:
-            if first < total:
-                strips = prepared.renderer.encoded_strips(task, codec, first_row=first, cancel=cancel)
-                try:
-                    for k, strip in enumerate(strips, start=first):
-                        spool.write_strip(k, strip)
-                        self.db.update(job_id, strips_done=k + 1, increment=("strips_rendered",))
-                        log.info("job %s: strip %d rendered", job_id, k)
-                        self._notify()
-                finally:
-                    strips.close()
-            if cancel.is_set():
-                raise Cancelled("job cancelled")
-            # assembled under the job's own name in its spool, then published with the state change
-            assembled = spool.folder / ASSEMBLED
-            report = assemble(
-                spool, assembled, region=task.region, strips_total=total, options=spec.options,
-                description=task.description, codec=codec, cancel=cancel,
-            )
-        self._publish_result(job_id, assembled, self.output / spec.output_name, report.bytes_written)
+        _, spool, prepared = self.prepared(job_id)
+
+        def strip_done(k: int, first: bool) -> None:
+            if first:
+                self.db.update(job_id, strips_done=k)
+                if k:
+                    log.info("job %s: resuming at strip %d", job_id, k)
+                return
+            self.db.update(job_id, strips_done=k + 1, increment=("strips_rendered",))
+            log.info("job %s: strip %d rendered", job_id, k)
+            self._notify()
+
+        assembled, size = render_job(prepared, spool, cancel=cancel, encode_workers=self.config.encode_workers,
+                                     on_strip=strip_done)
+        self._publish_result(job_id, assembled, self.output / self.db.get(job_id).output_name, size)
 
     def _publish_result(self, job_id: str, assembled: pathlib.Path, path: pathlib.Path, size: int) -> None:
         digest = file_sha256(assembled)

@@ -21,7 +21,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import UserError
-from famos.rendering import DEFAULT_CHUNK, MIN_CHUNK
+from famos.chunk_loop import DEFAULT_CHUNK, MIN_CHUNK
+from famos.cli_parser import Parser
 from famos.cluster import ClusterOptions, add_cluster_arguments, cluster_options
 from famos.runners import RunnerOptions, add_runner_arguments, runner_options
 
@@ -57,7 +58,7 @@ class ServerConfig:
     job_workers: int = 1  # jobs rendering at once, apart from the streamed renders' --workers
     max_other_calls: int = 64  # calls other than renders at once (watches, downloads, lists, submits)
     stream_idle_timeout: float = 120.0  # seconds a streamed render may wait on a client that reads nothing
-    chunk: int = DEFAULT_CHUNK  # default chunk side
+    chunk: int | None = None  # default chunk side; None: the device's (famos.request.resolve)
     runner: RunnerOptions = RunnerOptions()
     cluster: ClusterOptions | None = None  # render on a Ray cluster's workers instead of in this process
     http_port: int | None = None  # the viewer (IIIF + deep-zoom page) over the jobs; 0: any free port
@@ -78,7 +79,7 @@ class ServerConfig:
                 raise UserError(f"--{name.replace('_', '-')} = {getattr(self, name)}: must be >= 1")
         if self.max_queue < 0:
             raise UserError(f"--max-queue = {self.max_queue}: must be >= 0")
-        if self.chunk < MIN_CHUNK:
+        if self.chunk is not None and self.chunk < MIN_CHUNK:
             raise UserError(f"--chunk = {self.chunk}: must be at least {MIN_CHUNK} pixels")
 
 
@@ -98,6 +99,7 @@ class RenderServer:
         from render_server.models import ModelStore
         from render_server.service import SERVICE_NAME, RenderService
         from render_server.slots import RenderSlots
+        from famos.request import Limits as Admission
         from render_server.streaming import Limits
 
         if not config.models.is_dir():
@@ -106,7 +108,8 @@ class RenderServer:
             raise UserError(f"--output {config.output}: no such folder")
         self.config = config
         limits = Limits(
-            max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels, default_chunk=config.chunk
+            Admission(max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels),
+            default_chunk=config.chunk,
         )
         # the cluster's workers serve every model; they start with the server and stop with it
         self.pool = WorkerPool(config.cluster, config.runner) if config.cluster is not None else None
@@ -213,7 +216,7 @@ def viewer_openseadragon(given: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="famos serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="famos serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=pathlib.Path, required=True, help="folder of bundle folders (model name = folder name)")
     parser.add_argument("--output", type=pathlib.Path, required=True, help="job output store (TIFFs, job database)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
@@ -232,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="calls other than renders at once (watches, downloads, lists)")
     parser.add_argument("--stream-idle-timeout", type=float, default=ServerConfig.stream_idle_timeout,
                         help="seconds a streamed render waits on a client that reads nothing before it is cancelled")
-    parser.add_argument("--chunk", type=int, default=ServerConfig.chunk, help="default chunk side in pixels")
+    parser.add_argument("--chunk", type=int, default=ServerConfig.chunk,
+                        help=f"default chunk side in pixels (default: {DEFAULT_CHUNK}; with a torch backend on CUDA "
+                        "the largest whose window fits in half the free GPU memory)")
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="seconds for calls to finish on shutdown")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_runner_arguments(parser)

@@ -11,7 +11,7 @@ import threading
 from famos.errors import InvalidField
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
-from render_server.convert import job_message, model_message, render_event, render_spec, tiff_options
+from render_server.convert import job_message, model_message, render_event, render_request
 from render_server.jobs import JobManager
 from render_server.models import ModelStore
 from render_server.slots import RenderSlots
@@ -38,7 +38,7 @@ class RenderService(render_pb2_grpc.RenderServiceServicer):
         return model_message(self.models.info(request.name))
 
     def Render(self, request, context):
-        prepared = prepare(self.models, render_spec(request), self.limits)
+        prepared = prepare(self.models, render_request(request), self.limits)
         cancel = threading.Event()
         # fires on cancel, disconnect, deadline and normal completion alike
         context.add_callback(cancel.set)
@@ -48,11 +48,7 @@ class RenderService(render_pb2_grpc.RenderServiceServicer):
                 yield render_event(event)
 
     def SubmitJob(self, request, context):
-        job = self.jobs.submit(
-            render_spec(request.render),
-            options=tiff_options(request.tiff),
-            output_name=request.output_name,
-        )
+        job = self.jobs.submit(render_request(request.render, request.tiff), output_name=request.output_name)
         return job_message(job)
 
     def WatchJob(self, request, context):

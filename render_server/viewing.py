@@ -11,7 +11,8 @@ import shutil
 import threading
 
 from famos.values import JobState
-from render_server.errors import NotFound
+from famos.tiff_writer import tile_format
+from render_server.errors import FailedPrecondition, NotFound
 from render_server.jobs import JobManager
 from viewer.sources import ImageSource, LiveImage, TiffImage
 
@@ -50,16 +51,24 @@ class JobImages:
             if finished:
                 image: ImageSource = TiffImage(self.jobs.result_path(identifier), work=self.work)
             else:
-                view = self.jobs.live_view(identifier)
-                image = LiveImage(height=view.height, width=view.width, format=view.format,
-                                  strips_total=view.strips_total, strip_file=view.strip_file,
-                                  description=view.description, dpi=view.dpi, work=self.work)
+                image = self._live(identifier)
             if held is not None:
                 held[1].close()  # the live view of a job that has just finished
             self._open[identifier] = (job.state, image)
             while len(self._open) > self.keep:
                 self._open.popitem(last=False)[1][1].close()
             return image
+
+    def _live(self, identifier: str) -> LiveImage:
+        """An unfinished job as its strips land in the spool (rows not rendered yet are black)."""
+        try:
+            record, spool, prepared = self.jobs.prepared(identifier)
+        except FailedPrecondition:  # its model was replaced: the job will fail, there is nothing to show
+            raise KeyError(identifier) from None
+        task, options = prepared.render.task, prepared.render.tiff
+        return LiveImage(height=task.region.height, width=task.region.width, format=tile_format(options),
+                         strips_total=record.strips_total, strip_file=spool.strip_path,
+                         description=task.description, dpi=options.dpi, work=self.work)
 
     def close(self) -> None:
         with self._lock:

@@ -11,9 +11,10 @@ import pathlib
 import pytest
 
 from famos.planning import Rect
-from clients.batch.jobs_file import BatchSettings, JobsFileError, ModelRef, check_output_name, load_jobs
+from clients.batch.fields import ModelRef, check_output_name
+from clients.batch.jobs_file import BatchSettings, JobsFileError, load_jobs
 from famos.units import Length, LengthUnit, dpi_for_print_size, panel_grid, panel_spans, parse_length
-from famos.tiff import Compression, TiffOptions
+from famos.tiff_options import Compression, TiffOptions
 
 HEADER = "model,output,content,dpi,print_size,seed,compression,panels,panel_overlap\n"
 

@@ -153,7 +153,7 @@ def test_an_interrupted_job_leaves_no_file_and_the_rerun_finishes(bundles, tmp_p
     from clients.batch.engines import LocalEngine
     from clients.batch.jobs_file import BatchSettings, load_jobs
     from clients.batch.run import run_batch
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
 
     jobs_file = tmp_path / "jobs.csv"
     jobs_file.write_text(HEADER + "x/tiny,first.tif,,150,,0,,,\nx/tiny,second.tif,,150,,1,,,\n")

@@ -477,3 +477,34 @@ def test_cluster_options_are_one_line_errors(bundle, tmp_path, capsys, monkeypat
     assert rc == 2
     one_line_error(err, "Ray is not installed", "famos[cluster]")
     assert not out.exists()
+
+
+# --- every command: a mistaken option -------------------------------------------------------------
+
+# What each command requires before argparse gets to the options (never read: parsing fails first).
+REQUIRED = {
+    "train": ["--out", "run"], "evaluate": ["checkpoint.safetensors"], "export": ["run", "--out", "bundle"],
+    "inspect": ["bundle"], "render": ["bundle", "--out", "x.tif"], "batch": ["jobs.csv", "--out", "prints"],
+    "serve": ["--models", "models", "--output", "store"], "view": ["x.tif"], "client": ["--server", "h:1", "models"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(REQUIRED))
+def test_a_mistaken_option_is_one_line_pointing_at_help(command, capsys):
+    from famos.cli import COMMANDS
+
+    assert set(REQUIRED) == set(COMMANDS)  # a new command gets its line here
+    rc, out, err = famos(capsys, command, *REQUIRED[command], "--no-such-option")
+    assert rc == 2 and out == ""
+    one_line_error(err, f"famos {command}: error: unrecognized arguments: --no-such-option")
+    assert err.strip().endswith(f"(see famos {command} --help)"), err
+
+
+def test_a_subcommand_error_points_at_the_subcommand_help(capsys):
+    rc, _, err = famos(capsys, "client", "--server", "h:1", "render", "model", "--out", "x.tif", "--seed", "many")
+    assert rc == 2
+    one_line_error(err, "argument --seed: invalid int value: 'many'")
+    assert err.strip().endswith("(see famos client render --help)"), err
+    with pytest.raises(SystemExit) as done:  # --help still prints the full help and exits 0
+        main(["client", "--server", "h:1", "render", "--help"])
+    assert done.value.code == 0 and "--seed" in capsys.readouterr().out

@@ -17,8 +17,8 @@ from famos.bundle import load_bundle
 from famos.errors import Cancelled
 from famos.planning import Rect
 from famos.renderer import Renderer, render_tiff
-from famos.rendering import RenderSettings
-from famos.tiff import Compression, TiffOptions
+from famos.chunk_loop import RenderSettings
+from famos.tiff_options import Compression, TiffOptions
 
 ray = pytest.importorskip("ray")
 
@@ -141,10 +141,10 @@ def test_famos_render_and_serve_on_the_cluster(cluster, models, local_file, tmp_
     try:
         with RenderClient(f"127.0.0.1:{server.port}") as client:
             job = client.wait(client.submit(SERVER_MODEL, output_name="job.tif", seed=4, chunk=48,
-                                            size=(288, 480), options=OPTIONS).id)
+                                            size=(288, 480), tiff=OPTIONS).id)
             assert job.state is JobState.SUCCEEDED, job.error
             client.render_to_tiff(SERVER_MODEL, tmp_path / "streamed.tif", seed=4, chunk=48, size=(288, 480),
-                                  options=OPTIONS)
+                                  tiff=OPTIONS)
     finally:
         server.stop(0)
     assert (store / "job.tif").read_bytes() == local_file

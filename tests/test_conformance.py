@@ -17,8 +17,9 @@ import tifffile
 from PIL import Image, ImageCms
 
 from famos.icc import srgb_v2_profile
-from famos.renderer import overview_of_tiff
-from famos.tiff import BigTiff, Compression, Intent, ResolutionUnit, Subsampling, TiffOptions, write_tiled_tiff
+from famos.previews import overview_of_tiff
+from famos.tiff_options import BigTiff, Compression, Intent, ResolutionUnit, Subsampling, TiffOptions
+from famos.tiff_writer import write_tiled_tiff
 
 HERE = pathlib.Path(__file__).parent
 CHECKIT_PROFILE = HERE / "conformance" / "checkit_famos.cfg"
@@ -214,7 +215,7 @@ def test_cmyk_output_is_converted_tile_by_tile_and_read_everywhere(tmp_path):
 
 
 def test_an_rgb_output_profile_and_the_refusals(tmp_path):
-    from famos.tiff import TiffOptionError
+    from famos.tiff_options import TiffOptionError
 
     adobe = shop_profile("a98.icc")
     pixels = image(64, 64)
@@ -235,7 +236,7 @@ def test_an_rgb_output_profile_and_the_refusals(tmp_path):
 def test_16_bit_files_hold_the_render_at_16_bits(tmp_path):
     from famos.bundle import load_bundle
     from famos.renderer import Renderer, render_tiff
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
 
     from conftest import CanvasConfig, GeneratorConfig, make_bundle
 
@@ -263,7 +264,7 @@ def test_16_bit_files_hold_the_render_at_16_bits(tmp_path):
                            ["gdal_translate", "-q", str(tmp_path / f"16-{compression}.tif"), str(out)])
                 subprocess.run(command, check=True, capture_output=True)
                 assert np.array_equal(tifffile.imread(out), sixteen), tool
-    from famos.tiff import TiffOptionError
+    from famos.tiff_options import TiffOptionError
 
     with pytest.raises(TiffOptionError, match="bits: 16: JPEG holds 8 bits"):
         TiffOptions(bits=16, compression=Compression.JPEG)

@@ -16,7 +16,7 @@ from conftest import random_content, tiny_model
 from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig, Precision
 from famos.pipeline import pipelined_strips
 from famos.planning import Rect
-from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips
+from famos.chunk_loop import WindowInputs, plan_for, render_chunks, render_strips
 from famos.torch_runners import DeviceSettings, EagerRunner, configure_math, quantize
 from famos.canvas import PIXEL_SCALES, to_pixels
 

@@ -10,7 +10,7 @@ from conftest import random_content, tiny_model
 from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig, NoisePlacement
 from famos.torch_runners import EagerRunner
 from famos.planning import Rect, receptive_reach, halo_for
-from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips
+from famos.chunk_loop import WindowInputs, plan_for, render_chunks, render_strips
 
 NOISE = NoiseConfig(n_global=2, n_local=3, n_periodic=2)
 

@@ -36,7 +36,7 @@ from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseCo
 from famos.checkpoint import load_generator  # noqa: E402
 from famos.torch_runners import DeviceSettings, EagerRunner  # noqa: E402
 from famos.planning import Rect  # noqa: E402
-from famos.rendering import WindowInputs, plan_for, render_chunks, render_strips  # noqa: E402
+from famos.chunk_loop import WindowInputs, plan_for, render_chunks, render_strips  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOISE = NoiseConfig(n_global=1, n_local=2, n_periodic=1)
@@ -292,7 +292,7 @@ from famos.bundle import load_bundle
 from famos.runners import open_runner
 from famos.canvas import to_unit_range
 from famos.planning import Rect
-from famos.rendering import WindowInputs
+from famos.chunk_loop import WindowInputs
 bundle = load_bundle({str(bundle.path)!r})
 spec = bundle.spec
 inputs = WindowInputs(config=spec.generator, canvas=spec.canvas,

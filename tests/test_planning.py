@@ -111,8 +111,8 @@ def test_default_chunk_overhead_is_what_the_readme_says(side, expected):
     """The real default chunk (famos.renderer.DEFAULT_CHUNK) on the default U-Net: the halo costs
     the figures README and BENCHMARKS quote, and a smaller chunk would cost more."""
     from famos.config import CanvasConfig
-    from famos.rendering import DEFAULT_CHUNK
-    from famos.rendering import plan_for
+    from famos.chunk_loop import DEFAULT_CHUNK
+    from famos.chunk_loop import plan_for
 
     assert DEFAULT_CHUNK == 2048
     plan = plan_for(GeneratorConfig(), CanvasConfig(side, side), chunk_size=DEFAULT_CHUNK)
@@ -121,7 +121,7 @@ def test_default_chunk_overhead_is_what_the_readme_says(side, expected):
 
 
 def test_planning_and_the_onnx_path_import_no_torch():
-    code = ("import famos.planning, famos.canvas, famos.rendering, famos.renderer, famos.bundle, famos.runners, "
+    code = ("import famos.planning, famos.canvas, famos.chunk_loop, famos.renderer, famos.bundle, famos.runners, "
             "clients.batch.engines, sys; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

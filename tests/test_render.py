@@ -13,7 +13,7 @@ from conftest import make_bundle
 from famos.cli import main
 from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig
 from famos.planning import Rect
-from famos.rendering import render_strips
+from famos.chunk_loop import render_strips
 
 CONFIG = GeneratorConfig(depth=3, width=8, n_templates=3, noise=NoiseConfig(n_global=1, n_local=2, n_periodic=1))
 CANVAS = CanvasConfig(90, 150, fold=Fold.MIRROR, template_seed=3)
@@ -29,7 +29,7 @@ def whole(bundle):
     """The eager whole-canvas pass, 8-bit: the reference every render must equal."""
     from famos.bundle import load_bundle
     from famos.renderer import Renderer
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
     from famos.runners import Backend, RunnerOptions
 
     renderer = Renderer(load_bundle(bundle), RunnerOptions(backend=Backend.TORCH))
@@ -119,7 +119,7 @@ def test_missing_bundle_and_folder(tmp_path, capsys, bundle):
 def test_crash_mid_render_leaves_no_file(bundle, tmp_path):
     from famos.bundle import load_bundle
     from famos.renderer import Renderer, render_tiff
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
 
     renderer = Renderer(load_bundle(bundle))
     calls = {"n": 0}
@@ -142,7 +142,7 @@ def test_strips_are_rows_of_chunks(bundle):
     """The pipeline hands out one chunk row at a time (peak RSS vs canvas size: bench/bench_render.py)."""
     from famos.bundle import load_bundle
     from famos.renderer import Renderer
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
 
     renderer = Renderer(load_bundle(bundle))
     heights = [strip.shape[0] for strip in renderer.strips(renderer.task(RenderSettings(chunk=32, region=Rect(0, 0, 90, 150))))]
@@ -162,7 +162,8 @@ def test_oversized_content_image_is_one_line(bundle, tmp_path, capsys):
 
 
 def test_classic_tiff_that_cannot_fit_is_refused_up_front():
-    from famos.tiff import BigTiff, TiffOptionError, TiffOptions, needs_bigtiff
+    from famos.tiff_options import BigTiff, TiffOptionError, TiffOptions
+    from famos.tiff_size import needs_bigtiff
 
     with pytest.raises(TiffOptionError, match="--bigtiff auto"):
         needs_bigtiff(40000, 40000, options=TiffOptions(bigtiff=BigTiff.NO))
@@ -177,7 +178,7 @@ def whole_at(bundle, size, backend="onnx"):
     """The whole pass (one chunk) of the model on a (height, width) output canvas, 8-bit."""
     from famos.bundle import load_bundle
     from famos.renderer import Renderer
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
     from famos.runners import Backend, RunnerOptions
 
     renderer = Renderer(load_bundle(bundle), RunnerOptions(backend=Backend(backend)))

@@ -24,7 +24,7 @@ from famos.values import JobState  # noqa: E402
 from conftest import SERVER_MODEL, bomb_png  # noqa: E402
 from render_server.server import RenderServer, ServerConfig  # noqa: E402
 from render_server.streaming import pieces  # noqa: E402
-from famos.tiff import Compression, TiffOptions  # noqa: E402
+from famos.tiff_options import Compression, TiffOptions  # noqa: E402
 
 MODEL = SERVER_MODEL  # the bundle in the `models` fixture (conftest), shared by the server tests
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def test_streamed_render_equals_local_render(start, models, tmp_path, region, co
     with client_of(server) as client:
         result = client.render_to_tiff(
             MODEL, streamed, seed=5, chunk=32, region=Rect.parse(region) if region else None,
-            options=TiffOptions(tile=32, compression=Compression(compression)),
+            tiff=TiffOptions(tile=32, compression=Compression(compression)),
         )
     assert np.array_equal(tifffile.imread(streamed), local)
     # same pixels, options and provenance description: the very same file
@@ -361,7 +361,7 @@ def test_job_renders_into_the_store_and_downloads(start, models, tmp_path):
     local_render(models, local, "--seed", "2", "--chunk", "32", "--compression", "lzw", "--dpi", "300")
     with client_of(server) as client:
         job = client.submit(MODEL, output_name="print.tif", seed=2, chunk=32,
-                            options=TiffOptions(compression=Compression.LZW, dpi=300))
+                            tiff=TiffOptions(compression=Compression.LZW, dpi=300))
         assert job.state in (JobState.QUEUED, JobState.RUNNING) and job.strips_total == 3
         states = list(client.watch(job.id))
         final = states[-1]

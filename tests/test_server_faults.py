@@ -17,7 +17,7 @@ import pytest
 
 from clients.render_client import RenderClient
 from conftest import SERVER_MODEL
-from famos.tiff import Compression, TiffOptions
+from famos.tiff_options import Compression, TiffOptions
 from famos.values import JobState
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
@@ -68,11 +68,11 @@ def test_injected_enospc_at_the_writer_is_the_same_error(models, tmp_path, monke
     """Where no tmpfs can be mounted: the disk fills after 10 kB of the file."""
     import builtins
 
-    import famos.tiff
+    import famos.tiff_writer
     from famos.bundle import load_bundle
     from famos.errors import DiskFull
     from famos.renderer import Renderer, render_tiff
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
 
     class FullDisk:
         def __init__(self, fh):
@@ -93,7 +93,7 @@ def test_injected_enospc_at_the_writer_is_the_same_error(models, tmp_path, monke
         def __exit__(self, *exc):
             self.fh.close()
 
-    monkeypatch.setattr(famos.tiff, "open", lambda *a, **k: FullDisk(builtins.open(*a, **k)), raising=False)
+    monkeypatch.setattr(famos.tiff_writer, "open", lambda *a, **k: FullDisk(builtins.open(*a, **k)), raising=False)
     with pytest.raises(DiskFull, match=r"no space left on device writing .*out\.tif \(needs about [\d,]+ MB, [\d,]+ MB free\)"):
         render_tiff(Renderer(load_bundle(models / SERVER_MODEL)), tmp_path / "out.tif",
                     settings=RenderSettings(size=(400, 600), chunk=64), options=TiffOptions(compression=Compression.NONE))
@@ -106,7 +106,7 @@ def test_a_disk_that_fills_during_a_job_fails_it_and_frees_everything(models, tm
         try:
             with RenderClient(f"127.0.0.1:{server.port}") as client:
                 job = client.submit(SERVER_MODEL, output_name="huge.tif", chunk=64, size=(1000, 1600),
-                                    options=TiffOptions(compression=Compression.NONE))
+                                    tiff=TiffOptions(compression=Compression.NONE))
                 final = list(client.watch(job.id))[-1]  # the watch ends: the job is terminal
                 assert final.state is JobState.FAILED
                 assert "no space left on device" in final.error, final.error
@@ -218,7 +218,7 @@ def test_overload_is_answered_by_the_service_not_by_grpc(models, tmp_path):
 
 
 def test_cancel_during_assembly_leaves_no_file_and_frees_the_name(models, tmp_path, monkeypatch):
-    from render_server import jobs as jobs_module
+    from render_server import job_runner as jobs_module
 
     store = tmp_path / "store"
     store.mkdir()
@@ -232,7 +232,7 @@ def test_cancel_during_assembly_leaves_no_file_and_frees_the_name(models, tmp_pa
     monkeypatch.setattr(jobs_module, "assemble", cancelled_meanwhile)
     try:
         with RenderClient(f"127.0.0.1:{server.port}") as client:
-            job = client.submit(SERVER_MODEL, output_name="gone.tif", chunk=32, options=TiffOptions(pyramid=True))
+            job = client.submit(SERVER_MODEL, output_name="gone.tif", chunk=32, tiff=TiffOptions(pyramid=True))
             assert client.wait(job.id).state is JobState.CANCELLED
             assert wait_until(lambda: not any((store / ".spool").iterdir()), 5)
             assert not (store / "gone.tif").exists()
@@ -281,7 +281,7 @@ def test_a_killed_client_leaves_no_partial_file(models, tmp_path):
 def test_repeated_sigkills_under_a_load_of_jobs_lose_and_duplicate_nothing(models, tmp_path):
     from famos.bundle import load_bundle
     from famos.renderer import Renderer, render_tiff
-    from famos.rendering import RenderSettings
+    from famos.chunk_loop import RenderSettings
 
     store = tmp_path / "store"
     store.mkdir()

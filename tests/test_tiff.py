@@ -16,13 +16,9 @@ import pytest
 tifffile = pytest.importorskip("tifffile")
 pytest.importorskip("imagecodecs")
 
-from famos.tiff import (  # noqa: E402
-    BigTiff,
-    Compression,
-    TiffOptions,
-    needs_bigtiff,
-    write_tiled_tiff,
-)
+from famos.tiff_options import BigTiff, Compression, TiffOptions  # noqa: E402
+from famos.tiff_size import needs_bigtiff  # noqa: E402
+from famos.tiff_writer import write_tiled_tiff  # noqa: E402
 
 HEIGHT, WIDTH = 150, 230  # deliberately not multiples of any tile size
 LOSSLESS = [Compression.NONE, Compression.DEFLATE, Compression.ZSTD, Compression.LZW]
@@ -293,7 +289,7 @@ def peak_bytes_writing(path, *, height: int, width: int, strip_rows: int) -> int
             strips(),
             height=height,
             width=width,
-            options=TiffOptions(compression=Compression.ZSTD, workers=2, pyramid=True),
+            options=TiffOptions(compression=Compression.ZSTD, encode_workers=2, pyramid=True),
         )
         return tracemalloc.get_traced_memory()[1]
     finally:
@@ -318,7 +314,7 @@ def test_memory_is_independent_of_canvas(tmp_path):
 
 def test_software_datetime_artist_and_copyright(tmp_path, noise_canvas, monkeypatch):
     from famos import __version__
-    from famos.tiff import TiffOptionError
+    from famos.tiff_options import TiffOptionError
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
     path = tmp_path / "tagged.tif"

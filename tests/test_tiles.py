@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from famos.tiff import Compression, TiffOptionError, TiffOptions, tile_format, write_encoded_tiff, write_tiled_tiff
+from famos.tiff_options import Compression, TiffOptionError, TiffOptions
+from famos.tiff_writer import tile_format, write_encoded_tiff, write_tiled_tiff
 from famos.tiles import EncodedStrip, TileCodec, encode_strip
 
 CODECS = [Compression.NONE, Compression.DEFLATE, Compression.ZSTD, Compression.LZW, Compression.JPEG]
@@ -53,7 +54,7 @@ def test_strips_encoded_anywhere_write_the_same_file(tmp_path, compression):
     write_tiled_tiff(tmp_path / "whole.tif", [image], height=height, width=width, options=options)
 
     cuts = [0, 7, 20, 64, 65, 131, 140, 192, 203]
-    with TileCodec(tile_format(options), workers=1) as codec:
+    with TileCodec(tile_format(options), encode_workers=1) as codec:
         encoded = [
             EncodedStrip.from_bytes(encode_strip(image[a:b], top=a, height=height, codec=codec).to_bytes())
             for a, b in zip(cuts, cuts[1:])
@@ -71,7 +72,7 @@ def test_strips_encoded_anywhere_write_the_same_file(tmp_path, compression):
 def test_out_of_order_strips_are_refused(tmp_path):
     image = smooth_image(64, 64)
     options = TiffOptions(tile=32)
-    with TileCodec(tile_format(options), workers=1) as codec:
+    with TileCodec(tile_format(options), encode_workers=1) as codec:
         first = encode_strip(image[:32], top=0, height=64, codec=codec)
         second = encode_strip(image[32:], top=32, height=64, codec=codec)
     with pytest.raises(ValueError, match="row 32 arrived where row 0"):

@@ -259,3 +259,18 @@ def test_the_default_preset_without_images_names_the_missing_option(tmp_path, ca
     rc = famos(["train", "--preset", "default", "--out", str(tmp_path / "run"), "--quiet"])
     _one_line_error(capsys, rc, "--style is required")
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+def test_no_preset_trains_the_dataclasses_defaults_and_presets_hold_only_differences():
+    """One source of defaults: the options left out are the config dataclasses' own defaults."""
+    from famos.config import CanvasConfig, GeneratorConfig
+    from training.cli import DEFAULTS, PRESETS, _resolve, build_parser, configs
+    from training.config import TrainConfig
+
+    for argv in ([], ["--preset", "default"]):
+        options, given = _resolve(build_parser().parse_args(["--out", "x", *argv]))
+        assert configs(options, given=given, content_size=(451, 300)) == (
+            GeneratorConfig(), CanvasConfig(300, 451), TrainConfig())
+    for name, preset in PRESETS.items():
+        restated = {k: v for k, v in preset.items() if k in DEFAULTS and DEFAULTS[k] == v}
+        assert not restated, (name, restated)

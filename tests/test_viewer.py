@@ -18,7 +18,8 @@ from PIL import Image
 
 from conftest import SERVER_MODEL
 from headless import Browser
-from famos.tiff import Compression, TiffOptions, write_tiled_tiff
+from famos.tiff_options import Compression, TiffOptions
+from famos.tiff_writer import write_tiled_tiff
 from viewer.cli import DEFAULT_OPENSEADRAGON, FileCatalog
 from viewer.server import ViewerConfig, ViewerServer
 from viewer.sources import TiffImage
@@ -178,7 +179,7 @@ def test_a_running_job_is_watched_live_then_shown_from_its_file(models, tmp_path
         slow_down(server, 0.04)
         with RenderClient(f"127.0.0.1:{server.port}", token="t") as client:
             job = client.submit(SERVER_MODEL, output_name="live.tif", seed=3, chunk=32, size=(192, 320),
-                                options=TiffOptions(tile=32))
+                                tiff=TiffOptions(tile=32))
             seen = None
             for _ in range(400):  # until some strips are in and some are not
                 status = json.loads(get(server.viewer, f"/api/{job.id}/status.json", auth)[2])

@@ -5,29 +5,74 @@
     famos train --preset tiny --out runs/tiny          # a small canvas in about 15 s (the tests' model)
     famos train --out RUN_DIR --resume [--steps N]     # continue exactly where the run stopped
 
-Options left out take the preset's value (``--preset default`` unless named). argv becomes a
-TrainConfig, a GeneratorConfig and a CanvasConfig here; nothing below this module sees argparse.
+Options left out take the preset's value, else the default shown (the config dataclasses' own,
+which is all that ``--preset default`` is). argv becomes a TrainConfig, a GeneratorConfig and a
+CanvasConfig here; nothing below this module sees argparse.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import enum
 import hashlib
 import pathlib
+import typing
 from typing import Any
 
+from famos.cli_parser import Parser
+from famos.config import BlendMode, CanvasConfig, GeneratorConfig, NoiseConfig, from_dict
 from famos.errors import UserError
+from training.config import DiscriminatorConfig, LossConfig, RegularizerConfig, TrainConfig
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
-# Options a preset fills when the command line leaves them out (argparse dest -> value).
+# Options that set one field of a config dataclass (argparse dest -> dataclass, field name). The field
+# gives the option its default, its type and, for an Enum, its choices; configs() builds from here.
+FIELDS: dict[str, tuple[type, str]] = {
+    "style_scale": (CanvasConfig, "style_scale"), "fold": (CanvasConfig, "fold"),
+    "template_seed": (CanvasConfig, "template_seed"),
+    "templates": (GeneratorConfig, "n_templates"), "depth": (GeneratorConfig, "depth"),
+    "width": (GeneratorConfig, "width"), "kernel": (GeneratorConfig, "kernel"),
+    "res_blocks": (GeneratorConfig, "n_res_blocks"),
+    "noise_local": (NoiseConfig, "n_local"), "noise_global": (NoiseConfig, "n_global"),
+    "noise_periodic": (NoiseConfig, "n_periodic"), "noise_placement": (NoiseConfig, "placement"),
+    "d_depth": (DiscriminatorConfig, "depth"), "d_width": (DiscriminatorConfig, "width"),
+    "d_kernel": (DiscriminatorConfig, "kernel"),
+    **{name: (TrainConfig, name) for name in (
+        "patch", "batch", "crop", "mirror_style", "steps", "lr", "beta1", "beta2", "seed", "checkpoint_every",
+        "preview_every", "preview_max_side", "precision")},
+    "loss": (LossConfig, "adversarial"), "d_steps": (LossConfig, "d_steps"),
+    "gp_weight": (LossConfig, "gradient_penalty"), "content_weight": (LossConfig, "content_weight"),
+    "copy_content_weight": (LossConfig, "copy_content_weight"), "correspondence": (LossConfig, "correspondence"),
+    "blur_sigma": (LossConfig, "blur_sigma"), "vgg_weights": (LossConfig, "vgg_weights"),
+    **{name: (RegularizerConfig, name) for name in (
+        "entropy", "entropy_schedule", "entropy_ramp_steps", "mix_tv", "alpha_norm", "alpha_tv", "diversity")},
+}
+
+# --mode names what the paper's variants are called, not BlendMode's values.
+MODES = {"full": BlendMode.BLEND, "parametric": BlendMode.PAINT, "copy": BlendMode.COPY}
+
+
+def _default(config: type, name: str) -> Any:
+    """A dataclass field's default, an Enum by its value (as the command line spells it)."""
+    default = next(f.default for f in dataclasses.fields(config) if f.name == name)
+    return default.value if isinstance(default, enum.Enum) else default
+
+
+# What an option is when neither the command line nor the preset names it.
+DEFAULTS: dict[str, Any] = {
+    **{dest: _default(config, name) for dest, (config, name) in FIELDS.items()},
+    "mode": next(mode for mode, blend in MODES.items() if blend.value == _default(GeneratorConfig, "blend")),
+    "device": "auto",
+}
+
+# Options a preset fills when the command line leaves them out (argparse dest -> value): only where
+# the preset differs from DEFAULTS.
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's architecture and data (N = 30 instead of 100: a third of the memory bandwidth
-    # per pixel for a barely visible loss in variety on one canvas).
-    "default": dict(
-        depth=4, width=80, templates=30, patch=160, batch=8, steps=5000, d_depth=5, d_width=64,
-        checkpoint_every=500, preview_every=500,
-    ),
+    # The dataclasses' defaults: the paper's architecture and data (N = 30 instead of 100: a third
+    # of the memory bandwidth per pixel for a barely visible loss in variety on one canvas).
+    "default": {},
     # The README quick start: the tiny architecture trained longer for a 1800x1200 (2.16 MP) canvas
     # of the bundled samples, about 1.5-2 minutes on 2 CPU cores. 16 templates, a strong pull
     # towards a wider blur of the content and a little entropy (crisp per-pixel choices) make
@@ -35,8 +80,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # final preview is rendered.
     "mosaic": dict(
         depth=3, width=16, kernel=3, templates=16, patch=64, batch=4, steps=1500, d_depth=4, d_width=32, d_kernel=3,
-        checkpoint_every=500, preview_every=1500, canvas="1800x1200", content_weight=40.0, blur_sigma=6.0,
-        entropy=0.1,
+        preview_every=1500, canvas="1800x1200", content_weight=40.0, blur_sigma=6.0, entropy=0.1,
         style=[EXAMPLES / "style" / "brick.png", EXAMPLES / "style" / "gravel.png"],
         content=[EXAMPLES / "content" / "chelsea.png"],
     ),
@@ -52,26 +96,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Run options that do not change what is learned: the only ones --resume accepts.
 RESUME_OPTIONS = {"out", "resume", "preset", "steps", "device", "threads", "checkpoint_every", "preview_every", "preview_max_side", "quiet"}
 
-FALLBACKS: dict[str, Any] = dict(
-    mode="full", kernel=5, res_blocks=0, noise_local=0, noise_global=0, noise_periodic=0, noise_placement="bottleneck",
-    style_scale=1.0, fold="mirror", template_seed=0, crop="same", mirror_style=False, lr=2e-4, beta1=0.5, beta2=0.999,
-    seed=0, loss="dcgan", d_steps=1, gp_weight=10.0, content_weight=1.0, copy_content_weight=0.0,
-    correspondence="blur", blur_sigma=3.0, vgg_weights=None, entropy=0.0, entropy_schedule="constant",
-    entropy_ramp_steps=1000, mix_tv=0.0, alpha_norm=0.0, alpha_tv=0.0, diversity=0.0, d_kernel=5,
-    preview_max_side=1024, precision="fp32", device="auto",
-)
+# Training samples patches, so its cost does not grow with the canvas, but templates, previews and
+# the exported model's default renders do: a canvas past this is more likely a typo than a print.
+MAX_CANVAS_PIXELS = 2**30
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line through famos.cli, not usage + exit inside argparse
-        raise UserError(message)
+def _option(group, flag: str, help: str | None = None, **kwargs) -> None:
+    """An option that sets the field FIELDS names: its type and choices are the field's, and the help
+    shows its default. argparse's own default stays None: _resolve tells given from left out."""
+    dest = flag[2:].replace("-", "_")
+    config, name = FIELDS[dest]
+    kind = typing.get_type_hints(config)[name]
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        kwargs.setdefault("choices", [e.value for e in kind])
+    elif kind in (int, float):
+        kwargs.setdefault("type", kind)
+    default = DEFAULTS[dest]
+    shown = None if default is None or isinstance(default, bool) else f"default {default}"
+    group.add_argument(flag, help="; ".join(text for text in (help, shown) if text), **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="famos train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                argument_default=None)
+def build_parser() -> Parser:
+    p = Parser(prog="famos train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+               argument_default=None)
     p.add_argument("--out", type=pathlib.Path, required=True, metavar="RUN_DIR")
-    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--preset", choices=sorted(PRESETS), help="values of the options left out (default: default, the defaults shown)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("images")
@@ -82,57 +131,57 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=float, help="content size times F")
     g.add_argument("--print-size", metavar="SIZE", help="e.g. 120x80cm, 47x31in, 1200x800mm (with --dpi)")
     g.add_argument("--dpi", type=float)
-    g.add_argument("--style-scale", type=float, help="style pixels per canvas pixel")
-    g.add_argument("--fold", choices=["wrap", "mirror"])
-    g.add_argument("--template-seed", type=int)
+    _option(g, "--style-scale", "style pixels per canvas pixel")
+    _option(g, "--fold")
+    _option(g, "--template-seed")
     g = p.add_argument_group("model")
-    g.add_argument("--mode", choices=["full", "parametric", "copy"], help="parametric: N = 0; copy: I = I_M")
-    g.add_argument("--templates", type=int, metavar="N")
-    g.add_argument("--depth", type=int)
-    g.add_argument("--width", type=int)
-    g.add_argument("--kernel", type=int)
-    g.add_argument("--res-blocks", type=int)
-    g.add_argument("--noise-local", type=int)
-    g.add_argument("--noise-global", type=int)
-    g.add_argument("--noise-periodic", type=int)
-    g.add_argument("--noise-placement", choices=["bottleneck", "input"])
-    g.add_argument("--d-depth", type=int)
-    g.add_argument("--d-width", type=int)
-    g.add_argument("--d-kernel", type=int)
+    g.add_argument("--mode", choices=list(MODES), help=f"parametric: N = 0; copy: I = I_M; default {DEFAULTS['mode']}")
+    _option(g, "--templates", metavar="N")
+    _option(g, "--depth")
+    _option(g, "--width")
+    _option(g, "--kernel")
+    _option(g, "--res-blocks")
+    _option(g, "--noise-local")
+    _option(g, "--noise-global")
+    _option(g, "--noise-periodic")
+    _option(g, "--noise-placement")
+    _option(g, "--d-depth")
+    _option(g, "--d-width")
+    _option(g, "--d-kernel")
     g = p.add_argument_group("data")
-    g.add_argument("--patch", type=int, metavar="P")
-    g.add_argument("--batch", type=int)
-    g.add_argument("--crop", choices=["same", "independent"])
-    g.add_argument("--mirror-style", action="store_const", const=True, help="random flips of style patches")
+    _option(g, "--patch", metavar="P")
+    _option(g, "--batch")
+    _option(g, "--crop")
+    _option(g, "--mirror-style", "random flips of style patches", action="store_const", const=True)
     g = p.add_argument_group("optimization")
-    g.add_argument("--steps", type=int)
-    g.add_argument("--loss", choices=["dcgan", "lsgan", "wgan-gp"])
-    g.add_argument("--d-steps", type=int)
-    g.add_argument("--gp-weight", type=float)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--max-canvas-pixels", type=int, help=f"refuse canvases over this many pixels (default {2**30})")
-    g.add_argument("--beta1", type=float)
-    g.add_argument("--beta2", type=float)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--content-weight", type=float, help="lambda")
-    g.add_argument("--copy-content-weight", type=float, help="content term on I_M")
-    g.add_argument("--correspondence", choices=["blur", "down4", "down8", "down16", "learned", "vgg"])
-    g.add_argument("--blur-sigma", type=float)
-    g.add_argument("--vgg-weights", type=pathlib.Path, help="local VGG-19 weights (safetensors or torch file)")
+    _option(g, "--steps")
+    _option(g, "--loss")
+    _option(g, "--d-steps")
+    _option(g, "--gp-weight")
+    _option(g, "--lr")
+    g.add_argument("--max-canvas-pixels", type=int, help=f"refuse canvases over this many pixels; default {MAX_CANVAS_PIXELS}")
+    _option(g, "--beta1")
+    _option(g, "--beta2")
+    _option(g, "--seed")
+    _option(g, "--content-weight", "lambda")
+    _option(g, "--copy-content-weight", "content term on I_M")
+    _option(g, "--correspondence")
+    _option(g, "--blur-sigma")
+    _option(g, "--vgg-weights", "local VGG-19 weights (safetensors or torch file)", type=pathlib.Path)
     g = p.add_argument_group("regularizers")
-    g.add_argument("--entropy", type=float)
-    g.add_argument("--entropy-schedule", choices=["constant", "ramp"])
-    g.add_argument("--entropy-ramp-steps", type=int)
-    g.add_argument("--mix-tv", type=float)
-    g.add_argument("--alpha-norm", type=float)
-    g.add_argument("--alpha-tv", type=float)
-    g.add_argument("--diversity", type=float)
+    _option(g, "--entropy")
+    _option(g, "--entropy-schedule")
+    _option(g, "--entropy-ramp-steps")
+    _option(g, "--mix-tv")
+    _option(g, "--alpha-norm")
+    _option(g, "--alpha-tv")
+    _option(g, "--diversity")
     g = p.add_argument_group("run")
-    g.add_argument("--checkpoint-every", type=int)
-    g.add_argument("--preview-every", type=int)
-    g.add_argument("--preview-max-side", type=int)
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    _option(g, "--checkpoint-every")
+    _option(g, "--preview-every")
+    _option(g, "--preview-max-side")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"default {DEFAULTS['device']}")
+    _option(g, "--precision")
     g.add_argument("--threads", type=int, help="CPU threads for torch (fewer is faster on a busy machine)")
     return p
 
@@ -191,20 +240,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
-    """Command line over preset over fallbacks; also the names the command line gave."""
+    """Command line over preset over DEFAULTS; also the names the command line gave."""
     preset = PRESETS[args.preset or "default"]
     given = {k: v for k, v in vars(args).items() if v is not None}
-    options = {**FALLBACKS, **preset, **given}
+    options = {**DEFAULTS, **preset, **given}
     if {"canvas", "print_size"} & given.keys() and "scale" not in given:
         options.pop("scale", None)  # an explicit size replaces the preset's downscaling
     if {"scale", "print_size"} & given.keys() and "canvas" not in given:
         options.pop("canvas", None)  # ... and the preset's canvas
     return options, set(given)
 
-
-# Training samples patches, so its cost does not grow with the canvas, but templates, previews and
-# the exported model's default renders do: a canvas past this is more likely a typo than a print.
-MAX_CANVAS_PIXELS = 2**30
 
 # numeric options: (lowest, highest, whether the lowest is allowed); every one must be finite
 _RANGES = {
@@ -229,9 +274,6 @@ def _check_numbers(options: dict[str, Any]) -> None:
 
 def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int, int]):
     """(GeneratorConfig, CanvasConfig, TrainConfig) from resolved options; UserError on conflicts."""
-    from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig, NoisePlacement
-    from training import config as tc
-
     width, height = _canvas_size(options, content_size=content_size)
     mode = options["mode"]
     templates = options["templates"]
@@ -254,19 +296,9 @@ def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int
     if options["vgg_weights"] and options["correspondence"] != "vgg":
         raise UserError("--vgg-weights is only used with --correspondence vgg")
     try:
-        generator = GeneratorConfig(
-            depth=options["depth"], width=options["width"], kernel=options["kernel"], n_res_blocks=options["res_blocks"],
-            n_templates=templates,
-            blend={"full": BlendMode.BLEND, "parametric": BlendMode.PAINT, "copy": BlendMode.COPY}[mode],
-            noise=NoiseConfig(
-                n_global=options["noise_global"], n_local=options["noise_local"], n_periodic=options["noise_periodic"],
-                placement=NoisePlacement(options["noise_placement"]),
-            ),
-        )
-        canvas = CanvasConfig(
-            height, width, style_scale=options["style_scale"], fold=Fold(options["fold"]),
-            template_seed=options["template_seed"],
-        )
+        noise = _config(NoiseConfig, options)
+        generator = _config(GeneratorConfig, options, n_templates=templates, blend=MODES[mode], noise=noise)
+        canvas = _config(CanvasConfig, options, height=height, width=width)
         noise_counts = (options["noise_global"], options["noise_local"], options["noise_periodic"], options["res_blocks"])
         if min(noise_counts) < 0:
             raise ValueError("noise channels and residual blocks must be >= 0")
@@ -282,28 +314,20 @@ def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int
     if width * height > limit:
         raise UserError(f"canvas {width}x{height} = {width * height / 1e6:,.0f} MP: over the limit of "
                         f"{limit / 1e6:,.0f} MP; raise it with --max-canvas-pixels if you mean it")
-    config = tc.TrainConfig(
-        steps=options["steps"], patch=options["patch"], batch=options["batch"], crop=tc.CropMode(options["crop"]),
-        mirror_style=bool(options["mirror_style"]), lr=options["lr"], beta1=options["beta1"], beta2=options["beta2"],
-        seed=options["seed"], checkpoint_every=options["checkpoint_every"], preview_every=options["preview_every"],
-        preview_max_side=options["preview_max_side"], precision=tc.Precision(options["precision"]),
-        discriminator=tc.DiscriminatorConfig(depth=options["d_depth"], width=options["d_width"], kernel=options["d_kernel"]),
-        losses=tc.LossConfig(
-            adversarial=tc.AdversarialLoss(options["loss"]), d_steps=options["d_steps"],
-            gradient_penalty=options["gp_weight"], content_weight=options["content_weight"],
-            copy_content_weight=options["copy_content_weight"],
-            correspondence=tc.CorrespondenceMap(options["correspondence"]), blur_sigma=options["blur_sigma"],
-            vgg_weights=str(options["vgg_weights"]) if options["vgg_weights"] else None,
-        ),
-        regularizers=tc.RegularizerConfig(
-            entropy=options["entropy"], entropy_schedule=tc.EntropySchedule(options["entropy_schedule"]),
-            entropy_ramp_steps=options["entropy_ramp_steps"], mix_tv=options["mix_tv"],
-            alpha_norm=options["alpha_norm"], alpha_tv=options["alpha_tv"], diversity=options["diversity"],
-        ),
+    vgg_weights = str(options["vgg_weights"]) if options["vgg_weights"] else None  # the checkpoint holds JSON
+    config = _config(
+        TrainConfig, options, discriminator=_config(DiscriminatorConfig, options),
+        losses=_config(LossConfig, options, vgg_weights=vgg_weights), regularizers=_config(RegularizerConfig, options),
     )
     if config.discriminator.depth < 1 or config.discriminator.width < 1:
         raise UserError("--d-depth and --d-width must be positive")
     return generator, canvas, config
+
+
+def _config(config: type, options: dict[str, Any], **fields: Any) -> Any:
+    """``config`` from the options FIELDS maps to its fields (Enums from their values), ``fields`` over them."""
+    mapped = {name: options[dest] for dest, (owner, name) in FIELDS.items() if owner is config}
+    return from_dict(config, {**mapped, **fields})
 
 
 def _canvas_size(options: dict[str, Any], *, content_size: tuple[int, int]) -> tuple[int, int]:

@@ -15,17 +15,13 @@ import argparse
 import json
 import pathlib
 
+from famos.cli_parser import Parser
 from famos.errors import UserError
 from famos.units import add_size_arguments, output_size
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UserError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="famos evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="famos evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=pathlib.Path)
     parser.add_argument("--content", type=pathlib.Path, help="default: the checkpoint's content image")
     parser.add_argument("--style", type=pathlib.Path, nargs="+", help="default: the checkpoint's style images")

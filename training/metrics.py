@@ -22,7 +22,7 @@ from famos.torch_runners import DeviceSettings, EagerRunner
 from famos.config import CanvasConfig
 from famos.generator import FamosGenerator
 from famos.planning import Rect
-from famos.rendering import WindowInputs, plan_for, render_strips
+from famos.chunk_loop import WindowInputs, plan_for, render_strips
 from training.losses import blur, gaussian_kernel, grey
 
 CONTENT_BLUR_SIGMA = 3.0

@@ -15,6 +15,8 @@ import pathlib
 import sys
 import threading
 
+from famos.cli_parser import Parser
+
 DEFAULT_OPENSEADRAGON = pathlib.Path(__file__).parent / "static" / "node_modules" / "openseadragon" / "build" / "openseadragon"
 
 
@@ -33,8 +35,8 @@ def openseadragon_location(given: str | None) -> str:
     return location
 
 
-def add_viewer_arguments(parser, *, flag: str = "--port", default_port: int = 8080) -> None:
-    parser.add_argument(flag, type=int, default=default_port, help="HTTP port of the viewer (0: any free port)")
+def add_viewer_arguments(parser, *, default_port: int, flag: str = "--port") -> None:
+    parser.add_argument(flag, type=int, default=default_port, help="HTTP port of the viewer (0: any free port; default %(default)s)")
     parser.add_argument("--openseadragon", help="folder or URL with openseadragon.min.js (default: viewer/static's npm package)")
 
 
@@ -55,17 +57,17 @@ class FileCatalog:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="famos view", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from viewer.server import ViewerConfig, ViewerServer
+
+    parser = Parser(prog="famos view", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", type=pathlib.Path, nargs="+", help="tiled TIFFs written by famos")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--host", default=ViewerConfig.host, help="address to listen on (default %(default)s)")
     parser.add_argument("--token", default=os.environ.get("FAMOS_TOKEN"), help="require a bearer token (default: $FAMOS_TOKEN)")
     parser.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
-    add_viewer_arguments(parser)
+    add_viewer_arguments(parser, default_port=ViewerConfig.port)
     args = parser.parse_args(argv)
 
     from famos.errors import UserError
-    from viewer.server import ViewerConfig, ViewerServer
     from viewer.sources import TiffImage
 
     osd = openseadragon_location(args.openseadragon)

@@ -26,7 +26,7 @@ import numpy as np
 
 from famos.canvas import as_uint8
 from famos.icc import to_srgb
-from famos.tiff import LevelSpool, reduced_shapes
+from famos.pyramid import LevelSpool, reduced_shapes
 from famos.tiles import EncodedStrip, TileCodec, TileFormat
 
 
@@ -174,7 +174,7 @@ class LiveImage(ImageSource):
         self.description, self.dpi = description, dpi
         self.strips_total = strips_total
         self.strip_file = strip_file
-        self._codec = TileCodec(format, workers=1)
+        self._codec = TileCodec(format, encode_workers=1)
         self._work = pathlib.Path(tempfile.mkdtemp(prefix="famos-live-", dir=work))
         shapes = reduced_shapes(height, width, tile=self.tile)
         self.levels = [(height, width), *shapes]

@@ -17,12 +17,13 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from clients.batch.jobs_file import DEFAULT_MIN_DPI
-    from famos.rendering import DEFAULT_CHUNK, MIN_CHUNK
+    from famos.chunk_loop import DEFAULT_CHUNK, MIN_CHUNK
+    from famos.cli_parser import Parser
     from famos.runners import add_runner_arguments
-    from famos.tiff import add_tiff_arguments
+    from famos.tiff_cli import add_tiff_arguments
 
-    parser = argparse.ArgumentParser(prog="famos batch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="famos batch", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("jobs", type=pathlib.Path, help="jobs file (.csv, .toml or .json)")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--bundles", type=pathlib.Path,
@@ -31,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="validate the jobs file and show the plan; render nothing")
     parser.add_argument("--quiet", action="store_true", help="no per-file progress lines")
     local = parser.add_argument_group("local rendering")
-    local.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="output chunk side in pixels")
-    local.add_argument("--workers", type=int, default=2, help="threads preparing chunk inputs")
+    local.add_argument("--chunk", type=int, help=f"output chunk side in pixels (default: {DEFAULT_CHUNK}; with a "
+                       "torch backend on CUDA the largest whose window fits in half the free GPU memory)")
+    local.add_argument("--workers", type=int, help="threads preparing chunk inputs (default: 2; on CUDA a quarter "
+                       "of the cores, at least 2)")
     remote = parser.add_argument_group("rendering through a render server")
     remote.add_argument("--server", metavar="HOST:PORT", help="render on this server; the model column names its models")
     remote.add_argument("--token", help="bearer token for the server")
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (math.isfinite(args.min_dpi) and args.min_dpi > 0):
         raise UserError(f"--min-dpi {args.min_dpi:g}: must be a positive number")
-    if args.chunk < MIN_CHUNK:
+    if args.chunk is not None and args.chunk < MIN_CHUNK:
         raise UserError(f"--chunk {args.chunk}: must be at least {MIN_CHUNK} pixels")
     if args.server:
         if args.bundles:
@@ -66,9 +69,9 @@ def _run(args: argparse.Namespace, engine) -> int:
     from clients.batch.jobs_file import BatchSettings, load_jobs
     from clients.batch.report import format_summary
     from clients.batch.run import run_batch
-    from famos.tiff import tiff_options
+    from famos.tiff_cli import tiff_options_from_args
 
-    settings = BatchSettings(out=args.out, tiff=tiff_options(args), min_dpi=args.min_dpi, bundles=args.bundles)
+    settings = BatchSettings(out=args.out, tiff=tiff_options_from_args(args), min_dpi=args.min_dpi, bundles=args.bundles)
     jobs = load_jobs(args.jobs, engine=engine, settings=settings)
     if args.check:
         for job in jobs:

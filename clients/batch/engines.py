@@ -8,16 +8,15 @@ from __future__ import annotations
 import pathlib
 from typing import Protocol
 
-import numpy as np
 
-from clients.batch.jobs_file import Canvases, Job, ModelRef, Output
+from clients.batch.fields import ModelRef
+from clients.batch.planning import Canvases, Output, PrintJob
 from famos.bundle import Bundle, load_bundle
-from famos.canvas import load_rgb
 from famos.errors import UserError
-from famos.renderer import Renderer, render_tiff
-from famos.rendering import DEFAULT_CHUNK, RenderSettings
+from famos.renderer import Renderer, render_tiff_task
+from famos.request import resolve
 from famos.runners import RunnerOptions
-from famos.tiff import TiffOptions
+from famos.tiff_options import TiffOptions
 from famos.values import ModelInfo
 
 
@@ -27,7 +26,7 @@ class Engine(Canvases, Protocol):
     def fingerprint(self, model: ModelRef) -> str:
         """Identifies the model's weights, so a re-exported bundle re-renders its outputs."""
 
-    def render(self, job: Job, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
+    def render(self, job: PrintJob, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
         """Write ``output`` of ``job`` to ``path`` atomically (no file at ``path`` on failure)."""
 
 
@@ -35,13 +34,14 @@ class LocalEngine:
     """Renders in this process: one bundle load and one Renderer per distinct bundle. The ONNX
     runner needs no torch; the torch backends import it when asked for."""
 
-    def __init__(self, *, runner: RunnerOptions = RunnerOptions(), chunk: int = DEFAULT_CHUNK, prepare_workers: int = 2):
+    def __init__(self, *, runner: RunnerOptions = RunnerOptions(), chunk: int | None = None,
+                 prepare_workers: int | None = None):
+        """``chunk`` and ``prepare_workers`` None: the device's defaults (``famos.request.resolve``)."""
         self.runner = runner
         self.chunk = chunk
         self.prepare_workers = prepare_workers
         self._bundles: dict[pathlib.Path, Bundle] = {}
         self._renderers: dict[pathlib.Path, Renderer] = {}
-        self._contents: dict[pathlib.Path, np.ndarray] = {}
 
     def close(self) -> None:
         pass
@@ -68,20 +68,11 @@ class LocalEngine:
     def fingerprint(self, model: ModelRef) -> str:
         return self.bundle(model).sha256
 
-    def render(self, job: Job, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
-        settings = RenderSettings(
-            seed=job.seed, chunk=self.chunk, region=output.region, size=(job.height, job.width),
-            prepare_workers=self.prepare_workers,
-        )
-        render_tiff(self.renderer(job.model), path, settings=settings, options=options, content=self._content(job))
-
-    def _content(self, job: Job) -> np.ndarray | None:
-        if job.content is None:
-            return None
-        # panels of one job share the decoded image; only the last job's image is kept
-        if job.content not in self._contents:
-            self._contents = {job.content: load_rgb(job.content)}
-        return self._contents[job.content]
+    def render(self, job: PrintJob, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
+        renderer = self.renderer(job.model)
+        render = resolve(job.request(output, options), renderer, prepare_workers=self.prepare_workers,
+                         default_chunk=self.chunk)
+        render_tiff_task(renderer, path, render.task, render.tiff)
 
 
 class ServerEngine:
@@ -116,13 +107,5 @@ class ServerEngine:
     def fingerprint(self, model: ModelRef) -> str:
         return self._model(model).bundle_sha256
 
-    def render(self, job: Job, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
-        self.client.render_to_tiff(
-            job.model.name,
-            path,
-            seed=job.seed,
-            region=output.region,
-            size=(job.height, job.width),
-            content=job.content.read_bytes() if job.content is not None else b"",
-            options=options,
-        )
+    def render(self, job: PrintJob, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
+        self.client.render_to_tiff(job.request(output, options), path)

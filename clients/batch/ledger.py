@@ -9,9 +9,9 @@ import json
 import pathlib
 from collections.abc import Callable
 
-from clients.batch.jobs_file import Job, Output
+from clients.batch.planning import Output, PrintJob
 from famos.files import file_sha256, write_atomically
-from famos.tiff import TiffOptions
+from famos.tiff_options import TiffOptions
 
 LEDGER_NAME = "batch-manifest.json"
 LEDGER_FORMAT = "famos-batch-manifest/1"
@@ -62,7 +62,7 @@ class Ledger:
         write_atomically(self.path, json.dumps({"format": LEDGER_FORMAT, "outputs": outputs}, indent=1).encode())
 
 
-def output_fingerprint(job: Job, output: Output, *, model: str, options: TiffOptions) -> str:
+def output_fingerprint(job: PrintJob, output: Output, *, model: str, options: TiffOptions) -> str:
     """Everything that determines an output's bytes; a change re-renders instead of skipping."""
     content = file_sha256(job.content) if job.content is not None else "default"
     recipe = {

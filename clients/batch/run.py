@@ -7,14 +7,15 @@ import time
 from collections.abc import Callable, Sequence
 
 from clients.batch.engines import Engine
-from clients.batch.jobs_file import BatchSettings, Job
+from clients.batch.jobs_file import BatchSettings
 from clients.batch.ledger import LEDGER_NAME, Ledger, LedgerEntry, output_fingerprint
+from clients.batch.planning import PrintJob
 from clients.batch.report import BatchReport, JobResult, JobStatus, write_reports
 from famos.files import file_sha256
 
 
 def run_batch(
-    jobs: Sequence[Job],
+    jobs: Sequence[PrintJob],
     *,
     engine: Engine,
     settings: BatchSettings,
@@ -39,7 +40,7 @@ def run_batch(
     return report
 
 
-def _run_job(job: Job, *, engine: Engine, settings: BatchSettings, ledger: Ledger, log) -> JobResult:
+def _run_job(job: PrintJob, *, engine: Engine, settings: BatchSettings, ledger: Ledger, log) -> JobResult:
     options = dataclasses.replace(
         settings.tiff, compression=job.compression, dpi=job.dpi,
         artist=settings.tiff.artist if job.artist is None else job.artist,

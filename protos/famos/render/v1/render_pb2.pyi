@@ -149,16 +149,20 @@ class RenderResponse(_message.Message):
     def __init__(self, started: _Optional[_Union[RenderStarted, _Mapping]] = ..., tile: _Optional[_Union[Tile, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
 
 class RenderStarted(_message.Message):
-    __slots__ = ("region", "chunks_total", "strips_total", "description_json")
+    __slots__ = ("region", "chunks_total", "strips_total", "description_json", "trained_dpi", "trained_resolution_unit")
     REGION_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     STRIPS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_JSON_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_DPI_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_RESOLUTION_UNIT_FIELD_NUMBER: _ClassVar[int]
     region: Region
     chunks_total: int
     strips_total: int
     description_json: str
-    def __init__(self, region: _Optional[_Union[Region, _Mapping]] = ..., chunks_total: _Optional[int] = ..., strips_total: _Optional[int] = ..., description_json: _Optional[str] = ...) -> None: ...
+    trained_dpi: float
+    trained_resolution_unit: str
+    def __init__(self, region: _Optional[_Union[Region, _Mapping]] = ..., chunks_total: _Optional[int] = ..., strips_total: _Optional[int] = ..., description_json: _Optional[str] = ..., trained_dpi: _Optional[float] = ..., trained_resolution_unit: _Optional[str] = ...) -> None: ...
 
 class Tile(_message.Message):
     __slots__ = ("y", "x", "height", "width", "rgb")
@@ -189,7 +193,7 @@ class Progress(_message.Message):
     def __init__(self, chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., pixels_done: _Optional[int] = ..., pixels_total: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class TiffSettings(_message.Message):
-    __slots__ = ("compression", "quality", "tile", "dpi", "pyramid", "bigtiff", "no_predictor", "no_icc", "artist", "copyright", "jpeg_subsampling", "resolution_unit")
+    __slots__ = ("compression", "quality", "tile", "dpi", "pyramid", "bigtiff", "no_predictor", "no_icc", "artist", "copyright", "jpeg_subsampling", "resolution_unit", "level")
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +206,7 @@ class TiffSettings(_message.Message):
     COPYRIGHT_FIELD_NUMBER: _ClassVar[int]
     JPEG_SUBSAMPLING_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_UNIT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
     compression: Compression
     quality: int
     tile: int
@@ -214,7 +219,8 @@ class TiffSettings(_message.Message):
     copyright: str
     jpeg_subsampling: str
     resolution_unit: str
-    def __init__(self, compression: _Optional[_Union[Compression, str]] = ..., quality: _Optional[int] = ..., tile: _Optional[int] = ..., dpi: _Optional[float] = ..., pyramid: _Optional[bool] = ..., bigtiff: _Optional[_Union[BigTiff, str]] = ..., no_predictor: _Optional[bool] = ..., no_icc: _Optional[bool] = ..., artist: _Optional[str] = ..., copyright: _Optional[str] = ..., jpeg_subsampling: _Optional[str] = ..., resolution_unit: _Optional[str] = ...) -> None: ...
+    level: int
+    def __init__(self, compression: _Optional[_Union[Compression, str]] = ..., quality: _Optional[int] = ..., tile: _Optional[int] = ..., dpi: _Optional[float] = ..., pyramid: _Optional[bool] = ..., bigtiff: _Optional[_Union[BigTiff, str]] = ..., no_predictor: _Optional[bool] = ..., no_icc: _Optional[bool] = ..., artist: _Optional[str] = ..., copyright: _Optional[str] = ..., jpeg_subsampling: _Optional[str] = ..., resolution_unit: _Optional[str] = ..., level: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("render", "output_name", "tiff")

@@ -19,7 +19,7 @@ import numpy as np
 from famos.canvas import content_window, noise_window, to_pixels
 from famos.config import CanvasConfig, GeneratorConfig
 from famos.errors import InvalidField
-from famos.planning import Chunk, ChunkPlan, Rect, halo_for, noise_level, plan_chunks
+from famos.planning import Chunk, ChunkPlan, Halo, Rect, halo_for, noise_level, plan_chunks
 from famos.units import MAX_SIDE
 from famos.window import WindowRunner
 
@@ -99,16 +99,18 @@ class WindowInputs:
 
 
 def plan_for(
-    config: GeneratorConfig, canvas: CanvasConfig, *, chunk_size: int, region: Rect | None = None
+    config: GeneratorConfig, canvas: CanvasConfig, *, chunk_size: int, region: Rect | None = None,
+    halo: Halo | None = None,
 ) -> ChunkPlan:
-    """The chunk plan of a model's canvas (default region: the whole delivered canvas)."""
+    """The chunk plan of a model's canvas (default region: the whole delivered canvas); ``halo``
+    is the architecture's (a bundle's manifest holds it, checked at load), derived when not given."""
     height, width = canvas.aligned(config.alignment)
     return plan_chunks(
         canvas_height=height,
         canvas_width=width,
         region=region or Rect(0, 0, canvas.height, canvas.width),
         chunk_size=chunk_size,
-        halo=halo_for(config),
+        halo=halo or halo_for(config),
         alignment=config.alignment,
     )
 

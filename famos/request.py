@@ -1,0 +1,207 @@
+"""A render request, whichever door it comes through, and the one step that resolves it.
+
+Every door builds a ``RenderRequest``: `famos render` and `famos client` from their command lines
+(``request_from_args``), the server from a gRPC message and a job from its stored JSON
+(``render_server.convert``, ``render_server.job_store``), the batch from a jobs-file row, the
+Python client from keywords. What the request means on one model and one device is decided here
+and nowhere else:
+
+- ``output_canvas``: the output size (pixels, a scale of the trained canvas, or a print size at a DPI);
+- ``file_resolution``: the DPI policy (an exact DPI for a print size; the model's trained print
+  resolution when no DPI is asked for);
+- ``resolve``: the region (default: the whole output canvas), the device-aware chunk and input
+  threads, the admission estimate checked against the limits before the content is decoded or
+  anything is planned, and the task itself, built once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from famos.canvas import decode_rgb
+from famos.chunk_loop import RenderSettings, RenderTask
+from famos.errors import InvalidField, OverLimit
+from famos.planning import Rect
+from famos.tiff_options import ResolutionUnit, TiffOptions
+from famos.tiff_size import expected_bytes
+from famos.units import dpi_for_print_size, is_metric, output_size, parse_print_size
+from famos.values import Resolution
+
+if TYPE_CHECKING:
+    from famos.bundle import Bundle
+    from famos.renderer import Renderer
+
+# A 10-gigapixel mural is a real order; a 100-gigapixel one is more likely a typo in --size.
+MAX_PIXELS = 2**34
+# A plan holds one object per chunk: 2^18 chunks is 2^30 px at chunk 64, planned in under a second.
+MAX_CHUNKS = 1 << 18
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderRequest:
+    """What someone asks to render. At most one of ``size``, ``scale`` and ``print_size``; a print
+    size is measured at ``tiff.dpi``. ``content`` is an encoded image (PNG or JPEG bytes; empty:
+    the model's own), ``content_name`` what error messages call it."""
+
+    model: str = ""
+    seed: int = 0
+    region: Rect | None = None  # a part of the output canvas; None: all of it
+    size: tuple[int, int] | None = None  # (height, width) of the output canvas in pixels
+    scale: float | None = None  # the model's canvas times this
+    print_size: str | None = None  # e.g. "60x40cm"; the pixels are print size x tiff.dpi
+    chunk: int = 0  # output chunk side; 0: the device's default
+    content: bytes = b""
+    content_name: str = "content_image"
+    tiff: TiffOptions = TiffOptions()
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("size", "scale", "print_size") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise InvalidField(given[1], f"give one output size: {' or '.join(given)}, not both")
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as JSON values, content left out (it is stored beside, as a file)."""
+        return {
+            "model": self.model, "seed": self.seed, "chunk": self.chunk,
+            "region": dataclasses.asdict(self.region) if self.region else None,
+            "size": list(self.size) if self.size else None, "scale": self.scale, "print_size": self.print_size,
+            "tiff": self.tiff.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, content: bytes = b"", encode_workers: int = 0) -> RenderRequest:
+        return cls(
+            model=data["model"], seed=int(data["seed"]), chunk=int(data["chunk"]),
+            region=Rect(**data["region"]) if data.get("region") else None,
+            size=tuple(data["size"]) if data.get("size") else None, scale=data.get("scale"),
+            print_size=data.get("print_size"), content=content,
+            tiff=TiffOptions.from_json(data["tiff"], encode_workers=encode_workers),
+        )
+
+
+def output_canvas(request: RenderRequest, trained: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (height, width) of the output canvas; None: the trained canvas. A client that does not
+    know the trained canvas passes None: a print size is multiplied out, pixels pass as they are
+    and a scale is left to the server, which checks both against the model."""
+    if request.size is not None:
+        if trained is None:
+            return request.size
+        return output_size(canvas=trained, size=f"{request.size[1]}x{request.size[0]}")
+    return output_size(canvas=trained, scale=request.scale, print_size=request.print_size, dpi=request.tiff.dpi)
+
+
+def trained_resolution(bundle: Bundle) -> Resolution | None:
+    """The resolution of the print size the model was trained for, if it was trained for one: at
+    that resolution the textures keep their physical size on paper (an output 2x the canvas prints
+    2x as large). None for a model without one, or with a record this code cannot read."""
+    trained = bundle.manifest.provenance.get("print")
+    if not isinstance(trained, dict) or not trained.get("size"):
+        return None
+    canvas = bundle.spec.canvas
+    text = str(trained["size"])
+    try:
+        dpi = dpi_for_print_size(width_px=canvas.width, height_px=canvas.height, print_size=parse_print_size(text))
+    except ValueError:  # UnitError included: the documented default applies
+        return None
+    return Resolution(dpi, ResolutionUnit.CM if is_metric(text) else ResolutionUnit.INCH)
+
+
+def file_resolution(request: RenderRequest, canvas: tuple[int, int] | None, trained: Resolution | None) -> TiffOptions:
+    """``request.tiff`` with the resolution the file is tagged with. A print size tags exactly the
+    size asked for (to the pixel), not the rounded DPI's; no DPI asked for takes the model's
+    trained print resolution (``trained``, with its unit) where it has one; else what was asked."""
+    tiff = request.tiff
+    if request.print_size and canvas is not None:
+        height, width = canvas
+        exact = dpi_for_print_size(width_px=width, height_px=height, print_size=parse_print_size(request.print_size))
+        return dataclasses.replace(tiff, dpi=exact)
+    if tiff.dpi is None and trained is not None:
+        return dataclasses.replace(tiff, dpi=trained.dpi, unit=trained.unit)
+    return tiff
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What a door admits; ``hint`` says how to raise the pixel limit (a CLI flag, or nothing)."""
+
+    max_pixels: int = MAX_PIXELS  # of a rendered region
+    max_chunks: int = MAX_CHUNKS
+    max_content_pixels: int | None = None  # of a decoded content image; None: Pillow's bomb limit
+    hint: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """What a render will cost, known before it starts."""
+
+    width: int
+    height: int
+    chunks: int
+    tiff_bytes: int  # the expected file, with its compression
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def check_disk(self, out: pathlib.Path) -> int:
+        """The free bytes at ``out``'s folder; a file that cannot fit is refused now, not after hours."""
+        free = shutil.disk_usage(out.parent).free
+        if self.tiff_bytes > free:
+            raise OverLimit(f"--out {out}: the file needs about {self.tiff_bytes / 1e6:,.0f} MB, "
+                            f"{free / 1e6:,.0f} MB are free there")
+        return free
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedRender:
+    """A request resolved on one model and device: its task (planned once), the file's options
+    with their resolution, and the estimate it was admitted on."""
+
+    request: RenderRequest
+    task: RenderTask
+    tiff: TiffOptions
+    estimate: Estimate
+    trained: Resolution | None  # the model's trained print resolution (streams send it to clients)
+
+
+def default_prepare_workers(device: str) -> int:
+    """Threads preparing chunk inputs: a GPU renders faster than one thread resamples."""
+    return max(2, (os.cpu_count() or 1) // 4) if device.startswith("cuda") else 2
+
+
+def resolve(
+    request: RenderRequest, renderer: Renderer, *, limits: Limits = Limits(), prepare_workers: int | None = None,
+    default_chunk: int | None = None,
+) -> ResolvedRender:
+    """``request`` on ``renderer``'s model and device, admitted against ``limits`` before its content
+    is decoded or a chunk is planned. ``default_chunk`` (a server's setting) stands in for a chunk
+    the request does not name; without either, on a GPU the largest chunk whose window fits in half
+    the free device memory, elsewhere ``DEFAULT_CHUNK``."""
+    trained = renderer.spec.canvas
+    size = output_canvas(request, (trained.height, trained.width))
+    canvas = renderer.canvas(size)
+    region = (request.region or Rect(0, 0, canvas.height, canvas.width)).check_inside(
+        height=canvas.height, width=canvas.width
+    )
+    chunk = request.chunk or default_chunk or renderer.default_chunk(size)
+    trained_print = trained_resolution(renderer.bundle)
+    tiff = file_resolution(request, size, trained_print)
+    settings = RenderSettings(
+        seed=request.seed, chunk=chunk, region=region, size=size, bits=tiff.bits,
+        prepare_workers=prepare_workers or default_prepare_workers(renderer.options.device),
+    )
+    chunks = -(-region.height // chunk) * -(-region.width // chunk)
+    if region.pixels > limits.max_pixels or chunks > limits.max_chunks:
+        raise OverLimit(
+            f"region {region.width}x{region.height} = {region.pixels / 1e6:,.1f} MP in {chunks} chunks: over the "
+            f"limit of {limits.max_pixels / 1e6:,.0f} MP or {limits.max_chunks} chunks{limits.hint}"
+        )
+    content = None
+    if request.content:
+        content = decode_rgb(request.content, name=request.content_name, max_pixels=limits.max_content_pixels)
+    estimate = Estimate(region.width, region.height, chunks, expected_bytes(region.height, region.width, tiff))
+    return ResolvedRender(request, renderer.task(settings, content), tiff, estimate, trained_print)

@@ -34,6 +34,7 @@ from famos.canvas import load_rgb
 from famos.errors import BundleError
 from famos.files import file_sha256
 from famos.planning import Halo
+from famos.safetensors_header import famos_metadata, read_safetensors_header
 from famos.window import check_window
 
 FORMAT = "famos-bundle/2"  # 2: the graph takes the canvas size (any output size from one model)
@@ -259,9 +260,8 @@ def verify_spec(manifest: Manifest, folder: pathlib.Path) -> None:
     weights = folder / WEIGHTS_FILE
     try:
         with open(weights, "rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(size)) if 0 < size < 2**27 else {}
-        embedded = json.loads(header.get("__metadata__", {}).get("famos", "{}"))
+            header = read_safetensors_header(fh)
+        embedded = famos_metadata(header) or {}
     except (OSError, ValueError) as err:
         raise BundleError(f"{weights}: unreadable header ({err})") from None
     described = spec.to_json()

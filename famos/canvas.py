@@ -13,9 +13,9 @@ import pathlib
 
 import numpy as np
 
-from famos.config import CanvasConfig, Fold, NoiseConfig
+from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig
 from famos.errors import OverLimit, UserError
-from famos.planning import Rect
+from famos.planning import Rect, noise_level
 
 
 class ImageError(UserError, ValueError):
@@ -208,6 +208,26 @@ def noise_window(
     if not planes:
         return np.zeros((0, height, width), dtype=np.float32)
     return np.stack(planes)
+
+
+def window_noise(config: GeneratorConfig, *, seed: int, window: Rect) -> np.ndarray | None:
+    """The noise a generator of ``config`` takes for ``window`` (pixels, on the alignment grid):
+    float32 (C, h', w') over the cells of its noise level, or None for a model without noise.
+
+    Rendering (famos.chunk_loop.WindowInputs) and training (training.data) both call this, so G
+    trains on exactly the noise it renders with.
+    """
+    if not config.noise.channels:
+        return None
+    cell = 2 ** noise_level(config)
+    return noise_window(
+        config.noise,
+        seed=seed,
+        cell_y=window.y // cell,
+        cell_x=window.x // cell,
+        height=window.height // cell,
+        width=window.width // cell,
+    )
 
 
 # --- memory templates ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ previous checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
 import pathlib
 from typing import Any
@@ -26,6 +27,7 @@ from famos.config import ModelSpec
 from famos.errors import UserError
 from famos.files import write_atomically
 from famos.generator import FamosGenerator
+from famos.safetensors_header import METADATA_KEY, famos_metadata, read_safetensors_header
 
 FORMAT = "famos-checkpoint/1"
 GENERATOR_PREFIX = "generator."
@@ -52,7 +54,7 @@ def save(path: str | pathlib.Path, tensors: dict[str, torch.Tensor], metadata: d
 
     path = pathlib.Path(path)
     header = {"format": FORMAT, "code_version": __version__, **metadata}
-    blob = to_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"famos": json.dumps(header)})
+    blob = to_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={METADATA_KEY: json.dumps(header)})
     write_atomically(path, blob)
 
 
@@ -70,22 +72,14 @@ def load(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file") from None
     try:
         tensors = from_bytes(blob)
-        header = _safetensors_metadata(blob)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as err:
+        header = famos_metadata(read_safetensors_header(io.BytesIO(blob)))
+        if header is None:
+            raise ValueError("no famos metadata")
+    except (SafetensorError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable famos checkpoint (truncated or corrupt: {err})") from None
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")
     return tensors, header
-
-
-def _safetensors_metadata(blob: bytes) -> dict[str, Any]:
-    size = int.from_bytes(blob[:8], "little")
-    if size <= 0 or 8 + size > len(blob):
-        raise ValueError("header length out of range")
-    meta = json.loads(blob[8 : 8 + size]).get("__metadata__") or {}
-    if "famos" not in meta:
-        raise ValueError("no famos metadata")
-    return json.loads(meta["famos"])
 
 
 def generator_tensors(model: FamosGenerator) -> dict[str, torch.Tensor]:

@@ -16,10 +16,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from famos.canvas import content_window, noise_window, to_pixels
+from famos.canvas import content_window, to_pixels, window_noise
 from famos.config import CanvasConfig, GeneratorConfig
 from famos.errors import InvalidField
-from famos.planning import Chunk, ChunkPlan, Halo, Rect, halo_for, noise_level, plan_chunks
+from famos.planning import Chunk, ChunkPlan, Halo, Rect, halo_for, plan_chunks
 from famos.units import MAX_SIDE
 from famos.window import WindowRunner
 
@@ -83,19 +83,9 @@ class WindowInputs:
             self.content, canvas_height=self.canvas.height, canvas_width=self.canvas.width, window=window
         )
         origin = np.array([[window.y, window.x]], dtype=np.int64)
-        noise = None
-        if self.config.noise.channels:
-            cell = 2 ** noise_level(self.config)
-            noise = noise_window(
-                self.config.noise,
-                seed=self.seed,
-                cell_y=window.y // cell,
-                cell_x=window.x // cell,
-                height=window.height // cell,
-                width=window.width // cell,
-            )[None]
+        noise = window_noise(self.config, seed=self.seed, window=window)
         canvas = np.array([self.canvas.aligned(self.config.alignment)], dtype=np.int64)
-        return content[None], origin, noise, canvas
+        return content[None], origin, None if noise is None else noise[None], canvas
 
 
 def plan_for(

@@ -67,9 +67,9 @@ def add_cluster_arguments(parser) -> None:
     group = parser.add_argument_group("cluster (Ray; pip install famos[cluster])")
     group.add_argument("--ray", metavar="ADDRESS",
                        help="render on a Ray cluster: auto (start or join a local one) or the head's HOST:PORT")
-    group.add_argument("--ray-workers", type=int, default=0,
+    group.add_argument("--ray-workers", type=int, default=ClusterOptions.workers,
                        help="worker actors (default: one per GPU for cuda devices, else one per CPU slot)")
-    group.add_argument("--ray-cpus-per-worker", type=int, default=1,
+    group.add_argument("--ray-cpus-per-worker", type=int, default=ClusterOptions.cpus_per_worker,
                        help="cores per worker: its runner's threads and tile encoders (default 1)")
 
 

@@ -143,10 +143,13 @@ def _require(ok: bool, field: str, value: Any, why: str) -> None:
         raise ValueError(f"{field} = {value!r} {why}")
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    """A dataclass tree as plain JSON values (Enums by value)."""
+def to_dict(config: Any, *, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A dataclass tree as plain JSON values (Enums by value), without the fields ``leave_out``
+    names (machine settings, payloads stored elsewhere)."""
     out: dict[str, Any] = {}
     for field in dataclasses.fields(config):
+        if field.name in leave_out:
+            continue
         value = getattr(config, field.name)
         if dataclasses.is_dataclass(value):
             value = to_dict(value)
@@ -188,5 +191,5 @@ def _plain_type(hint: Any) -> Any:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     origin = typing.get_origin(hint)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-        return args[0]
+        return _plain_type(args[0])
     return origin or hint

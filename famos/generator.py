@@ -218,12 +218,21 @@ class TemplateSampler(nn.Module):
         return coords  # (B, length) style pixels before the offset
 
     def _fold(self, coords: torch.Tensor, offset: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-        v = coords[:, None, :] + offset[None, :, None]  # (B, N, length)
-        size = size[None, :, None]
-        if self.mirror:
-            m = torch.remainder(v, 2 * size)
-            return torch.where(m >= size, 2 * size - 1 - m, m)
-        return torch.remainder(v, size)
+        return fold(coords[:, None, :] + offset[None, :, None], size[None, :, None], self.mirror)  # (B, N, length)
+
+
+def fold(coords: torch.Tensor, size: torch.Tensor, mirror: bool) -> torch.Tensor:
+    """Style-pixel coordinates folded into [0, size): mirrored (period 2 * size: every edge meets
+    its own reflection, so no seam shows) or wrapped (period size).
+
+    The one fold of the templates (by the canvas's fold) and of training's real style patches
+    (training.data, always mirrored). Torch, not numpy, because the generator is scripted for
+    export and TorchScript compiles no numpy.
+    """
+    if mirror:
+        m = torch.remainder(coords, 2 * size)
+        return torch.where(m >= size, 2 * size - 1 - m, m)
+    return torch.remainder(coords, size)
 
 
 class TemplateMixer(nn.Module):

@@ -120,6 +120,21 @@ class OutputTransform:
         )
 
 
+def profile_bytes(path: str) -> bytes:
+    """An output profile file's bytes, read once per version of the file (its size and mtime): the
+    options' check, the sample count and the writer's transform all ask for it in one render."""
+    import os
+
+    stat = os.stat(path)
+    return _read_profile(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_profile(path: str, size: int, mtime_ns: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
 def check_output_profile(data: bytes, *, name: str) -> None:
     """ValueError unless ``data`` is an ICC profile LittleCMS opens, with RGB or CMYK device data."""
     from PIL import ImageCms

@@ -71,14 +71,16 @@ def overview_of_tiff(path: pathlib.Path, *, max_side: int = 1024) -> np.ndarray:
 def render_png(renderer, path: str | pathlib.Path, task, *, max_pixels: int = 64 * 2**20) -> None:
     """``task`` (a ``famos.renderer.Renderer``'s) to a PNG at ``path``. Small canvases only: the
     whole image is held in memory for the PNG encoder."""
-    from PIL import Image
-
     if task.region.pixels > max_pixels:
         raise UserError(f"PNG output holds the image in memory: {task.region.pixels} pixels > {max_pixels}; use .tif")
     image = np.concatenate(list(renderer.strips(task)))
-    save_png(Image.fromarray(image), pathlib.Path(path))
+    save_png(pathlib.Path(path), image)
 
 
-def save_png(image, path: pathlib.Path) -> None:
+def save_png(path: pathlib.Path, image: np.ndarray) -> None:
+    """uint8 RGB as a PNG at ``path``, atomically (its folder made if missing)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
-        image.save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format="PNG")

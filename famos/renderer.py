@@ -252,8 +252,6 @@ def render_tiff_task(
     if busy_before is not None:
         timings["device_busy"] = renderer.run.busy_seconds - busy_before
     if preview is not None:
-        from PIL import Image
-
-        save_png(Image.fromarray(overview_of_tiff(report.path)), pathlib.Path(preview))
+        save_png(pathlib.Path(preview), overview_of_tiff(report.path))
     return RenderReport(report, region.width, region.height, len(task.plan.chunks), seconds,
                         {k: round(v, 3) for k, v in timings.items() if v is not None})

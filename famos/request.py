@@ -23,6 +23,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from famos.canvas import decode_rgb
+from famos.config import from_dict, to_dict
 from famos.chunk_loop import RenderSettings, RenderTask
 from famos.errors import InvalidField, OverLimit
 from famos.planning import Rect
@@ -65,22 +66,12 @@ class RenderRequest:
 
     def to_json(self) -> dict[str, Any]:
         """The request as JSON values, content left out (it is stored beside, as a file)."""
-        return {
-            "model": self.model, "seed": self.seed, "chunk": self.chunk,
-            "region": dataclasses.asdict(self.region) if self.region else None,
-            "size": list(self.size) if self.size else None, "scale": self.scale, "print_size": self.print_size,
-            "tiff": self.tiff.to_json(),
-        }
+        return {**to_dict(self, leave_out=("content", "content_name", "tiff")), "tiff": self.tiff.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, content: bytes = b"", encode_workers: int = 0) -> RenderRequest:
-        return cls(
-            model=data["model"], seed=int(data["seed"]), chunk=int(data["chunk"]),
-            region=Rect(**data["region"]) if data.get("region") else None,
-            size=tuple(data["size"]) if data.get("size") else None, scale=data.get("scale"),
-            print_size=data.get("print_size"), content=content,
-            tiff=TiffOptions.from_json(data["tiff"], encode_workers=encode_workers),
-        )
+        tiff = TiffOptions.from_json(data["tiff"], encode_workers=encode_workers)
+        return from_dict(cls, {**{k: v for k, v in data.items() if k != "tiff"}, "tiff": tiff, "content": content})
 
 
 def output_canvas(request: RenderRequest, trained: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -125,7 +116,7 @@ def file_resolution(request: RenderRequest, canvas: tuple[int, int] | None, trai
 
 
 @dataclasses.dataclass(frozen=True)
-class Limits:
+class AdmissionLimits:
     """What a door admits; ``hint`` says how to raise the pixel limit (a CLI flag, or nothing)."""
 
     max_pixels: int = MAX_PIXELS  # of a rendered region
@@ -174,8 +165,8 @@ def default_prepare_workers(device: str) -> int:
 
 
 def resolve(
-    request: RenderRequest, renderer: Renderer, *, limits: Limits = Limits(), prepare_workers: int | None = None,
-    default_chunk: int | None = None,
+    request: RenderRequest, renderer: Renderer, *, limits: AdmissionLimits = AdmissionLimits(),
+    prepare_workers: int | None = None, default_chunk: int | None = None,
 ) -> ResolvedRender:
     """``request`` on ``renderer``'s model and device, admitted against ``limits`` before its content
     is decoded or a chunk is planned. ``default_chunk`` (a server's setting) stands in for a chunk

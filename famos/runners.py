@@ -80,11 +80,12 @@ def check_device(device: str) -> int | None:
 
 def add_runner_arguments(parser) -> None:
     """``--backend --device --precision --tensorrt --autotune``, read back with ``runner_options``."""
+    defaults = RunnerOptions()
     group = parser.add_argument_group("backend and device")
-    group.add_argument("--backend", choices=[b.value for b in Backend], default=Backend.ONNX.value,
+    group.add_argument("--backend", choices=[b.value for b in Backend], default=defaults.backend.value,
                        help="onnx (onnxruntime), torchscript, or torch (the eager reference)")
-    group.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    group.add_argument("--precision", choices=[p.value for p in Precision], default=Precision.FP32.value,
+    group.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
+    group.add_argument("--precision", choices=[p.value for p in Precision], default=defaults.precision.value,
                        help="of the U-Net: fp32; bf16 (torch backend); fp16 (torch on cuda, or onnx with a bundle exported with --fp16)")
     group.add_argument("--tensorrt", action="store_true",
                        help="onnx on cuda: put onnxruntime's TensorRT provider first (engines cached per bundle)")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-import pathlib
 import re
 from typing import Any
 
+from famos.config import from_dict, to_dict
 from famos.errors import InvalidField
 
 
@@ -160,10 +160,10 @@ class TiffOptions:
         if not isinstance(self.intent, Intent):
             raise TypeError(f"intent must be an Intent, got {self.intent!r}")
         if self.output_profile:
-            from famos.icc import check_output_profile
+            from famos.icc import check_output_profile, profile_bytes
 
             try:
-                data = pathlib.Path(self.output_profile).read_bytes()
+                data = profile_bytes(self.output_profile)
             except OSError as err:
                 raise TiffOptionError("output-profile", f"{self.output_profile}: {err.strerror}") from None
             try:
@@ -177,26 +177,22 @@ class TiffOptions:
 
     def to_json(self) -> dict[str, Any]:
         """Every option that shapes the file's bytes (not ``encode_workers``), as JSON values."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "encode_workers"}
-        return {k: v.value if isinstance(v, enum.Enum) else v for k, v in values.items()}
+        return to_dict(self, leave_out=("encode_workers",))
 
     @classmethod
     def from_json(cls, data: dict[str, Any], *, encode_workers: int = 0) -> TiffOptions:
         names = {f.name for f in dataclasses.fields(cls)} - {"encode_workers"}  # a machine setting, not the file's
         values = {k: v for k, v in data.items() if k in names}  # older specs lack newer options: defaults
-        for name, kind in (("compression", Compression), ("bigtiff", BigTiff), ("unit", ResolutionUnit),
-                           ("subsampling", Subsampling), ("intent", Intent)):
-            if name in values:
-                values[name] = kind(values[name])
-        return cls(**values, encode_workers=encode_workers)
+        return from_dict(cls, {**values, "encode_workers": encode_workers})
 
     @property
     def samples(self) -> int:
         """Samples per pixel in the file: 4 for a CMYK output profile, else 3."""
         if not self.output_profile:
             return 3
-        with open(self.output_profile, "rb") as fh:
-            return 4 if fh.read(20)[16:20] == b"CMYK" else 3
+        from famos.icc import profile_bytes
+
+        return 4 if profile_bytes(self.output_profile)[16:20] == b"CMYK" else 3
 
     @property
     def pixels_per_inch(self) -> float:

@@ -201,9 +201,9 @@ def tile_format(options: TiffOptions) -> TileFormat:
 def _output_transform(options: TiffOptions):
     if not options.output_profile:
         return None
-    from famos.icc import OutputTransform
+    from famos.icc import OutputTransform, profile_bytes
 
-    return OutputTransform(profile=pathlib.Path(options.output_profile).read_bytes(), intent=options.intent.code,
+    return OutputTransform(profile=profile_bytes(options.output_profile), intent=options.intent.code,
                            black_point_compensation=options.black_point_compensation)
 
 

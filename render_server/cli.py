@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from famos.errors import UserError
     from famos.previews import render_png
     from famos.renderer import Renderer, render_tiff_task
-    from famos.request import Limits, resolve
+    from famos.request import AdmissionLimits, resolve
     from famos.request_args import request_from_args
     from famos.runners import runner_options
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         pool = WorkerPool(cluster, runner_options(args))
     try:
         renderer = Renderer(bundle, runner_options(args), cluster=pool)
-        render = resolve(request, renderer, limits=Limits(max_pixels=args.max_pixels, hint=" (--max-pixels raises it)"),
+        render = resolve(request, renderer, limits=AdmissionLimits(max_pixels=args.max_pixels, hint=" (--max-pixels raises it)"),
                          prepare_workers=args.workers)
         if not args.quiet:
             _notes(render, default_chunk=DEFAULT_CHUNK)

@@ -43,8 +43,8 @@ class JobSpec:
         data = json.loads(text)
         if "options" in data:  # a job stored before the request had one home: its TIFF options' old key
             data["tiff"] = data.pop("options")
-        request = RenderRequest.from_json(data, content=content, encode_workers=encode_workers)
-        return cls(request, data["output_name"], data["bundle_sha256"])
+        output_name, bundle_sha256 = data.pop("output_name"), data.pop("bundle_sha256")
+        return cls(RenderRequest.from_json(data, content=content, encode_workers=encode_workers), output_name, bundle_sha256)
 
 
 _SCHEMA = """

@@ -33,7 +33,7 @@ from render_server.job_runner import render_job
 from render_server.job_store import DATABASE, JobDatabase, JobSpec
 from render_server.models import ModelStore, checked_name
 from render_server.spool import SPOOL, JobSpool, remove_orphans
-from render_server.streaming import Limits, PreparedRender, prepare
+from render_server.streaming import PreparedRender, ServerLimits, prepare
 
 log = logging.getLogger("famos.server.jobs")
 
@@ -46,7 +46,7 @@ class JobsConfig:
     output: pathlib.Path
     max_jobs: int  # unfinished (queued + running) jobs held at once
     job_workers: int  # jobs rendering at once (each also holds a render slot)
-    limits: Limits
+    limits: ServerLimits
     encode_workers: int = 0  # threads compressing a job's tiles; 0: one per core
 
 

@@ -99,16 +99,16 @@ class RenderServer:
         from render_server.models import ModelStore
         from render_server.service import SERVICE_NAME, RenderService
         from render_server.slots import RenderSlots
-        from famos.request import Limits as Admission
-        from render_server.streaming import Limits
+        from famos.request import AdmissionLimits
+        from render_server.streaming import ServerLimits
 
         if not config.models.is_dir():
             raise UserError(f"--models {config.models}: no such folder")
         if not config.output.is_dir():
             raise UserError(f"--output {config.output}: no such folder")
         self.config = config
-        limits = Limits(
-            Admission(max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels),
+        limits = ServerLimits(
+            AdmissionLimits(max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels),
             default_chunk=config.chunk,
         )
         # the cluster's workers serve every model; they start with the server and stop with it
@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="famos serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=pathlib.Path, required=True, help="folder of bundle folders (model name = folder name)")
     parser.add_argument("--output", type=pathlib.Path, required=True, help="job output store (TIFFs, job database)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
-    parser.add_argument("--port", type=int, default=50051, help="0: any free port (printed on start)")
+    parser.add_argument("--host", default=ServerConfig.host, help="address to listen on (0.0.0.0: all interfaces)")
+    parser.add_argument("--port", type=int, default=ServerConfig.port, help="0: any free port (printed on start)")
     parser.add_argument("--token", default=os.environ.get("FAMOS_TOKEN"),
                         help="require 'authorization: Bearer TOKEN' (default: $FAMOS_TOKEN)")
     parser.add_argument("--tls-cert", type=pathlib.Path, help="PEM certificate chain")

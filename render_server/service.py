@@ -16,7 +16,7 @@ from render_server.jobs import JobManager
 from render_server.models import ModelStore
 from render_server.slots import RenderSlots
 from render_server.stalls import StallWatch
-from render_server.streaming import Limits, prepare, stream_render
+from render_server.streaming import ServerLimits, prepare, stream_render
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenderService"].full_name
 DOWNLOAD_PIECE = 1 << 20
@@ -24,7 +24,7 @@ DEFAULT_JOB_LIMIT = 100
 
 
 class RenderService(render_pb2_grpc.RenderServiceServicer):
-    def __init__(self, *, models: ModelStore, jobs: JobManager, slots: RenderSlots, limits: Limits, stalls: StallWatch):
+    def __init__(self, *, models: ModelStore, jobs: JobManager, slots: RenderSlots, limits: ServerLimits, stalls: StallWatch):
         self.models = models
         self.jobs = jobs
         self.slots = slots

@@ -16,15 +16,15 @@ import numpy as np
 
 from famos.errors import InvalidField
 from famos.renderer import Renderer
-from famos.request import Limits as Admission
+from famos.request import AdmissionLimits
 from famos.request import RenderRequest, ResolvedRender, resolve
 from famos.values import Piece, Progress, Started
 from render_server.models import ModelStore
 
 
 @dataclasses.dataclass(frozen=True)
-class Limits:
-    admission: Admission  # pixels, chunks and content pixels of one render
+class ServerLimits:
+    admission: AdmissionLimits  # pixels, chunks and content pixels of one render
     default_chunk: int | None = None  # None: the device's (famos.request.resolve)
     piece_bytes: int = 1 << 20  # pixel payload of one streamed message
 
@@ -35,7 +35,7 @@ class PreparedRender:
     render: ResolvedRender
 
 
-def prepare(models: ModelStore, request: RenderRequest, limits: Limits) -> PreparedRender:
+def prepare(models: ModelStore, request: RenderRequest, limits: ServerLimits) -> PreparedRender:
     if not request.model:
         raise InvalidField("model", "is empty")
     renderer = models.renderer(request.model)

@@ -84,3 +84,59 @@ def test_the_check_sees_a_forbidden_import(tmp_path):
     source = tmp_path / "late.py"
     source.write_text("def f():\n    from export.writer import export_bundle\n")
     assert imports_of(source, project_modules()) == {"export.writer"}
+
+
+# One job per module: past this a module has taken on a second job (the design review's bound).
+MAX_MODULE_LINES = 450
+# Names that each part defines on purpose: a command's entry point, and the two sides of the
+# gRPC seam, which mirror each other (the server's and the client's conversions).
+SHARED_NAMES = {"main", "render_request", "render_event"}
+# Concepts with one home: the module that defines each, and the only modules that may compute it.
+ONE_HOME = {
+    "dpi_for_print_size": ("famos.units", {"famos.request", "clients.batch.planning"}),
+    "output_size": ("famos.units", {"famos.request", "famos.request_args", "training.evaluate"}),
+    "plan_chunks": ("famos.planning", {"famos.chunk_loop"}),
+}
+
+
+def shipped_modules() -> dict[str, pathlib.Path]:
+    return {name: path for name, path in project_modules().items()
+            if not path.name.endswith(("_pb2.py", "_pb2_grpc.py")) and "node_modules" not in path.parts}
+
+
+def test_every_module_has_one_job_by_size():
+    over = [f"{name}: {n} lines" for name, path in shipped_modules().items()
+            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES]
+    assert not over, f"split by job (at most {MAX_MODULE_LINES} lines):\n" + "\n".join(over)
+
+
+def test_no_name_is_defined_in_two_modules():
+    """Two top-level classes or functions of one name (two `Job`s, two `tiff_options`) are one
+    concept with two homes, or two concepts a reader will confuse."""
+    homes: dict[str, list[str]] = {}
+    for name, path in shipped_modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_"):
+                homes.setdefault(node.name, []).append(name)
+    twice = {name: where for name, where in homes.items() if len(where) > 1 and name not in SHARED_NAMES}
+    assert not twice, "\n".join(f"{name}: {', '.join(where)}" for name, where in sorted(twice.items()))
+
+
+def test_request_policies_are_called_from_their_one_home(tmp_path):
+    """The output size and the DPI policy are resolved in famos.request (and the batch's and the
+    training canvas's own rules); a door computing them itself is a fifth home."""
+    modules = shipped_modules()
+    wrong = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                called = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if called in ONE_HOME:
+                    home, allowed = ONE_HOME[called]
+                    if name != home and name not in allowed:
+                        wrong.append(f"{name} calls {called} (its home: {home}; allowed: {sorted(allowed)})")
+    assert not wrong, "\n".join(wrong)
+
+    stray = tmp_path / "door.py"  # the check is not vacuous: a door's own DPI policy is caught
+    stray.write_text("from famos.units import dpi_for_print_size\ndpi_for_print_size(width_px=1, height_px=1, print_size=(1, 1))\n")
+    assert any(isinstance(n, ast.Call) and getattr(n.func, "id", "") in ONE_HOME for n in ast.walk(ast.parse(stray.read_text())))

@@ -113,3 +113,21 @@ def test_job_resumes_after_sigkill_without_rerendering(models, tmp_path, scale, 
     local_render(models, tmp_path / "local.tif", "--seed", "7", "--chunk", "16", *(["--scale", str(scale)] if scale else []), *runner)
     assert resumed_bytes == (tmp_path / "local.tif").read_bytes()
     assert not any((store / ".spool").iterdir())
+
+
+def test_a_job_stored_before_the_request_had_one_home_still_reads():
+    """Jobs recorded by the previous release (TIFF options under "options") resume after an upgrade."""
+    import json
+
+    from famos.planning import Rect
+    from famos.tiff_options import Compression
+    from render_server.job_store import JobSpec
+
+    old = {"model": "tiny", "seed": 7, "region": {"y": 0, "x": 8, "height": 16, "width": 32}, "chunk": 16,
+           "size": [96, 160], "scale": None, "output_name": "a.tif", "bundle_sha256": "ab" * 32,
+           "options": {"tile": 32, "compression": "zstd", "level": 9, "dpi": 150.0, "datetime": "2026:01:01 00:00:00"}}
+    spec = JobSpec.from_json(json.dumps(old), content=b"")
+    assert spec.request.region == Rect(0, 8, 16, 32) and spec.request.size == (96, 160)
+    assert spec.request.tiff.compression is Compression.ZSTD and spec.request.tiff.level == 9
+    assert (spec.output_name, spec.bundle_sha256) == ("a.tif", "ab" * 32)
+    assert JobSpec.from_json(spec.to_json(), content=b"") == spec

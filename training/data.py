@@ -1,7 +1,7 @@
 """Training batches: random P x P windows of the canvas and real patches of the style images.
 
 Every generator input comes from the same window functions the renderer uses
-(famos.canvas.content_window / noise_window, origins on the alignment grid), so what G learns on
+(famos.canvas.content_window / window_noise, origins on the alignment grid), so what G learns on
 windows is exactly what it computes when a canvas is rendered chunk by chunk. All randomness
 comes from one torch.Generator that the checkpoint stores, so a resumed run draws the same batches.
 """
@@ -14,9 +14,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from famos.canvas import content_window, noise_window, to_unit_range
-from famos.config import CanvasConfig, Fold, GeneratorConfig
-from famos.planning import Rect, noise_level
+from famos.canvas import content_window, to_unit_range, window_noise
+from famos.config import CanvasConfig, GeneratorConfig
+from famos.generator import fold
+from famos.planning import Rect
 from training.config import CropMode
 
 _SEED_LIMIT = 2**31
@@ -73,7 +74,7 @@ class WindowSampler:
                 content_window(image, canvas_height=self.canvas.height, canvas_width=self.canvas.width, window=source)
             )
             origins.append((origin.y, origin.x))
-            noises.append(self._noise(origin, seed=_randint(rng, _SEED_LIMIT)))
+            noises.append(window_noise(self.config, seed=_randint(rng, _SEED_LIMIT), window=origin))
             styles.append(self._style_patch(rng))
         return Batch(
             content=torch.from_numpy(np.stack(contents)),
@@ -88,19 +89,6 @@ class WindowSampler:
         y = _randint(rng, (self.aligned[0] - height) // step + 1) * step
         x = _randint(rng, (self.aligned[1] - width) // step + 1) * step
         return Rect(y, x, height, width)
-
-    def _noise(self, window: Rect, *, seed: int) -> Optional[np.ndarray]:
-        if not self.config.noise.channels:
-            return None
-        cell = 2 ** noise_level(self.config)
-        return noise_window(
-            self.config.noise,
-            seed=seed,
-            cell_y=window.y // cell,
-            cell_x=window.x // cell,
-            height=window.height // cell,
-            width=window.width // cell,
-        )
 
     def _style_patch(self, rng: torch.Generator) -> np.ndarray:
         """A window of a style image at the templates' pixel scale: (3, h, w) float32.
@@ -125,14 +113,7 @@ class WindowSampler:
         extent = int(steps[-1]) + 1
         if extent <= size:
             return steps + _randint(rng, size - extent + 1)
-        return _fold(steps + _randint(rng, 2 * size), size, Fold.MIRROR)
-
-
-def _fold(coords: np.ndarray, size: int, fold: Fold) -> np.ndarray:
-    if fold is Fold.MIRROR:
-        m = np.remainder(coords, 2 * size)
-        return np.where(m >= size, 2 * size - 1 - m, m)
-    return np.remainder(coords, size)
+        return fold(torch.from_numpy(steps + _randint(rng, 2 * size)), torch.tensor(size), mirror=True).numpy()
 
 
 def _randint(rng: torch.Generator, high: int) -> int:

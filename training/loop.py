@@ -30,7 +30,8 @@ from famos.errors import UserError
 from famos.files import atomic_output
 from famos.units import duration
 from training.metrics import Quality, evaluate
-from training.previews import LossLog, canvas_preview, patch_grid, plot_losses, read_losses, save_png
+from famos.previews import save_png
+from training.previews import LossLog, canvas_preview, patch_grid, plot_losses, read_losses
 from training.trainer import Trainer
 
 INTERRUPTED = 130

@@ -126,16 +126,6 @@ def _contact_sheet(top: tuple[np.ndarray, str], row: list[tuple[np.ndarray, str]
     return np.asarray(sheet)
 
 
-def save_png(path: pathlib.Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    from famos.files import atomic_output
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
 class LossLog:
     """losses.csv (and TensorBoard when installed). On resume, rows past the checkpoint's step are
     dropped: they belong to steps that are about to be trained again."""

@@ -13,7 +13,7 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from famos.icc import check_output_profile
+from famos.icc import check_output_profile, profile_bytes
 from famos.tiff_options import Compression, Intent, check_dpi, check_tag_text
 from famos.units import Length, LengthUnit, is_metric, parse_canvas, parse_grid, parse_length, parse_print_size
 
@@ -212,7 +212,7 @@ def _compression(text: str) -> Compression:
 def _icc_file(text: str, *, base: pathlib.Path) -> pathlib.Path:
     path = base / text
     try:
-        check_output_profile(path.read_bytes(), name=text)
+        check_output_profile(profile_bytes(str(path)), name=text)
     except OSError as err:
         raise ValueError(f"{text}: {err.strerror}") from None
     return path

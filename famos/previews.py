@@ -13,6 +13,7 @@ from famos.canvas import as_uint8
 from famos.errors import UserError
 from famos.files import atomic_output
 from famos.icc import to_srgb
+from famos.tiles import box_reduce
 
 
 class Overview:
@@ -39,10 +40,7 @@ class Overview:
         return np.concatenate(self.rows) if self.rows else np.zeros((0, 0, 3), np.uint8)
 
     def _reduce(self, rows: np.ndarray) -> np.ndarray:
-        f = self.factor
-        h, w = math.ceil(len(rows) / f), math.ceil(self.width / f)
-        padded = np.pad(rows, ((0, h * f - len(rows)), (0, w * f - self.width), (0, 0)), mode="edge")
-        return padded.reshape(h, f, w, f, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+        return box_reduce(rows, self.factor)  # the pyramid's box filter, by the overview's factor
 
 
 def overview_of_tiff(path: pathlib.Path, *, max_side: int = 1024) -> np.ndarray:

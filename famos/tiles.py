@@ -211,28 +211,32 @@ class EncodedStrip:
             )
 
 
-def box_reduce(rows: np.ndarray) -> np.ndarray:
-    """2x2 box mean (rounded) of rows that start on an even image row; an odd last row or column
-    is paired with itself, so it averages only the pixels that exist. Works through the rows in
-    blocks, so its 16-bit temporaries stay small whatever the strip height."""
+def box_reduce(rows: np.ndarray, factor: int = 2) -> np.ndarray:
+    """``factor`` x ``factor`` box mean (rounded half up) of rows that start on a multiple of
+    ``factor``: 2 for each pyramid level, any whole factor for an overview. A last partial row or
+    column block repeats its edge, so it averages only the pixels that exist. Works through the
+    rows in blocks, so its wide temporaries stay small whatever the strip height."""
     import numpy as np
 
+    f = factor
     height, width = rows.shape[:2]
-    out = np.empty(((height + 1) // 2, (width + 1) // 2, 3), rows.dtype)
-    block = 64  # rows per step: even, so pairs never straddle two steps
-    wider = np.uint32 if rows.dtype == np.uint16 else np.uint16  # four samples' sum fits
+    out = np.empty((-(-height // f), -(-width // f), 3), rows.dtype)
+    block = f * max(1, 64 // f)  # rows per step, a multiple of f: blocks never straddle two steps
+    # the sum of f*f samples must fit: uint16 holds four 8-bit ones, uint32 the rest but 16-bit overviews
+    wider = np.uint16 if rows.dtype == np.uint8 and f == 2 else np.uint32 if f * f * 65535 < 2**32 else np.uint64
     for y in range(0, height, block):
         wide = rows[y : y + block].astype(wider)
-        if wide.shape[0] % 2:
-            wide = np.concatenate([wide, wide[-1:]], axis=0)
-        if wide.shape[1] % 2:
-            wide = np.concatenate([wide, wide[:, -1:]], axis=1)
-        total = wide[0::2, 0::2] + wide[1::2, 0::2]
-        total += wide[0::2, 1::2]
-        total += wide[1::2, 1::2]
-        total += 2
-        total >>= 2
-        out[y // 2 : y // 2 + len(total)] = total
+        pad_rows, pad_cols = -len(wide) % f, -width % f
+        if pad_rows or pad_cols:
+            wide = np.pad(wide, ((0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
+        total = wide[0::f, 0::f].copy()
+        for dy in range(f):
+            for dx in range(f):
+                if dy or dx:
+                    total += wide[dy::f, dx::f]
+        total += f * f // 2
+        total //= f * f
+        out[y // f : y // f + len(total)] = total
     return out
 
 

@@ -103,3 +103,18 @@ def test_the_compression_level_is_a_size_for_speed_choice_within_range(tmp_path)
                                          (Compression.JPEG, 5, "not jpeg")]:
         with pytest.raises(TiffOptionError, match=fragment):
             TiffOptions(compression=compression, level=level)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 5])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_box_reduce_is_the_rounded_mean_of_existing_pixels_for_any_factor(factor, dtype):
+    """One box filter serves the pyramid (factor 2) and the overview (any factor): each output is
+    the mean, rounded half up, of the pixels its block covers, edges repeated past the border."""
+    from famos.tiles import box_reduce
+
+    rows = np.random.default_rng(factor).integers(0, np.iinfo(dtype).max + 1, (151, 67, 3)).astype(dtype)
+    padded = np.pad(rows, ((0, -151 % factor), (0, -67 % factor), (0, 0)), mode="edge").astype(np.int64)
+    h, w = padded.shape[0] // factor, padded.shape[1] // factor
+    sums = padded.reshape(h, factor, w, factor, 3).sum(axis=(1, 3))
+    expected = (sums + factor * factor // 2) // (factor * factor)
+    assert np.array_equal(box_reduce(rows, factor), expected.astype(dtype))

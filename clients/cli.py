@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     render_arguments(render)
     render.add_argument("--out", type=pathlib.Path, required=True, help=".tif or .tiff file")
     render.add_argument("--quiet", action="store_true", help="no progress lines")
+    render.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
     submit = commands.add_parser("submit", help="queue a render job on the server; prints the job")
     render_arguments(submit)
@@ -52,13 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     jobs.add_argument("--limit", type=int, default=0)
     download = commands.add_parser("download", help="download a finished job's TIFF")
     download.add_argument("job", help="job id")
-    download.add_argument("--out", type=pathlib.Path, required=True)
+    download.add_argument("--out", type=pathlib.Path, required=True, help="where to write the job's TIFF")
+    download.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
 
     from clients.render_client import RenderClient
     from famos.errors import UserError
     from famos.request_args import request_from_args
 
+    if args.command in ("render", "download"):  # before any call: an output never replaces what it should not
+        from famos.files import check_output
+
+        if args.command == "render" and args.out.suffix.lower() not in (".tif", ".tiff"):
+            raise UserError(f"--out {args.out}: use a .tif or .tiff file name")
+        if not args.out.parent.is_dir():
+            raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
+        check_output(args.out, option="--out", inputs=(getattr(args, "content", None),), overwrite=args.overwrite)
     root = args.tls_ca.read_bytes() if args.tls_ca else None
     with RenderClient(args.server, token=args.token, tls=args.tls, root_certificates=root) as client:
         if args.command == "models":
@@ -68,10 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("render", "submit"):
             request = request_from_args(args, args.model)
             if args.command == "render":
-                if args.out.suffix.lower() not in (".tif", ".tiff"):
-                    raise UserError(f"--out {args.out}: use a .tif or .tiff file name")
-                if not args.out.parent.is_dir():
-                    raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
                 result = client.render_to_tiff(request, args.out, progress=None if args.quiet else _print_progress)
                 print(json.dumps({"path": str(result.tiff.path), "width": result.region.width,
                                   "height": result.region.height, "bytes": result.tiff.bytes_written}))

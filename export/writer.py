@@ -94,6 +94,7 @@ def export_bundle(
             manifest, provenance=_provenance(checkpoint, header), files=_file_entries(staging)
         )
         _write_json(staging / files.MANIFEST, manifest.to_json())
+        load_bundle(staging)  # a bundle the loader would refuse never reaches --out (nor replaces one)
         _replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

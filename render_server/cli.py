@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                         help=f"refuse outputs over this many pixels (default {MAX_PIXELS}, about 17 gigapixels)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out and --preview if they exist")
     add_request_arguments(parser, chunk_default="2048; with a torch backend on CUDA the largest whose window "
                           "fits in half the free GPU memory")
     add_runner_arguments(parser)
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from famos.chunk_loop import DEFAULT_CHUNK
     from famos.cluster import cluster_options
     from famos.errors import UserError
+    from famos.files import check_output
     from famos.previews import render_png
     from famos.renderer import Renderer, render_tiff_task
     from famos.request import AdmissionLimits, resolve
@@ -54,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--out {args.out}: use a .tif, .tiff or .png file name")
     if not args.out.parent.is_dir():
         raise UserError(f"--out {args.out}: folder {args.out.parent} does not exist")
+    check_output(args.out, option="--out", inputs=(args.content,), overwrite=args.overwrite)
+    if args.preview is not None:
+        if not args.preview.parent.is_dir():
+            raise UserError(f"--preview {args.preview}: folder {args.preview.parent} does not exist")
+        check_output(args.preview, option="--preview", inputs=(args.content, args.out), overwrite=args.overwrite)
     request = request_from_args(args, args.bundle.name)
     cluster = cluster_options(args)
     bundle = load_bundle(args.bundle)

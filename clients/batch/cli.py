@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-dpi", type=float, default=DEFAULT_MIN_DPI, help="reject jobs printed below this DPI")
     parser.add_argument("--check", action="store_true", help="validate the jobs file and show the plan; render nothing")
     parser.add_argument("--quiet", action="store_true", help="no per-file progress lines")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in --out that are not this batch's own (its ledger's); those it re-renders anyway")
     local = parser.add_argument_group("local rendering")
     local.add_argument("--chunk", type=int, help=f"output chunk side in pixels (default: {DEFAULT_CHUNK}; with a "
                        "torch backend on CUDA the largest whose window fits in half the free GPU memory)")
@@ -71,7 +73,8 @@ def _run(args: argparse.Namespace, engine) -> int:
     from clients.batch.run import run_batch
     from famos.tiff_cli import tiff_options_from_args
 
-    settings = BatchSettings(out=args.out, tiff=tiff_options_from_args(args), min_dpi=args.min_dpi, bundles=args.bundles)
+    settings = BatchSettings(out=args.out, tiff=tiff_options_from_args(args), min_dpi=args.min_dpi, bundles=args.bundles,
+                             overwrite=args.overwrite)
     jobs = load_jobs(args.jobs, engine=engine, settings=settings)
     if args.check:
         for job in jobs:

@@ -72,6 +72,7 @@ class BatchSettings:
     tiff: TiffOptions = TiffOptions()  # base options; each job sets its compression and DPI
     min_dpi: float = DEFAULT_MIN_DPI
     bundles: pathlib.Path | None = None  # resolve the model column by name in this folder
+    overwrite: bool = False  # replace files in --out that this batch's ledger does not know
 
 
 class JobsFileError(UserError):

@@ -11,7 +11,7 @@ from clients.batch.jobs_file import BatchSettings
 from clients.batch.ledger import LEDGER_NAME, Ledger, LedgerEntry, output_fingerprint
 from clients.batch.planning import PrintJob
 from clients.batch.report import BatchReport, JobResult, JobStatus, write_reports
-from famos.files import file_sha256
+from famos.files import check_output, file_sha256
 
 
 def run_batch(
@@ -69,6 +69,9 @@ def _run_job(job: PrintJob, *, engine: Engine, settings: BatchSettings, ledger: 
                 size += ledger.entries[output.name].bytes
                 log(f"    {output.name}: verified, skipped")
                 continue
+            # the batch replaces its own outputs (stale ones); never an input, nor a file it did not write
+            check_output(path, option=f"row {job.row} output", inputs=(job.content, job.output_profile),
+                         overwrite=settings.overwrite or output.name in ledger.entries)
             ledger.forget(output.name)  # a stale entry must not vouch for the file being replaced
             began = time.perf_counter()
             engine.render(job, output, path, options=options)

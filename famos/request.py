@@ -121,6 +121,9 @@ class AdmissionLimits:
 
     max_pixels: int = MAX_PIXELS  # of a rendered region
     max_chunks: int = MAX_CHUNKS
+    # of a chunk the request names (a window's memory grows with its square); None: any. A door's
+    # own default or measured chunk is its choice, not the request's
+    max_chunk: int | None = None
     max_content_pixels: int | None = None  # of a decoded content image; None: Pillow's bomb limit
     hint: str = ""
 
@@ -178,6 +181,8 @@ def resolve(
     region = (request.region or Rect(0, 0, canvas.height, canvas.width)).check_inside(
         height=canvas.height, width=canvas.width
     )
+    if request.chunk and limits.max_chunk is not None and request.chunk > limits.max_chunk:
+        raise OverLimit(f"chunk {request.chunk}: over the limit of {limits.max_chunk} px a side{limits.hint}")
     chunk = request.chunk or default_chunk or renderer.default_chunk(size)
     trained_print = trained_resolution(renderer.bundle)
     tiff = file_resolution(request, size, trained_print)

@@ -51,6 +51,7 @@ class ServerConfig:
     tls_key: pathlib.Path | None = None
     max_pixels: int = 2**30  # of one render's region
     max_content_pixels: int = 2**26  # of a decoded content image
+    max_chunk: int = DEFAULT_CHUNK  # of a chunk a request names (a window's memory grows with its square)
     max_message_bytes: int = 64 * 2**20  # of a request (content images travel inside requests)
     max_jobs: int = 64  # unfinished jobs held
     workers: int = 2  # renders running at once (streamed and jobs)
@@ -74,7 +75,7 @@ class ServerConfig:
             raise UserError("--tls-cert and --tls-key go together")
         if not (math.isfinite(self.stream_idle_timeout) and self.stream_idle_timeout > 0):
             raise UserError(f"--stream-idle-timeout {self.stream_idle_timeout}: must be a positive number of seconds")
-        for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels", "max_other_calls"):
+        for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels", "max_chunk", "max_other_calls"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} = {getattr(self, name)}: must be >= 1")
         if self.max_queue < 0:
@@ -108,7 +109,8 @@ class RenderServer:
             raise UserError(f"--output {config.output}: no such folder")
         self.config = config
         limits = ServerLimits(
-            AdmissionLimits(max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels),
+            AdmissionLimits(max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels,
+                            max_chunk=config.max_chunk),
             default_chunk=config.chunk,
         )
         # the cluster's workers serve every model; they start with the server and stop with it
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-cert", type=pathlib.Path, help="PEM certificate chain")
     parser.add_argument("--tls-key", type=pathlib.Path, help="PEM private key")
     parser.add_argument("--max-pixels", type=int, default=ServerConfig.max_pixels, help="largest region one render may cover")
+    parser.add_argument("--max-chunk", type=int, default=ServerConfig.max_chunk,
+                        help="largest chunk side a request may ask for (a window's memory grows with its square)")
     parser.add_argument("--max-jobs", type=int, default=ServerConfig.max_jobs, help="unfinished jobs held at once")
     parser.add_argument("--workers", type=int, default=ServerConfig.workers, help="renders running at once")
     parser.add_argument("--max-queue", type=int, default=ServerConfig.max_queue, help="streamed renders waiting for a worker")
@@ -250,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
         models=args.models, output=args.output, host=args.host, port=args.port, token=args.token or None,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_jobs=args.max_jobs,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_chunk=args.max_chunk,
+        max_jobs=args.max_jobs,
         workers=args.workers, max_queue=args.max_queue, job_workers=args.job_workers, chunk=args.chunk,
         max_other_calls=args.max_other_calls, stream_idle_timeout=args.stream_idle_timeout,
         runner=runner_options(args), cluster=cluster_options(args), grace_seconds=args.grace,

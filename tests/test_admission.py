@@ -1,0 +1,41 @@
+"""A request is admitted on its estimate before any work: pixels, chunks, the chunk it names."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from conftest import SERVER_MODEL
+
+
+@pytest.fixture
+def server(models, tmp_path):
+    from render_server.server import RenderServer, ServerConfig
+
+    running = RenderServer(ServerConfig(models=models, output=tmp_path, port=0, max_chunk=256))
+    running.start()
+    yield f"127.0.0.1:{running.port}"
+    running.stop(0)
+
+
+def test_a_named_chunk_over_the_servers_bound_is_refused_before_planning(server):
+    """chunk 4096 on a 4096² render once took 7 GB; a window's memory grows with the chunk's square."""
+    from clients.convert import ServerError
+    from clients.render_client import RenderClient
+
+    with RenderClient(server) as client:
+        with pytest.raises(ServerError) as err:
+            list(client.render(SERVER_MODEL, chunk=4096, size=(4096, 4096)))
+        assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "chunk 4096" in err.value.details
+        with pytest.raises(ServerError) as err:
+            client.submit(SERVER_MODEL, chunk=257)
+        assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        events = list(client.render(SERVER_MODEL, chunk=256))  # at the bound: rendered
+        assert events
+
+
+def test_famos_serve_takes_the_bound(capsys):
+    from famos.cli import main
+
+    assert main(["serve", "--models", ".", "--output", ".", "--max-chunk", "0"]) == 2
+    assert "--max-chunk = 0" in capsys.readouterr().err

@@ -20,8 +20,10 @@ ONNX protobuf and safetensors carry no code, and torch.jit.load restores only To
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
+import math
 import os
 import pathlib
 from typing import Any
@@ -113,25 +115,39 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        """Raises KeyError, TypeError or ValueError for anything malformed."""
+        """Raises KeyError, TypeError or ValueError for anything malformed: a count or size that is
+        not a whole number (256.0, 1e30, Infinity, "abc") included, so it fails here, as one
+        BundleError, and not later where it is used (a status message, a plan, a protobuf field)."""
         if data.get("format") not in READABLE_FORMATS:
             raise ValueError(f"format {data.get('format')!r}, expected one of {', '.join(READABLE_FORMATS)}")
         files = {
-            str(name): FileEntry(sha256=str(entry["sha256"]), bytes=int(entry["bytes"]))
+            str(name): FileEntry(sha256=str(entry["sha256"]), bytes=_whole(entry["bytes"], f"files.{name}.bytes"))
             for name, entry in data["files"].items()
         }
+        for size in data["spec"]["style_sizes"]:
+            for side in size:
+                _whole(side, "spec.style_sizes")
+        spec = ModelSpec.from_json(data["spec"])
+        _check_numbers(spec.generator, "spec.generator")
+        _check_numbers(spec.canvas, "spec.canvas")
+        provenance = dict(data["provenance"])
+        if provenance.get("steps") is not None:
+            _whole(provenance["steps"], "provenance.steps", high=2**63 - 1)  # an int64 in ModelInfo
+        fp16_tolerance = data.get("fp16_tolerance")
+        if fp16_tolerance is not None and not (_is_number(fp16_tolerance) and math.isfinite(fp16_tolerance)):
+            raise ValueError(f"fp16_tolerance = {fp16_tolerance!r} is not a finite number")
         return cls(
-            spec=ModelSpec.from_json(data["spec"]),
-            halo=Halo(**{k: int(v) for k, v in data["halo"].items()}),
-            alignment=int(data["alignment"]),
-            opset=int(data["opset"]),
+            spec=spec,
+            halo=Halo(**{str(k): _whole(v, f"halo.{k}") for k, v in data["halo"].items()}),
+            alignment=_whole(data["alignment"], "alignment", low=1),
+            opset=_whole(data["opset"], "opset", low=1),
             inputs=tuple(TensorInfo.from_json(t) for t in data["inputs"]),
             outputs=tuple(TensorInfo.from_json(t) for t in data["outputs"]),
             files=files,
-            provenance=dict(data["provenance"]),
+            provenance=provenance,
             export=dict(data["export"]),
             fp16_file=data.get("fp16_file"),
-            fp16_tolerance=data.get("fp16_tolerance"),
+            fp16_tolerance=fp16_tolerance,
             format=data["format"],
             code_version=str(data["code_version"]),
         )
@@ -150,6 +166,38 @@ class Manifest:
             takes_noise=self.takes_noise(),
             takes_canvas=self.takes_canvas(),
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _whole(value: Any, what: str, *, low: int = 0, high: int = 2**31 - 1) -> int:
+    """``value`` if it is a whole JSON number in [low, high]; the default ``high`` fits the int32
+    fields that carry sizes to clients."""
+    if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise ValueError(f"{what} = {value!r:.40} is not a whole number from {low} to {high}")
+    return value
+
+
+def _check_numbers(config: Any, what: str) -> None:
+    """Every int field of a config dataclass tree a whole int64, every float field finite
+    (``from_dict`` takes JSON values as they come); ranges are ``verify_spec``'s."""
+    import typing
+
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value, where = getattr(config, field.name), f"{what}.{field.name}"
+        if dataclasses.is_dataclass(value):
+            _check_numbers(value, where)
+        elif value is None or isinstance(value, enum.Enum):
+            continue
+        elif int in typing.get_args(hints[field.name]) or hints[field.name] is int:
+            _whole(value, where, low=-(2**63), high=2**63 - 1)
+        elif hints[field.name] is float and not (_is_number(value) and math.isfinite(value)):
+            raise ValueError(f"{where} = {value!r:.40} is not a finite number")
+        elif hints[field.name] is bool and not isinstance(value, bool):
+            raise ValueError(f"{where} = {value!r:.40} is not true or false")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +266,8 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         manifest = Manifest.from_json(json.loads(raw))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BundleError(f"{manifest_path}: not valid JSON (truncated or corrupt)") from None
+    except RecursionError:  # json and from_json recurse: a manifest nested thousands deep
+        raise BundleError(f"{manifest_path}: nested too deeply to be a manifest") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise BundleError(f"{manifest_path}: invalid manifest ({type(err).__name__}: {err})") from None
     for name in REQUIRED_FILES + ((manifest.fp16_file,) if manifest.fp16_file else ()):

@@ -153,7 +153,7 @@ def print_pixels(text: str, *, dpi: float) -> tuple[int, int]:
 def pixels_at_dpi(inches: tuple[float, float], *, dpi: float, what: str = "print size") -> tuple[int, int]:
     if not (math.isfinite(dpi) and dpi > 0):
         raise UnitError(f"dpi = {dpi:g} must be a positive number")
-    return _positive(what, round(inches[0] * dpi), round(inches[1] * dpi))
+    return _positive(what, *_rounded(inches[0] * dpi, inches[1] * dpi))
 
 
 def parse_canvas(text: str) -> tuple[int, int]:
@@ -167,7 +167,14 @@ def parse_canvas(text: str) -> tuple[int, int]:
 def scaled_canvas(content_width: int, content_height: int, *, scale: float) -> tuple[int, int]:
     if not (math.isfinite(scale) and scale > 0):
         raise UnitError(f"scale = {scale:g} must be a positive number")
-    return _positive(f"scale {scale:g}", round(content_width * scale), round(content_height * scale))
+    return _positive(f"scale {scale:g}", *_rounded(content_width * scale, content_height * scale))
+
+
+def _rounded(width: float, height: float) -> tuple[int, int]:
+    """Whole pixels of a product that may have overflowed to infinity (a scale of 1e308): that
+    is over MAX_SIDE too, so it is refused as "more than 10^12 pixels a side" (``_positive``)
+    rather than raising OverflowError."""
+    return tuple(round(side) if math.isfinite(side) else 10**12 for side in (width, height))
 
 
 def _positive(what: str, width: int, height: int) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from famos.errors import Cancelled, DiskFull, InvalidField, OverLimit, UserError
+from famos.errors import BundleError, Cancelled, DiskFull, InvalidField, OverLimit, UserError
 from render_server import errors
 
 log = logging.getLogger("famos.server")
@@ -29,9 +29,12 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (DiskFull, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the server's disk: "no space left ... writing ..."
     (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    # A served bundle is the server's, never the request's: a tampered or unusable one is a
+    # precondition of the call that fails (ModelStore.bundle_errors words it without paths).
+    (BundleError, grpc.StatusCode.FAILED_PRECONDITION),
     (Cancelled, grpc.StatusCode.CANCELLED),
     # Anything else the domain reports as the user's mistake (a region outside the canvas, an
-    # unreadable bundle named by the request) is about the request's arguments.
+    # undecodable content image) is about the request's arguments.
     (UserError, grpc.StatusCode.INVALID_ARGUMENT),
 )
 

@@ -9,15 +9,17 @@ built on first use (onnxruntime sessions are thread-safe, so concurrent renders 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import pathlib
 import re
 import threading
+from collections.abc import Iterator
 
-from famos.bundle import MANIFEST, Bundle, load_bundle
+from famos.bundle import MANIFEST, ONNX_FILE, TORCHSCRIPT_FILE, Bundle, load_bundle
 from famos.cluster import WorkerPool
-from famos.errors import BundleError, InvalidField, quoted
+from famos.errors import BundleError, InvalidField, UserError, quoted
 from famos.renderer import Renderer
 from famos.runners import RunnerOptions
 from famos.values import ModelInfo
@@ -51,6 +53,7 @@ class ModelStore:
         self._lock = threading.Lock()
         self._bundles: dict[str, _Entry] = {}
         self._renderers: dict[str, Renderer] = {}  # by bundle hash
+        self._reported: dict[str, str] = {}  # the reason each unlisted model was last logged with
 
     def names(self) -> list[str]:
         return sorted(
@@ -60,25 +63,46 @@ class ModelStore:
 
     def bundle(self, name: str) -> Bundle:
         """The verified bundle called ``name``: NotFound when there is none, InvalidField for a
-        name that could leave the models folder."""
+        name that could leave the models folder, FailedPrecondition for a bundle that is unusable
+        or links out of the models folder."""
         checked_name(name, field="model")
-        folder = (self.folder / name).resolve()
+        folder = self._inside(self.folder / name, name)
         manifest = folder / MANIFEST
-        if folder.parent != self.folder or not manifest.is_file():
+        if not manifest.is_file():
             raise NotFound(f"model {quoted(name)}: no such model (see ListModels)")
+        for entry in folder.iterdir():
+            self._inside(entry, name)
         stat = manifest.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
             entry = self._bundles.get(name)
             if entry is not None and entry.stamp == stamp:
                 return entry.bundle
-        try:
+        with self.bundle_errors(name):
             bundle = load_bundle(folder)  # verifies every file's checksum: outside the lock
-        except BundleError as err:  # the server's fault, not the request's
-            raise FailedPrecondition(f"model {quoted(name)}: bundle unusable ({err})") from None
         with self._lock:
             self._bundles[name] = _Entry(stamp, bundle)
         return bundle
+
+    def _inside(self, path: pathlib.Path, name: str) -> pathlib.Path:
+        """``path`` resolved, refused when a symbolic link takes it out of the models folder: a
+        request names a model, and must never make the server read a file it does not serve."""
+        resolved = path.resolve()
+        if resolved == self.folder or not resolved.is_relative_to(self.folder):
+            what = "its folder" if path.parent == self.folder else f"its file {quoted(path.name)}"
+            raise FailedPrecondition(f"model {quoted(name)}: {what} is a symbolic link out of the models "
+                                     f"folder (refused, not followed)")
+        return resolved
+
+    @contextlib.contextmanager
+    def bundle_errors(self, name: str) -> Iterator[None]:
+        """A bundle's own faults as FailedPrecondition (the server's, not the request's), with the
+        server's paths left out of the message: clients know a model by its name."""
+        try:
+            yield
+        except BundleError as err:
+            message = str(err).replace(str((self.folder / name).resolve()), name).replace(str(self.folder), "")
+            raise FailedPrecondition(f"model {quoted(name)}: bundle unusable ({message})") from None
 
     def renderer(self, name: str) -> Renderer:
         bundle = self.bundle(name)
@@ -86,9 +110,22 @@ class ModelStore:
             renderer = self._renderers.get(bundle.sha256)
             if renderer is None:
                 # Session creation under the lock: two first requests must not build two sessions.
-                renderer = Renderer(bundle, self.runner, cluster=self.cluster)
+                renderer = self._open(name, bundle)
                 self._renderers[bundle.sha256] = renderer
         return renderer
+
+    def _open(self, name: str, bundle: Bundle) -> Renderer:
+        with self.bundle_errors(name):
+            try:
+                return Renderer(bundle, self.runner, cluster=self.cluster)
+            except UserError:
+                raise
+            except Exception as err:  # noqa: BLE001 - onnxruntime's load errors share no base class
+                # A graph that passes its checksum but not the runtime (replaced and re-hashed): the
+                # runtime's message names server paths, so it goes to the log only.
+                log.warning("model %r: its graph does not load: %s", name, err)
+                raise BundleError(f"{ONNX_FILE} or {TORCHSCRIPT_FILE} does not load in the runtime "
+                                  f"({type(err).__name__}; see the server log)") from None
 
     def info(self, name: str) -> ModelInfo:
         bundle = self.bundle(name)
@@ -103,15 +140,20 @@ class ModelStore:
             backend=self.runner.backend.value,
             device=self.runner.device,
             bundle_sha256=bundle.sha256,
-            training_steps=int(bundle.manifest.provenance.get("steps") or 0),
+            training_steps=bundle.manifest.provenance.get("steps") or 0,  # a whole number (load_bundle)
         )
 
     def infos(self) -> list[ModelInfo]:
-        """Usable models; a broken bundle is logged and left out rather than failing the list."""
+        """Usable models; one that cannot be described is left out rather than failing the list
+        for everyone, and logged once per reason (ListModels is polled)."""
         infos = []
         for name in self.names():
             try:
                 infos.append(self.info(name))
-            except FailedPrecondition as err:
-                log.warning("%s", err)
+            except UserError as err:
+                with self._lock:
+                    new = self._reported.get(name) != str(err)
+                    self._reported[name] = str(err)
+                if new:
+                    log.warning("ListModels leaves out %r: %s", name, err)
         return infos

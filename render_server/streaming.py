@@ -14,11 +14,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from famos.errors import InvalidField
+from famos.errors import InvalidField, quoted
 from famos.renderer import Renderer
 from famos.request import AdmissionLimits
 from famos.request import RenderRequest, ResolvedRender, resolve
 from famos.values import Piece, Progress, Started
+from render_server.errors import FailedPrecondition
 from render_server.models import ModelStore
 
 
@@ -39,25 +40,49 @@ def prepare(models: ModelStore, request: RenderRequest, limits: ServerLimits) ->
     if not request.model:
         raise InvalidField("model", "is empty")
     renderer = models.renderer(request.model)
-    return PreparedRender(renderer, resolve(request, renderer, limits=limits.admission, default_chunk=limits.default_chunk))
+    with models.bundle_errors(request.model):  # e.g. a format-1 bundle asked for another size
+        resolved = resolve(request, renderer, limits=limits.admission, default_chunk=limits.default_chunk)
+    return PreparedRender(renderer, resolved)
 
 
 def stream_render(prepared: PreparedRender, *, cancel: threading.Event, piece_bytes: int) -> Iterator[object]:
     """``Started``, then per strip its ``Piece``s and the ``Progress`` after it. Stops within one
-    chunk once ``cancel`` is set (the pipeline checks it between chunks)."""
+    chunk once ``cancel`` is set (the pipeline checks it between chunks).
+
+    Each strip is checked against the plan before it is sent, and the strips against the region
+    at the end: a graph that returns fewer pixels than asked (replaced and re-hashed) fails the
+    call instead of answering OK with tiles that leave most of the region uncovered."""
     task = prepared.render.task
-    yield Started(task.region, len(task.plan.chunks), task.plan.n_rows, task.description, prepared.render.trained)
+    plan, model = task.plan, prepared.render.request.model
+    yield Started(task.region, len(plan.chunks), plan.n_rows, task.description, prepared.render.trained)
     latest: list[Progress] = []
     strips = prepared.renderer.strips(task, cancel=cancel, progress=latest.append)
-    top = 0
+    top = row = 0
     try:
         for strip in strips:
+            expected = (plan.row_top(row + 1) - top, task.region.width, 3)
+            if strip.shape != expected:
+                raise FailedPrecondition(
+                    f"model {quoted(model)} produced {_pixels(strip.shape)} for strip {row} (region row {top}), "
+                    f"expected {_pixels(expected)}: its graph does not render what its manifest describes"
+                )
             yield from pieces(strip, top=top, max_bytes=piece_bytes)
             top += strip.shape[0]
+            row += 1
             yield latest[-1]
             latest.clear()
     finally:
         strips.close()  # stops the device thread now, not when garbage is collected
+    if top != task.region.height:
+        raise FailedPrecondition(f"model {quoted(model)} produced {top} of the region's {task.region.height} rows")
+
+
+def _pixels(shape: tuple[int, ...]) -> str:
+    """A strip's shape as a person reads it: "1600x32 px of 3 channels"."""
+    if len(shape) != 3:
+        return f"an array of shape {shape}"
+    height, width, channels = shape
+    return f"{width}x{height} px of {channels} channels"
 
 
 def pieces(strip: np.ndarray, *, top: int, max_bytes: int) -> Iterator[Piece]:

@@ -28,7 +28,7 @@ EXAMPLES = dict(max_examples=40, deadline=None, suppress_health_check=list(Healt
 names = st.one_of(st.just(SERVER_MODEL), st.text(max_size=40), st.text(max_size=3000),
                   st.sampled_from(["../tiny", "/etc/passwd", "tiny/../../x", "..", ".", "tiny\x00", "%2e%2e"]))
 ints32 = st.one_of(st.integers(-2**31, 2**31 - 1), st.sampled_from([0, 1, 16, 64, 100000]))
-floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 1e-300, 1e300, 0.5, 2.0]))
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, 1e-300, 1e300, 1e308, 0.5, 2.0]))
 sizes = st.builds(pb.OutputSize, width=ints32, height=ints32, scale=floats)
 regions = st.builds(pb.Region, x=ints32, y=ints32, width=ints32, height=ints32)
 renders = st.builds(

@@ -40,8 +40,10 @@ def tampered(bundle, tmp_path, edit) -> str:
     (lambda m: m["spec"]["generator"].update(depth=3), "alignment 4, the architecture's is 8"),
     (lambda m: m["spec"]["generator"].update(width=8), "generator differs"),
     (lambda m: m["spec"]["generator"].update(n_templates=5), "generator differs"),
-    (lambda m: m["halo"].update(top=-8), "is not the architecture's"),
-    (lambda m: m.update(alignment=0), "alignment 0, the architecture's is 4"),
+    (lambda m: m["halo"].update(top=-8), "halo.top = -8 is not a whole number from 0"),
+    (lambda m: m["halo"].update(top=7), "is not the architecture's"),
+    (lambda m: m.update(alignment=0), "alignment = 0 is not a whole number from 1"),
+    (lambda m: m.update(alignment=8), "alignment 8, the architecture's is 4"),
     (lambda m: m["spec"].update(style_sizes=[[10, 10]]), "style sizes differs"),
     (lambda m: m["spec"].update(style_sizes=[]), "style sizes is out of range"),
 ])

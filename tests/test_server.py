@@ -149,6 +149,7 @@ def test_absurd_output_sizes_are_refused_before_any_planning(start):
     with client_of(server) as client:
         for kwargs, code in (
             (dict(scale=1e300), grpc.StatusCode.INVALID_ARGUMENT),  # a side over MAX_SIDE
+            (dict(scale=1e308), grpc.StatusCode.INVALID_ARGUMENT),  # x canvas overflows to inf
             (dict(size=(2**31 - 1, 2**31 - 1)), grpc.StatusCode.INVALID_ARGUMENT),  # over MAX_SIDE
             (dict(size=(96, 2**20), chunk=16), grpc.StatusCode.RESOURCE_EXHAUSTED),  # 393216 chunks
         ):

@@ -1,9 +1,10 @@
 """`famos view FILE.tif`: look at a render in the browser, deep zoom over IIIF.
 
 Serves the IIIF Image API 3.0 (level 2) for each file, named by its stem
-(http://HOST:PORT/iiif/3/{stem}/info.json), and a viewer page at / that the command opens. Tiles
-are read from the TIFF and its pyramid; a file without a pyramid gets zoom levels built once, in
-one pass, into temporary files. OpenSeadragon comes from its npm package:
+(http://HOST:PORT/iiif/3/{stem}/info.json), and a page at / that the command opens: the list of
+files, or the viewer itself when there is one. Tiles are read from the TIFF and its pyramid; a
+file without a pyramid gets zoom levels built once, in one pass, into temporary files.
+OpenSeadragon comes from its npm package:
 `npm ci --prefix viewer/static` (or --openseadragon URL of a folder that serves openseadragon.min.js).
 """
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", type=pathlib.Path, nargs="+", help="tiled TIFFs written by famos")
     parser.add_argument("--host", default=ViewerConfig.host, help="address to listen on (default %(default)s)")
     parser.add_argument("--token", default=os.environ.get("FAMOS_TOKEN"), help="require a bearer token (default: $FAMOS_TOKEN)")
+    parser.add_argument("--public-url", default=ViewerConfig.public_url,
+                        help="the URL clients reach the viewer at, for IIIF ids (default: http://HOST:PORT/)")
     parser.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
     add_viewer_arguments(parser, default_port=ViewerConfig.port)
     args = parser.parse_args(argv)
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise
                 raise UserError(f"{path}: not a tiled RGB TIFF famos can show ({err})") from None
         server = ViewerServer(FileCatalog(images), ViewerConfig(host=args.host, port=args.port, token=args.token,
-                                                                 openseadragon=osd))
+                                                                 openseadragon=osd, public_url=args.public_url))
     except BaseException:
         for image in images.values():
             image.close()

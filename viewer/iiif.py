@@ -10,6 +10,7 @@
 A request is read from the coarsest zoom level that still has at least the pixels asked for, so
 its cost is bounded by the output size (at most 4x its pixels are read), never by the image's.
 Every malformed or impossible request is an ``IIIFError`` with the HTTP status the API names.
+Numbers are ASCII digits of bounded length (no ``²``, no 400-digit integers or floats that overflow).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
 QUALITIES = ("default", "color", "gray", "bitonal")
 JPEG_QUALITY = 90
 
-_NUMBER = r"\d+(?:\.\d+)?"
+_INTEGER = r"[0-9]{1,9}"  # pixels: far past any image, far short of what int() and float() refuse
+_DECIMAL = r"[0-9]{1,9}(?:\.[0-9]{1,9})?"  # percentages
+_DEGREES = r"[0-9]{1,3}(?:\.[0-9]{1,9})?"
 
 
 class IIIFError(Exception):
@@ -40,6 +43,11 @@ class IIIFError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for a one-line message, cut short."""
+    return repr(text[:40] + "..." if len(text) > 40 else text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +70,9 @@ def parse(source: ImageSource, region: str, size: str, rotation: str, quality_fo
     degrees, mirror = _rotation(rotation)
     quality, _, fmt = quality_format.rpartition(".")
     if quality not in QUALITIES:
-        raise IIIFError(400, f"quality {quality!r}: use one of {', '.join(QUALITIES)}")
+        raise IIIFError(400, f"quality {shown(quality)}: use one of {', '.join(QUALITIES)}")
     if fmt not in FORMATS:
-        raise IIIFError(400, f"format {fmt!r}: use jpg or png")
+        raise IIIFError(400, f"format {shown(fmt)}: use jpg or png")
     return ImageRequest(x, y, w, h, out_w, out_h, degrees, mirror, quality, fmt)
 
 
@@ -75,19 +83,19 @@ def _region(text: str, width: int, height: int) -> tuple[int, int, int, int]:
         side = min(width, height)
         return (width - side) // 2, (height - side) // 2, side, side
     if text.startswith("pct:"):
-        values = text[4:].split(",")
-        if len(values) != 4 or not all(re.fullmatch(_NUMBER, v) for v in values):
-            raise IIIFError(400, f"region {text!r}: expected pct:x,y,w,h")
-        px, py, pw, ph = (float(v) for v in values)
+        match = re.fullmatch(f"pct:({_DECIMAL}),({_DECIMAL}),({_DECIMAL}),({_DECIMAL})", text)
+        if match is None:
+            raise IIIFError(400, f"region {shown(text)}: expected pct:x,y,w,h")
+        px, py, pw, ph = (float(v) for v in match.groups())
         x, y = round(px * width / 100), round(py * height / 100)
         w, h = round(pw * width / 100), round(ph * height / 100)
     else:
-        values = text.split(",")
-        if len(values) != 4 or not all(v.isdigit() for v in values):
-            raise IIIFError(400, f"region {text!r}: expected full, square, x,y,w,h or pct:x,y,w,h")
-        x, y, w, h = (int(v) for v in values)
+        match = re.fullmatch(f"({_INTEGER}),({_INTEGER}),({_INTEGER}),({_INTEGER})", text)
+        if match is None:
+            raise IIIFError(400, f"region {shown(text)}: expected full, square, x,y,w,h or pct:x,y,w,h")
+        x, y, w, h = (int(v) for v in match.groups())
     if w <= 0 or h <= 0 or x >= width or y >= height:
-        raise IIIFError(400, f"region {text!r}: empty or outside the {width}x{height} image")
+        raise IIIFError(400, f"region {shown(text)}: empty or outside the {width}x{height} image")
     return x, y, min(w, width - x), min(h, height - y)  # cropped to the image, as the API says
 
 
@@ -99,20 +107,24 @@ def _size(text: str, w: int, h: int) -> tuple[int, int]:
         out = max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
         return out
     if body.startswith("pct:"):
-        if not re.fullmatch(_NUMBER, body[4:]):
-            raise IIIFError(400, f"size {text!r}: expected pct:n")
+        if not re.fullmatch(_DECIMAL, body[4:]):
+            raise IIIFError(400, f"size {shown(text)}: expected pct:n")
         n = float(body[4:])
+        if n == 0:
+            raise IIIFError(400, f"size {shown(text)}: zero percent is no image")
         out = round(w * n / 100), round(h * n / 100)
     else:
         confined = body.startswith("!")
-        match = re.fullmatch(r"(\d*),(\d*)", body[1:] if confined else body)
+        match = re.fullmatch(f"({_INTEGER})?,({_INTEGER})?", body[1:] if confined else body)
         if match is None or not (match.group(1) or match.group(2)):
-            raise IIIFError(400, f"size {text!r}: expected max, w,, ,h, pct:n, w,h or !w,h")
+            raise IIIFError(400, f"size {shown(text)}: expected max, w,, ,h, pct:n, w,h or !w,h")
         sw = int(match.group(1)) if match.group(1) else None
         sh = int(match.group(2)) if match.group(2) else None
+        if sw == 0 or sh == 0:
+            raise IIIFError(400, f"size {shown(text)}: a width or height of 0 is no image")
         if confined:
             if sw is None or sh is None:
-                raise IIIFError(400, f"size {text!r}: !w,h needs both")
+                raise IIIFError(400, f"size {shown(text)}: !w,h needs both")
             scale = min(sw / w, sh / h)
             out = round(w * scale), round(h * scale)
         elif sw is not None and sh is not None:
@@ -121,11 +133,11 @@ def _size(text: str, w: int, h: int) -> tuple[int, int]:
             out = sw, round(h * sw / w)
         else:
             out = round(w * sh / h), sh
-    out = max(1, out[0]), max(1, out[1])
-    if (out[0] <= 0 or out[1] <= 0) or (not upscale and (out[0] > w or out[1] > h)):
-        raise IIIFError(400, f"size {text!r}: {out[0]}x{out[1]} is larger than the region {w}x{h} (use ^ to upscale)")
+    out = max(1, out[0]), max(1, out[1])  # a side scaled below one pixel keeps one
+    if not upscale and (out[0] > w or out[1] > h):
+        raise IIIFError(400, f"size {shown(text)}: {out[0]}x{out[1]} is larger than the region {w}x{h} (use ^ to upscale)")
     if out[0] > MAX_WIDTH or out[1] > MAX_HEIGHT or out[0] * out[1] > MAX_AREA:
-        raise IIIFError(400, f"size {text!r}: {out[0]}x{out[1]} is over this server's limit "
+        raise IIIFError(400, f"size {shown(text)}: {out[0]}x{out[1]} is over this server's limit "
                              f"({MAX_WIDTH}x{MAX_HEIGHT}, {MAX_AREA} pixels)")
     return out
 
@@ -133,11 +145,11 @@ def _size(text: str, w: int, h: int) -> tuple[int, int]:
 def _rotation(text: str) -> tuple[int, bool]:
     mirror = text.startswith("!")
     body = text[1:] if mirror else text
-    if not re.fullmatch(_NUMBER, body):
-        raise IIIFError(400, f"rotation {text!r}: expected 0, 90, 180 or 270 (optionally !)")
+    if not re.fullmatch(_DEGREES, body):
+        raise IIIFError(400, f"rotation {shown(text)}: expected 0, 90, 180 or 270 (optionally !)")
     degrees = float(body)
     if degrees > 360 or degrees % 90:
-        raise IIIFError(400, f"rotation {text!r}: only multiples of 90 degrees are supported")
+        raise IIIFError(400, f"rotation {shown(text)}: only multiples of 90 degrees are supported")
     return int(degrees) % 360, mirror
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-import urllib.parse
+import re
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -36,10 +36,11 @@ _PAGE = """<!doctype html>
   <span id="error"></span>
 </header>
 <div id="viewer"></div>
-<script src="__OSD__/openseadragon.min.js"></script>
+<script src="__OSD_SCRIPT__"></script>
 <script>
 "use strict";
-const identifier = __IDENTIFIER__;
+const config = __CONFIG__;
+const identifier = config.identifier;
 const base = "/iiif/3/" + encodeURIComponent(identifier);
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const headers = token ? { Authorization: "Bearer " + token } : {};
@@ -98,15 +99,18 @@ async function poll() {
 async function start() {
   if (typeof OpenSeadragon === "undefined") {
     document.getElementById("error").textContent =
-      "OpenSeadragon did not load from __OSD__ (see README: npm install --prefix viewer/static)";
+      "OpenSeadragon did not load from " + config.osd + " (see README: npm install --prefix viewer/static)";
     return;
   }
   const info = await getJSON(base + "/info.json");
+  // tiles from the address this page came from: the server names itself by its configured address,
+  // which may be a wildcard (0.0.0.0) or not the one a proxy in front of it is reached at
+  info.id = new URL(base, location.href).href;
   const source = new OpenSeadragon.IIIFTileSource(info);
   const tileUrl = source.getTileUrl.bind(source);
   source.getTileUrl = (level, x, y) => tileUrl(level, x, y) + "?v=" + version;
   const viewer = OpenSeadragon({
-    id: "viewer", prefixUrl: "__OSD__/images/", showNavigator: true, maxZoomPixelRatio: 4,
+    id: "viewer", prefixUrl: config.osd + "/images/", showNavigator: true, maxZoomPixelRatio: 4,
     loadTilesWithAjax: true, ajaxHeaders: headers, crossOriginPolicy: "Anonymous",
   });
   viewer.addHandler("tile-loaded", () => {  // counted where a test (or a curious user) can read it
@@ -126,23 +130,62 @@ start().catch(err => { document.getElementById("error").textContent = err.messag
 
 _INDEX = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>famos renders</title>
-<style>body { font: 14px system-ui, sans-serif; margin: 2em; }</style></head>
-<body><h1>famos renders</h1><ul>__ITEMS__</ul>
-<script>for (const link of document.links) link.hash = location.hash;  // keeps a #token=...</script>
+<style>body { font: 14px system-ui, sans-serif; margin: 2em; } #error { color: #b00; }</style></head>
+<body><h1>famos renders</h1><ul id="list"></ul><p id="error"></p>
+<script>
+"use strict";
+// the list is asked for like any image, with the token of this page's #token=... fragment
+// (browsers never send a fragment, so the page itself carries no identifiers)
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const view = id => "/view/" + encodeURIComponent(id) + location.hash;
+fetch("/api/images.json", { headers: token ? { Authorization: "Bearer " + token } : {} })
+  .then(async response => {
+    if (!response.ok) throw new Error(response.status + " " + (await response.text()));
+    return response.json();
+  })
+  .then(({ identifiers }) => {
+    if (identifiers.length === 1) return location.replace(view(identifiers[0]));
+    const list = document.getElementById("list");
+    list.replaceChildren(...identifiers.map(id => {
+      const link = document.createElement("a");
+      link.href = view(id);
+      link.textContent = id;
+      const item = document.createElement("li");
+      item.append(link);
+      return item;
+    }));
+    if (!identifiers.length) list.textContent = "nothing to show yet";
+  })
+  .catch(err => { document.getElementById("error").textContent = err.message; });
+</script>
 </body></html>
 """
 
+_PLACEHOLDER = re.compile(r"__([A-Z][A-Z_]*?)__")
+# what could end an inline <script> (</script>, <!--) or, for older JavaScript, a line (U+2028/9)
+_SCRIPT_UNSAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                                "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """The template with its placeholders replaced in one pass: a value is never searched for
+    placeholders itself, so an identifier spelt like one stays the text it is."""
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+
+
+def script_json(value: object) -> str:
+    """``value`` as a JavaScript literal that is safe inside an inline <script>."""
+    return json.dumps(value).translate(_SCRIPT_UNSAFE)
+
 
 def viewer_page(identifier: str, *, osd_url: str) -> str:
-    return (
-        _PAGE.replace("__TITLE__", html.escape(identifier))
-        .replace("__IDENTIFIER__", json.dumps(identifier).replace("</", "<\\/"))
-        .replace("__OSD__", html.escape(osd_url))
-    )
+    return _fill(_PAGE, {
+        "TITLE": html.escape(identifier),
+        "OSD_SCRIPT": html.escape(f"{osd_url}/openseadragon.min.js"),
+        "CONFIG": script_json({"identifier": identifier, "osd": osd_url}),
+    })
 
 
-def index_page(identifiers: list[str]) -> str:
-    items = "".join(
-        f'<li><a href="/view/{urllib.parse.quote(i, safe="")}">{html.escape(i)}</a></li>' for i in identifiers
-    ) or "<li>nothing to show yet</li>"
-    return _INDEX.replace("__ITEMS__", items)
+def index_page() -> str:
+    """The list of images: the page fetches it from /api/images.json."""
+    return _INDEX

@@ -1,16 +1,20 @@
 """The viewer's HTTP server: IIIF Image API 3.0 over a catalog of images, and a deep-zoom page.
 
-    GET /                                        the viewer page (the catalog's first image) or a list
+    GET /                                        the list of images (the viewer page when there is one)
     GET /view/{identifier}                       the viewer page of one image
     GET /iiif/3/{identifier}                     303 to its info.json
     GET /iiif/3/{identifier}/info.json           what the image offers (IIIF)
     GET /iiif/3/{identifier}/{region}/{size}/{rotation}/{quality}.{format}
+    GET /api/images.json                         the catalog's identifiers (the list page fetches it)
     GET /api/{identifier}/status.json            provenance and progress (the page polls it)
     GET /openseadragon/{file}                    OpenSeadragon, from its npm package folder
 
 Identifiers name catalog entries (a file's stem, a job id), never paths. With a token, /iiif and
-/api ask for ``Authorization: Bearer TOKEN`` (the page reads the token from its URL's #token=...
-fragment, which browsers never send to the server). IIIF answers carry CORS headers.
+/api ask for ``Authorization: Bearer TOKEN`` (the pages read the token from their URL's #token=...
+fragment, which browsers never send to the server, so the pages themselves name no image but the
+one in their URL). IIIF answers carry CORS headers. Absolute URLs are built from the server's own
+address, never from a request's Host header. At most ``max_connections`` connections are served at
+once (more are answered 503), and one that sends nothing for ``read_timeout`` seconds is closed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import json
 import logging
 import mimetypes
 import pathlib
+import socket
 import threading
+import time
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +57,9 @@ class ViewerConfig:
     port: int = 8080  # 0: any free port
     token: str | None = None
     openseadragon: str = ""  # a folder with openseadragon.min.js, or a URL prefix serving it
+    public_url: str = ""  # where clients reach the server (behind a proxy, on 0.0.0.0); default http://host:port/
+    max_connections: int = 64  # served at once, each on its own thread; a browser opens about 6
+    read_timeout: float = 30.0  # seconds a connection may send nothing before it is closed
 
 
 class ViewerServer:
@@ -63,15 +72,17 @@ class ViewerServer:
         folder = pathlib.Path(config.openseadragon) if config.openseadragon and "://" not in config.openseadragon else None
         self.static = folder.resolve() if folder is not None else None
         self.osd_url = "/openseadragon" if folder is not None else config.openseadragon.rstrip("/")
-        handler = type("Handler", (_Handler,), {"viewer": self})
-        self.httpd = ThreadingHTTPServer((config.host, config.port), handler)
-        self.httpd.daemon_threads = True
+        handler = type("Handler", (_Handler,), {"viewer": self, "timeout": config.read_timeout})
+        self.httpd = _BoundedServer((config.host, config.port), handler, max_connections=config.max_connections)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="famos-viewer", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}/"
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/") + "/"
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"http://{host}:{self.port}/"
 
     def start(self) -> None:
         self._thread.start()
@@ -79,6 +90,85 @@ class ViewerServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+_BUSY_BODY = b"busy: too many connections, retry shortly\n"
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+         b"Content-Type: text/plain; charset=utf-8\r\nAccess-Control-Allow-Origin: *\r\n"
+         b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, up to ``max_connections``; past them a connection is answered 503
+    by the accepting thread, which never waits on it."""
+
+    daemon_threads = True
+    request_queue_size = 128  # a burst waits to be accepted (and refused if need be), not dropped
+    linger = 1.0  # seconds a refused connection is read from before it is closed
+    max_lingering = 1024
+
+    def __init__(self, address: tuple[str, int], handler: type, *, max_connections: int):
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.lingering: list[tuple[float, socket.socket]] = []  # touched by the accepting thread only
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            return self._refuse(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: nothing else will give the slot back
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def _refuse(self, connection: socket.socket) -> None:
+        connection.setblocking(False)
+        try:
+            connection.sendall(_BUSY)
+            connection.shutdown(socket.SHUT_WR)
+        except OSError:  # the client has gone already
+            connection.close()
+            return
+        # closed now, on request bytes still on their way in, the connection would be reset, which
+        # can lose the 503 before the client reads it: read until the client closes, or a moment
+        self.lingering.append((time.monotonic() + self.linger, connection))
+        if len(self.lingering) > self.max_lingering:
+            self.lingering.pop(0)[1].close()
+
+    def service_actions(self) -> None:  # between requests, at least every poll interval
+        super().service_actions()
+        now = time.monotonic()
+        kept = []
+        for deadline, connection in self.lingering:
+            if deadline > now and not _read_to_end(connection):
+                kept.append((deadline, connection))
+            else:
+                connection.close()
+        self.lingering = kept
+
+    def server_close(self) -> None:
+        super().server_close()
+        for _, connection in self.lingering:
+            connection.close()
+        self.lingering = []
+
+
+def _read_to_end(connection: socket.socket) -> bool:
+    """Whether the client has closed (or broken) the connection, after taking in what it sent."""
+    try:
+        while connection.recv(65536):
+            pass
+    except BlockingIOError:
+        return False
+    except OSError:
+        pass
+    return True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -107,13 +197,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._text(500, "internal error (see the server log)")
 
     def _route(self) -> None:
-        path = urllib.parse.urlsplit(self.path).path
+        try:
+            path = urllib.parse.urlsplit(self.path).path
+        except ValueError:  # an absolute-form target with a broken host ("http://[x/")
+            path = ""
+        if not path.startswith("/"):  # "*", or no path at all
+            raise iiif.IIIFError(400, f"request target {iiif.shown(self.path)}: expected a path")
         parts = path.split("/")[1:]  # split before unquoting: %2F inside an identifier stays in it
         if path == "/":
-            ids = self.viewer.catalog.identifiers()
-            if len(ids) == 1:
-                return self._html(page.viewer_page(ids[0], osd_url=self.viewer.osd_url))
-            return self._html(page.index_page(ids))
+            return self._html(page.index_page())
+        if parts == ["api", "images.json"]:
+            self._authorized()
+            return self._json({"identifiers": self.viewer.catalog.identifiers()})
         if len(parts) == 2 and parts[0] == "view":
             return self._html(page.viewer_page(urllib.parse.unquote(parts[1]), osd_url=self.viewer.osd_url))
         if parts[0] == "openseadragon" and self.viewer.static is not None:
@@ -138,15 +233,16 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             image = self.viewer.catalog.image(identifier)
         except KeyError:
-            raise iiif.IIIFError(404, f"identifier {identifier!r}: no such image") from None
+            raise iiif.IIIFError(404, f"identifier {iiif.shown(identifier)}: no such image") from None
         image.refresh()
         return image
 
     def _iiif(self, identifier: str, rest: list[str]) -> None:
-        base = f"http://{self.headers.get('Host') or self.viewer.url[7:-1]}/iiif/3/{urllib.parse.quote(identifier, safe='')}"
+        path = f"iiif/3/{urllib.parse.quote(identifier, safe='')}"
+        base = self.viewer.url + path  # info.json's id must be absolute
         if not rest or rest == [""]:
             self._image(identifier)
-            return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": f"{base}/info.json"})
+            return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": f"/{path}/info.json"})
         if rest == ["info.json"]:
             body = json.dumps(iiif.info(self._image(identifier), base)).encode()
             ld = "application/ld+json" in self.headers.get("Accept", "")
@@ -173,16 +269,23 @@ class _Handler(BaseHTTPRequestHandler):
             "rows_total": total,
             "description": image.description,
         }
-        self._send(HTTPStatus.OK, json.dumps(body).encode(), "application/json", {"Cache-Control": "no-store"})
+        self._json(body)
 
     def _static(self, parts: list[str]) -> None:
         root = self.viewer.static
         assert root is not None
-        target = root.joinpath(*(urllib.parse.unquote(p) for p in parts)).resolve()
-        if root not in target.parents or not target.is_file():  # nothing outside the folder
+        try:
+            target = root.joinpath(*(urllib.parse.unquote(p) for p in parts)).resolve()
+            found = root in target.parents and target.is_file()  # nothing outside the folder
+        except (OSError, ValueError):  # a name too long, or with a NUL in it
+            found = False
+        if not found:
             raise iiif.IIIFError(404, "no such file")
         media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         self._send(HTTPStatus.OK, target.read_bytes(), media, {"Cache-Control": "max-age=86400"})
+
+    def _json(self, body: dict[str, Any]) -> None:
+        self._send(HTTPStatus.OK, json.dumps(body).encode(), "application/json", {"Cache-Control": "no-store"})
 
     def _html(self, text: str) -> None:
         self._send(HTTPStatus.OK, text.encode(), "text/html; charset=utf-8", {"Cache-Control": "no-store"})

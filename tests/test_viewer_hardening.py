@@ -1,0 +1,262 @@
+"""The viewer against hostile clients, over real HTTP on 127.0.0.1: identifiers stay text in its
+pages, listings need the token, a forged Host header is never echoed, malformed IIIF parameters
+are 400s (never 500s), and connections are capped and timed out."""
+
+from __future__ import annotations
+
+import html.parser
+import http.client
+import json
+import re
+import shutil
+import socket
+import threading
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+
+from famos.tiff_options import TiffOptions
+from famos.tiff_writer import write_tiled_tiff
+from viewer.cli import FileCatalog
+from viewer.server import ViewerConfig, ViewerServer
+from viewer.sources import TiffImage
+
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "</script><script>window.pwned=1</script>",
+    "\"'><svg onload=alert(1)>",
+    "__CONFIG__<img src=x onerror=alert(1)>",  # spelt like the page's placeholders
+    "__TITLE____OSD_SCRIPT__</title>",
+    "<!--<script>",
+    "line\u2028separator\u2029paragraph",
+    "ünïcødé 🖼 &amp; &lt;b&gt;",
+]
+
+
+@pytest.fixture(scope="module")
+def tiff(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hardening") / "img.tif"
+    pixels = np.full((300, 400, 3), 128, np.uint8)
+    write_tiled_tiff(path, [pixels], height=300, width=400, options=TiffOptions())
+    return path
+
+
+@pytest.fixture
+def serve(tiff):
+    started = []
+
+    def start(names=("img",), **config) -> ViewerServer:
+        images = {name: TiffImage(tiff) for name in names}
+        server = ViewerServer(FileCatalog(images), ViewerConfig(host="127.0.0.1", port=0, **config))
+        server.start()
+        started.append((server, images))
+        return server
+
+    yield start
+    for server, images in started:
+        server.stop()
+        for image in images.values():
+            image.close()
+
+
+def request(server: ViewerServer, target: str, headers: dict | None = None) -> tuple[int, list, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", target, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        connection.close()
+
+
+class _Structure(html.parser.HTMLParser):
+    """A page's tags and the text of its <title>, <h1> and inline scripts."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tags, self.text, self._open = [], {}, None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, tuple(name for name, _ in attrs)))
+        self._open = tag
+
+    def handle_endtag(self, tag):
+        self.tags.append(("/" + tag, ()))
+        self._open = None
+
+    def handle_data(self, data):
+        if self._open in ("title", "h1", "script"):
+            self.text[self._open] = self.text.get(self._open, "") + data
+
+
+@pytest.mark.parametrize("identifier", HOSTILE)
+def test_a_hostile_identifier_stays_text_in_the_viewer_page(serve, identifier):
+    server = serve()
+    status, _, body = request(server, "/view/" + urllib.parse.quote(identifier, safe=""))
+    assert status == 200
+    hostile = _Structure(body.decode())
+    plain = _Structure(request(server, "/view/plain")[2].decode())
+    assert hostile.tags == plain.tags  # no element, attribute or end of script added
+    assert hostile.text["h1"] == identifier and hostile.text["title"] == f"famos: {identifier}"
+    literal = re.search(r"^const config = (.*);$", hostile.text["script"], re.M).group(1)
+    assert json.loads(literal)["identifier"] == identifier
+    assert not set(literal) & set("<>&\u2028\u2029"), literal
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_a_browser_runs_none_of_a_hostile_identifier(serve):
+    from headless import Browser
+
+    identifier = "</script><script>window.pwned=1</script><img src=x onerror=window.pwned=2>"
+    server = serve()  # without OpenSeadragon: the page says so, after its own script has run
+    with Browser(server.url + "view/" + urllib.parse.quote(identifier, safe="")) as browser:
+        browser.wait_for("document.getElementById('error') && document.getElementById('error').textContent !== ''")
+        time.sleep(0.3)  # for an injected <img>'s error event, were there one
+        assert browser.evaluate("document.querySelector('h1').textContent") == identifier
+        assert browser.evaluate("typeof window.pwned") == "undefined"
+        assert browser.evaluate("document.images.length") == 0
+
+
+def test_listings_need_the_token_and_pages_name_no_image(serve):
+    server = serve(("secret-a", "secret-b"), token="s3cret")
+    for target in ("/", "/view/other"):
+        status, _, body = request(server, target)
+        assert status == 200 and b"secret-" not in body, target
+    assert request(server, "/api/images.json")[0] == 401
+    assert request(server, "/api/images.json", {"Authorization": "Bearer wrong"})[0] == 401
+    assert request(server, "/api/images.json", {"Authorization": "Bearer s3cret "})[0] == 401
+    status, _, body = request(server, "/api/images.json", {"Authorization": "Bearer s3cret"})
+    assert status == 200 and json.loads(body) == {"identifiers": ["secret-a", "secret-b"]}
+    lone = serve(("only-one",), token="s3cret")
+    status, _, body = request(lone, "/")
+    assert status == 200 and b"only-one" not in body  # no longer the viewer page of the one image
+
+
+def test_without_a_token_the_listing_is_open(serve):
+    server = serve(("a", "b"))
+    status, _, body = request(server, "/api/images.json")
+    assert status == 200 and json.loads(body) == {"identifiers": ["a", "b"]}
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_the_list_page_fetches_the_list_with_the_token_of_its_fragment(serve):
+    from headless import Browser
+
+    server = serve(("a", "<b>"), token="s3cret")
+    with Browser(server.url + "#token=s3cret") as browser:
+        browser.wait_for("document.links.length === 2")
+        links = browser.evaluate("[...document.links].map(a => a.textContent + ' ' + a.getAttribute('href'))")
+        assert links == ["a /view/a#token=s3cret", "<b> /view/%3Cb%3E#token=s3cret"]
+    with Browser(server.url) as browser:  # no token: the list is refused, and the page says so
+        browser.wait_for("document.getElementById('error').textContent.startsWith('401')")
+    lone = serve(("only-one",), token="s3cret")
+    with Browser(lone.url + "#token=s3cret") as browser:  # one image: straight to its viewer page
+        browser.wait_for("location.pathname === '/view/only-one' && location.hash === '#token=s3cret'")
+
+
+@pytest.mark.parametrize("target", [
+    "/", "/view/img", "/api/images.json", "/api/img/status.json", "/iiif/3/img", "/iiif/3/img/",
+    "/iiif/3/img/info.json", "/iiif/3/img/full/max/0/default.jpg", "/iiif/3/nope/info.json", "/nothing",
+    "http://evil.example/iiif/3/img/info.json",  # absolute form: the target names a host too
+])
+def test_a_forged_host_header_is_never_echoed(serve, target):
+    server = serve()
+    status, headers, body = request(server, target, {"Host": "evil.example"})
+    assert status in (200, 303, 404), (target, status)
+    assert b"evil.example" not in body
+    assert not any("evil.example" in value for _, value in headers), headers
+
+
+def test_iiif_names_the_server_by_its_own_address(serve):
+    server = serve()
+    status, headers, _ = request(server, "/iiif/3/img", {"Host": "evil.example"})
+    assert status == 303 and dict(headers)["Location"] == "/iiif/3/img/info.json"
+    info = json.loads(request(server, "/iiif/3/img/info.json", {"Host": "evil.example"})[2])
+    assert info["id"] == f"http://127.0.0.1:{server.port}/iiif/3/img"
+    proxied = serve(public_url="https://tiles.example.org/famos")
+    info = json.loads(request(proxied, "/iiif/3/img/info.json", {"Host": "evil.example"})[2])
+    assert info["id"] == "https://tiles.example.org/famos/iiif/3/img"
+
+
+@pytest.mark.parametrize("parameters", [
+    "pct:" + "1" * 309 + ",0,10,10/max/0/default.jpg",  # a float that overflows
+    "pct:0,0,10," + "9" * 400 + "/max/0/default.jpg",
+    "full/pct:" + "9" * 309 + "/0/default.jpg",
+    "1" * 4301 + ",0,10,10/max/0/default.jpg",  # more digits than int() takes
+    "full/" + "9" * 4301 + ",/0/default.jpg",
+    "full/max/" + "9" * 4301 + "/default.jpg",
+    "%C2%B2,0,10,10/max/0/default.jpg",  # ², which str.isdigit() calls a digit
+    "full/%C2%B2,/0/default.jpg",
+    "full/%D9%A1%D9%A0,/0/default.jpg",  # Arabic-Indic 10, which \\d matches
+    "full/max/%C2%B2/default.jpg",
+    "pct:%D9%A1,0,10,10/max/0/default.jpg",
+    "0,0,10,10%0A/max/0/default.jpg",  # a trailing newline
+    "full/0,/0/default.jpg",  # zero width
+    "full/,0/0/default.jpg",
+    "full/!0,0/0/default.jpg",
+    "full/pct:0/0/default.jpg",
+    "full/max/0/d%C3%A9fault.jpg",
+])
+def test_malformed_iiif_parameters_are_a_400_in_one_line(serve, parameters):
+    server = serve()
+    status, _, body = request(server, "/iiif/3/img/" + parameters)
+    assert status == 400, body[:200]
+    text = body.decode()
+    assert len(text.splitlines()) == 1 and "Traceback" not in text and len(text) < 300, text
+
+
+@pytest.mark.parametrize("target, status", [
+    ("*", 400),
+    ("http://[broken/iiif/3/img/info.json", 400),
+    ("/openseadragon/%00", 404),
+    ("/openseadragon/" + "a" * 5000, 404),
+])
+def test_odd_request_targets_are_answered_not_failed(serve, tmp_path, target, status):
+    server = serve(openseadragon=str(tmp_path))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        # by hand: http.client refuses to send some of these
+        connection.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        body = response.read()
+    assert response.status == status, body
+    assert len(body.decode().splitlines()) == 1
+
+
+def _half_sent(server: ViewerServer) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    connection.sendall(b"GET /iiif/3/img/info.json HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: never ends
+    return connection
+
+
+def _handler_threads(baseline: set[threading.Thread]) -> int:
+    return len(set(threading.enumerate()) - baseline)
+
+
+def test_connections_are_capped_and_half_sent_ones_time_out(serve):
+    server = serve(max_connections=3, read_timeout=2.0)
+    baseline = set(threading.enumerate())
+    held = [_half_sent(server) for _ in range(3)]
+    deadline = time.monotonic() + 5
+    while _handler_threads(baseline) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    opened = time.monotonic()
+    refused = [_half_sent(server) for _ in range(20)]
+    for connection in refused:  # answered at once, without a thread of their own
+        answer = connection.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: 1\r\n" in answer, answer
+        connection.close()
+    status, headers, _ = request(server, "/iiif/3/img/info.json")  # a whole request too, never a hang
+    assert status == 503 and dict(headers)["Retry-After"] == "1"
+    assert time.monotonic() - opened < 2.0  # all before the held ones time out
+    assert _handler_threads(baseline) <= 3
+    for connection in held:  # closed by the server once they sent nothing for read_timeout
+        assert connection.recv(4096) == b""
+        connection.close()
+    assert time.monotonic() - opened < 6
+    status, _, body = request(server, "/iiif/3/img/info.json")  # the slots are free again
+    assert status == 200 and json.loads(body)["width"] == 400

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from famos.bundle import MANIFEST, Bundle, load_bundle
-from famos.errors import BackendUnavailable, Cancelled, InvalidField, UserError
+from famos.errors import BackendUnavailable, Cancelled, InvalidField, UserError, quoted
 from famos.pipeline import ProgressCallback, pipelined_strips
 from famos.runners import RunnerOptions, open_runner
 from famos.tiles import EncodedStrip, TileCodec, TileFormat, encode_strip
@@ -56,6 +56,8 @@ class ClusterOptions:
     def __post_init__(self) -> None:
         if not self.address:
             raise InvalidField("ray", "the address is empty: use auto or HOST:PORT")
+        if self.address != AUTO:
+            head_address(self.address)
         if self.workers < 0:
             raise InvalidField("ray-workers", f"{self.workers}: must be 0 (one per GPU or CPU slot) or more")
         if self.cpus_per_worker < 1:
@@ -87,12 +89,35 @@ def _ray():
     return ray
 
 
+# How long a head that does not answer may take: Ray itself waits minutes for its GCS.
+_REACH_SECONDS = 5.0
+
+
+def head_address(address: str) -> tuple[str, int]:
+    """(host, port) of a head's ``HOST:PORT`` (or ``ray://HOST:PORT``); InvalidField otherwise."""
+    import re
+
+    found = re.fullmatch(r"(?:ray://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})", address)
+    if not found or not 1 <= int(found[2]) <= 65535:
+        raise InvalidField("ray", f"{quoted(address)}: use auto or the head's HOST:PORT (e.g. 10.0.0.5:6379)")
+    return found[1].strip("[]"), int(found[2])
+
+
 def connect(address: str) -> None:
     """Join the cluster at ``address`` (``auto``: the local one, started if there is none). A
-    process already connected stays on its cluster."""
+    process already connected stays on its cluster. A head that does not answer is named within
+    seconds, before Ray waits for it."""
     ray = _ray()
     if ray.is_initialized():
         return
+    if address != AUTO:
+        import socket
+
+        host, port = head_address(address)
+        try:
+            socket.create_connection((host, port), timeout=_REACH_SECONDS).close()
+        except OSError as err:
+            raise UserError(f"--ray {address}: no Ray head answers there ({err.strerror or err})") from None
     try:
         ray.init(address=None if address == AUTO else address, logging_level="WARNING", log_to_driver=False)
     except ConnectionError as err:

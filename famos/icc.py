@@ -120,19 +120,29 @@ class OutputTransform:
         )
 
 
+# Printer profiles with large LUTs run to a few MB; past this a file is not a profile (or is /dev/zero).
+MAX_PROFILE_BYTES = 64 * 2**20
+
+
 def profile_bytes(path: str) -> bytes:
     """An output profile file's bytes, read once per version of the file (its size and mtime): the
-    options' check, the sample count and the writer's transform all ask for it in one render."""
+    options' check, the sample count and the writer's transform all ask for it in one render.
+    Only a regular file of at most ``MAX_PROFILE_BYTES`` is read (ValueError otherwise)."""
     import os
+    import stat as kinds
 
     stat = os.stat(path)
+    if not kinds.S_ISREG(stat.st_mode):
+        raise ValueError(f"{path}: not a regular file, so not an ICC profile")
+    if stat.st_size > MAX_PROFILE_BYTES:
+        raise ValueError(f"{path}: {stat.st_size / 2**20:,.0f} MB, over the {MAX_PROFILE_BYTES >> 20} MB an ICC profile may have")
     return _read_profile(path, stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
 def _read_profile(path: str, size: int, mtime_ns: int) -> bytes:
     with open(path, "rb") as fh:
-        return fh.read()
+        return fh.read(MAX_PROFILE_BYTES)  # bounded even if the file grew since its stat
 
 
 def check_output_profile(data: bytes, *, name: str) -> None:

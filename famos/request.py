@@ -60,6 +60,11 @@ class RenderRequest:
     tiff: TiffOptions = TiffOptions()
 
     def __post_init__(self) -> None:
+        # checked here, where every door builds a request: a 65-bit seed never reaches a protobuf field
+        if not -(2**63) <= self.seed < 2**63:
+            raise InvalidField("seed", f"{self.seed}: must fit in 64 bits (what the noise and the API carry)")
+        if self.chunk < 0:
+            raise InvalidField("chunk", f"{self.chunk}: must be 0 (the default) or a side in pixels")
         given = [name for name in ("size", "scale", "print_size") if getattr(self, name) is not None]
         if len(given) > 1:
             raise InvalidField(given[1], f"give one output size: {' or '.join(given)}, not both")

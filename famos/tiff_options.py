@@ -164,10 +164,9 @@ class TiffOptions:
 
             try:
                 data = profile_bytes(self.output_profile)
+                check_output_profile(data, name=self.output_profile)
             except OSError as err:
                 raise TiffOptionError("output-profile", f"{self.output_profile}: {err.strerror}") from None
-            try:
-                check_output_profile(data, name=self.output_profile)
             except ValueError as err:
                 raise TiffOptionError("output-profile", str(err)) from None
             if data[16:20] == b"CMYK" and self.compression is Compression.JPEG:

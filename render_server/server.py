@@ -73,6 +73,8 @@ class ServerConfig:
             raise UserError(f"--http {self.http_port}: must be 0 to 65535 (0: any free port)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UserError("--tls-cert and --tls-key go together")
+        if not (math.isfinite(self.grace_seconds) and self.grace_seconds >= 0):
+            raise UserError(f"--grace {self.grace_seconds}: must be a number of seconds, 0 or more")
         if not (math.isfinite(self.stream_idle_timeout) and self.stream_idle_timeout > 0):
             raise UserError(f"--stream-idle-timeout {self.stream_idle_timeout}: must be a positive number of seconds")
         for name in ("workers", "job_workers", "max_jobs", "max_pixels", "max_content_pixels", "max_chunk", "max_other_calls"):

@@ -121,7 +121,10 @@ def read_rows(path: pathlib.Path) -> tuple[list[Row], list[FieldError]]:
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: cannot read the jobs file ({err})") from None
     if suffix == ".csv":
-        return _csv_rows(text)
+        try:
+            return _csv_rows(text)
+        except csv.Error as err:  # e.g. a field over the csv module's 131,072 characters
+            raise UserError(f"{path}: not a readable CSV jobs file ({err})") from None
     return _record_rows(_records(path, text, suffix=suffix))
 
 
@@ -149,11 +152,15 @@ def _records(path: pathlib.Path, text: str, *, suffix: str) -> list[dict]:
             records = tomllib.loads(text).get("job", [])
         except tomllib.TOMLDecodeError as err:
             raise UserError(f"{path}: not valid TOML ({err})") from None
+        except RecursionError:
+            raise UserError(f"{path}: nested too deeply to be a jobs file") from None
     elif suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise UserError(f"{path}: nested too deeply to be a jobs file") from None
         records = data.get("jobs", []) if isinstance(data, dict) else data
     else:
         raise UserError(f"{path}: jobs file must be .csv, .toml or .json")

@@ -37,7 +37,7 @@ class Ledger:
                 if data.get("format") != LEDGER_FORMAT:
                     raise ValueError(f"format {data.get('format')!r}")
                 self.entries = {k: LedgerEntry(**v) for k, v in data["outputs"].items()}
-            except (ValueError, KeyError, TypeError) as err:
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
                 # a manifest we cannot trust only costs re-rendering; it never blocks the batch
                 log(f"ignoring unreadable {path} ({err}): every output is re-rendered")
 

@@ -72,13 +72,21 @@ def _report_record(result: JobResult) -> dict[str, Any]:
     return record
 
 
+def _inert(value):
+    """A cell a spreadsheet shows as text: names and error messages come from the jobs file, and a
+    leading = + - @ (or tab, CR) would make Excel or LibreOffice run it as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def write_reports(report: BatchReport, out: pathlib.Path) -> None:
     """``batch-report.csv`` (one row per job) and ``batch-report.json`` (jobs and totals)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_REPORT_COLUMNS)
     writer.writeheader()
     for result in report.results:
-        writer.writerow(_report_record(result))
+        writer.writerow({k: _inert(v) for k, v in _report_record(result).items()})
     write_atomically(out / f"{REPORT_NAME}.csv", buffer.getvalue().encode())
     summary = {
         "ok": report.ok,

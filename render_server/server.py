@@ -64,6 +64,7 @@ class ServerConfig:
     cluster: ClusterOptions | None = None  # render on a Ray cluster's workers instead of in this process
     http_port: int | None = None  # the viewer (IIIF + deep-zoom page) over the jobs; 0: any free port
     openseadragon: str = ""  # where the viewer page loads OpenSeadragon from
+    public_url: str = ""  # where IIIF clients reach the viewer (behind a proxy, on 0.0.0.0); default http://host:port/
     grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -181,6 +182,7 @@ class RenderServer:
             try:
                 self.viewer = ViewerServer(self.job_images, ViewerConfig(
                     host=config.host, port=config.http_port, token=config.token, openseadragon=config.openseadragon,
+                    public_url=config.public_url,
                 ))
             except OSError as err:
                 raise UserError(f"--http {config.http_port}: cannot listen on {config.host} ({err.strerror})") from None
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", type=int, metavar="PORT",
                         help="also serve the viewer: IIIF Image API and a deep-zoom page over the jobs (0: any free port)")
     parser.add_argument("--openseadragon", help="folder or URL with openseadragon.min.js for the viewer page")
+    parser.add_argument("--public-url", default=ServerConfig.public_url,
+                        help="the viewer's address as IIIF clients reach it (info.json ids), e.g. behind a proxy")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -262,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         max_other_calls=args.max_other_calls, stream_idle_timeout=args.stream_idle_timeout,
         runner=runner_options(args), cluster=cluster_options(args), grace_seconds=args.grace,
         http_port=args.http, openseadragon=viewer_openseadragon(args.openseadragon) if args.http is not None else "",
+        public_url=args.public_url,
     )
     server = RenderServer(config)
     stop = threading.Event()

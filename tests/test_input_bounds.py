@@ -41,7 +41,7 @@ def test_seeds_past_64_bits_are_one_line_at_every_door(models, tmp_path, capsys)
 def test_ray_addresses_are_checked_and_an_absent_head_is_named_quickly(models, tmp_path, capsys):
     pytest.importorskip("ray")
     render = ["render", str(models / SERVER_MODEL), "--out", str(tmp_path / "o.tif"), "--quiet"]
-    one_line(capsys, main([*render, "--ray", "http:/x::"]), "--ray" if False else "ray", "HOST:PORT")
+    one_line(capsys, main([*render, "--ray", "http:/x::"]), "ray:", "HOST:PORT")
     start = time.monotonic()
     one_line(capsys, main([*render, "--ray", "127.0.0.1:1"]), "no Ray head answers")
     assert time.monotonic() - start < 30  # it once waited for Ray's own GCS timeout, minutes
@@ -79,3 +79,16 @@ def test_the_batch_report_never_holds_a_formula(models, tmp_path):
     main(["batch", str(jobs), "--out", str(out), "--bundles", str(models), "--quiet"])
     report = (out / "batch-report.csv").read_text()
     assert "\n=" not in report and ",=" not in report and "'=cmd.tif" in report
+
+
+def test_famos_serve_names_its_viewer_by_the_public_url(models, tmp_path):
+    """Behind a proxy (or bound to 0.0.0.0) IIIF ids carry the address clients use, never a Host header."""
+    from render_server.server import RenderServer, ServerConfig
+
+    server = RenderServer(ServerConfig(models=models, output=tmp_path, port=0, http_port=0,
+                                       public_url="https://prints.example/viewer/"))
+    server.start()
+    try:
+        assert server.viewer.url == "https://prints.example/viewer/"
+    finally:
+        server.stop(0)

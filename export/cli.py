@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument("--preview-seed", type=int, default=0, help="noise seed of the preview")
     args = parser.parse_args(argv)
+    if not 0 <= args.preview_seed < 2**63:  # the noise hash and the manifest carry 64 bits
+        from famos.errors import InvalidField
+
+        raise InvalidField("preview-seed", f"{args.preview_seed}: must be 0 to 2^63 - 1")
 
     from export.graph import OnnxExporter
     from export.writer import ExportOptions, export_bundle

@@ -161,6 +161,17 @@ class OnnxRunner:
         return binding.copy_outputs_to_cpu()[0]
 
 
+def check_available(options: RunnerOptions) -> None:
+    """BackendUnavailable now when this machine cannot run ``options``: a server checks at start
+    rather than accepting calls and failing each one."""
+    if options.backend is Backend.ONNX:
+        onnx_providers(options, cache_dir=pathlib.Path(tempfile.gettempdir()))
+    else:
+        from famos.torch_runners import torch_device
+
+        torch_device(options.device_settings())
+
+
 def onnx_providers(options: RunnerOptions, *, cache_dir: pathlib.Path) -> list[Any]:
     """Execution providers for a device, best first, with the CPU as the fallback for any node
     the accelerator's provider does not take."""

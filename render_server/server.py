@@ -111,6 +111,10 @@ class RenderServer:
         if not config.output.is_dir():
             raise UserError(f"--output {config.output}: no such folder")
         self.config = config
+        if config.cluster is None:  # a cluster's workers check their own device
+            from famos.runners import check_available
+
+            check_available(config.runner)
         limits = ServerLimits(
             AdmissionLimits(max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels,
                             max_chunk=config.max_chunk),

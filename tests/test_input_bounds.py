@@ -92,3 +92,19 @@ def test_famos_serve_names_its_viewer_by_the_public_url(models, tmp_path):
         assert server.viewer.url == "https://prints.example/viewer/"
     finally:
         server.stop(0)
+
+
+def test_a_server_for_a_device_this_machine_lacks_does_not_start(models, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for backend in ("onnx", "torch"):
+        code = main(["serve", "--models", str(models), "--output", str(tmp_path), "--port", "0",
+                     "--device", "cuda", "--backend", backend])
+        one_line(capsys, code, "device 'cuda'")
+
+
+def test_export_refuses_a_preview_seed_past_64_bits(tmp_path, capsys):
+    one_line(capsys, main(["export", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "b"),
+                           "--preview-seed", str(2**70)]), "preview-seed")

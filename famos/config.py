@@ -8,7 +8,39 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from typing import Any
+
+# Architecture bounds. They are generous for real use (the paper trains depth 4-5, kernel 5, width
+# 80, tens of templates) and exist so that a typo is one error line instead of a process the kernel
+# kills for memory, or a run that never starts: a 999 kernel or 50 levels of doubling widths asks
+# for terabytes of weights, and every template is gathered per pixel and per step.
+MAX_DEPTH = 8
+MAX_KERNEL = 15
+MAX_WIDTH = 1024
+MAX_TEMPLATES = 256
+MAX_RES_BLOCKS = 16
+MAX_NOISE_CHANNELS = 64  # per kind of noise
+# The largest convolution (kernel^2 x widest level^2 weights): 2^28 is 1 GiB of float32 before
+# gradients and Adam's two moments; the paper's widest (kernel 5, 1280 channels) is about a sixth of it.
+MAX_CONV_WEIGHTS = 2**28
+# Seeds go to torch.Generator.manual_seed and numpy's default_rng, which both take 64-bit unsigned.
+MAX_SEED = 2**64 - 1
+
+
+def _require(ok: bool, field: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ValueError(f"{field} = {value!r} {why}")
+
+
+def oversized_convolution(*, kernel: int, channels: int) -> str | None:
+    """Why a level of ``channels`` channels (in and out) with ``kernel`` kernels is over
+    MAX_CONV_WEIGHTS, or None; shared by the generator and training's discriminator."""
+    weights = kernel**2 * channels**2
+    if weights <= MAX_CONV_WEIGHTS:
+        return None
+    return (f"makes a {channels}-channel level with {kernel}x{kernel} kernels: {weights:,} weights in one "
+            f"convolution, over the limit of {MAX_CONV_WEIGHTS:,}; lower the width, depth or kernel")
 
 
 class Fold(enum.Enum):
@@ -46,6 +78,11 @@ class NoiseConfig:
     n_periodic: int = 0  # sin of a seeded plane wave over cell coordinates
     placement: NoisePlacement = NoisePlacement.BOTTLENECK
 
+    def __post_init__(self) -> None:
+        for name in ("n_global", "n_local", "n_periodic"):
+            value = getattr(self, name)
+            _require(0 <= value <= MAX_NOISE_CHANNELS, name, value, f"must be from 0 to {MAX_NOISE_CHANNELS}")
+
     @property
     def channels(self) -> int:
         return self.n_global + self.n_local + self.n_periodic
@@ -67,11 +104,24 @@ class GeneratorConfig:
     blend: BlendMode = BlendMode.BLEND
 
     def __post_init__(self) -> None:
-        _require(self.depth >= 1, "depth", self.depth, "must be >= 1")
-        _require(self.width >= 1, "width", self.width, "must be >= 1")
-        _require(self.kernel >= 1 and self.kernel % 2 == 1, "kernel", self.kernel, "must be odd")
-        _require(self.n_templates >= 0, "n_templates", self.n_templates, "must be >= 0")
-        _require(self.n_res_blocks >= 0, "n_res_blocks", self.n_res_blocks, "must be >= 0")
+        _require(1 <= self.depth <= MAX_DEPTH, "depth", self.depth, f"must be from 1 to {MAX_DEPTH}")
+        _require(1 <= self.width <= MAX_WIDTH, "width", self.width, f"must be from 1 to {MAX_WIDTH}")
+        _require(
+            1 <= self.kernel <= MAX_KERNEL and self.kernel % 2 == 1, "kernel", self.kernel,
+            f"must be odd, from 1 to {MAX_KERNEL}",
+        )
+        _require(self.bottleneck_width is None or self.bottleneck_width >= 1, "bottleneck_width",
+                 self.bottleneck_width, "must be >= 1")
+        _require(0 <= self.n_templates <= MAX_TEMPLATES, "n_templates", self.n_templates,
+                 f"must be from 0 to {MAX_TEMPLATES}")
+        _require(0 <= self.n_res_blocks <= MAX_RES_BLOCKS, "n_res_blocks", self.n_res_blocks,
+                 f"must be from 0 to {MAX_RES_BLOCKS}")
+        # The widest level bounds the width, the depth and the bottleneck width together.
+        widest = max(self.level_width(level) for level in range(1, self.depth + 1))
+        oversized = oversized_convolution(kernel=self.kernel, channels=widest)
+        if widest == self.bottleneck_width:
+            _require(oversized is None, "bottleneck_width", self.bottleneck_width, str(oversized))
+        _require(oversized is None, "width", self.width, str(oversized))
         if self.n_templates == 0 and self.blend is not BlendMode.PAINT:
             raise ValueError("n_templates = 0 (parametric U-Net) needs blend mode 'paint'")
 
@@ -99,7 +149,9 @@ class CanvasConfig:
     def __post_init__(self) -> None:
         _require(self.height >= 1, "canvas height", self.height, "must be positive")
         _require(self.width >= 1, "canvas width", self.width, "must be positive")
-        _require(self.style_scale > 0, "style_scale", self.style_scale, "must be positive")
+        _require(math.isfinite(self.style_scale) and self.style_scale > 0, "style_scale", self.style_scale,
+                 "must be a finite positive number")
+        _require(0 <= self.template_seed <= MAX_SEED, "template_seed", self.template_seed, "must be from 0 to 2**64 - 1")
 
     def aligned(self, alignment: int) -> tuple[int, int]:
         """Canvas size rounded up to the alignment: what the generator actually computes."""
@@ -136,11 +188,6 @@ def align_up(value: int, alignment: int) -> int:
 
 def align_down(value: int, alignment: int) -> int:
     return (value // alignment) * alignment
-
-
-def _require(ok: bool, field: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ValueError(f"{field} = {value!r} {why}")
 
 
 def to_dict(config: Any, *, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:

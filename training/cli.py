@@ -227,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     contents = [load_rgb(p) for p in options["content"]]
     styles = [load_rgb(p) for p in options["style"]]
     generator_config, canvas, config = configs(options, given=given, content_size=(contents[0].shape[1], contents[0].shape[0]))
+    for path, style in zip(options["style"], styles):
+        _check_style_size(path, style.shape[:2], style_scale=canvas.style_scale)
     device = _device(options["device"])
     if config.precision.value == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
@@ -299,11 +301,8 @@ def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int
         noise = _config(NoiseConfig, options)
         generator = _config(GeneratorConfig, options, n_templates=templates, blend=MODES[mode], noise=noise)
         canvas = _config(CanvasConfig, options, height=height, width=width)
-        noise_counts = (options["noise_global"], options["noise_local"], options["noise_periodic"], options["res_blocks"])
-        if min(noise_counts) < 0:
-            raise ValueError("noise channels and residual blocks must be >= 0")
     except ValueError as err:
-        raise UserError(str(err)) from None
+        raise UserError(_as_option(str(err))) from None
     if options["patch"] % generator.alignment:
         raise UserError(f"--patch {options['patch']} must be a multiple of the alignment 2^depth = {generator.alignment}")
     _check_numbers(options)
@@ -319,15 +318,42 @@ def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int
         TrainConfig, options, discriminator=_config(DiscriminatorConfig, options),
         losses=_config(LossConfig, options, vgg_weights=vgg_weights), regularizers=_config(RegularizerConfig, options),
     )
-    if config.discriminator.depth < 1 or config.discriminator.width < 1:
-        raise UserError("--d-depth and --d-width must be positive")
     return generator, canvas, config
+
+
+def _as_option(message: str) -> str:
+    """A famos.config message ("n_templates = 300 must be ...") in the words of the command line
+    ("--templates 300 must be ..."): the dataclasses validate for every door and name their fields."""
+    for dest, (config, name) in FIELDS.items():
+        if config in (GeneratorConfig, NoiseConfig, CanvasConfig) and message.startswith(f"{name} = "):
+            return f"--{dest.replace('_', '-')} " + message[len(name) + 3 :]
+    return message
 
 
 def _config(config: type, options: dict[str, Any], **fields: Any) -> Any:
     """``config`` from the options FIELDS maps to its fields (Enums from their values), ``fields`` over them."""
     mapped = {name: options[dest] for dest, (owner, name) in FIELDS.items() if owner is config}
     return from_dict(config, {**mapped, **fields})
+
+
+# The style images at canvas scale (style_at_canvas_scale) are the style distance's references: an
+# image scaled to fewer pixels than its patches has no patch, and a tiny --style-scale of a photo
+# would allocate gigapixels for them.
+MAX_SCALED_STYLE_PIXELS = 2**26
+
+
+def _check_style_size(path: pathlib.Path, size: tuple[int, int], *, style_scale: float) -> None:
+    from training.metrics import STYLE_PATCH
+
+    height, width = size
+    scaled = (round(height / style_scale), round(width / style_scale))
+    at_scale = f"at --style-scale {style_scale:g}"
+    if min(scaled) < STYLE_PATCH:
+        raise UserError(f"{path}: {width}x{height} px {at_scale} covers {scaled[1]}x{scaled[0]} canvas px; "
+                        f"style images must cover at least {STYLE_PATCH}x{STYLE_PATCH}")
+    if scaled[0] * scaled[1] > MAX_SCALED_STYLE_PIXELS:
+        raise UserError(f"{path}: {width}x{height} px {at_scale} covers {scaled[1]}x{scaled[0]} canvas px, over the "
+                        f"limit of {MAX_SCALED_STYLE_PIXELS / 1e6:,.0f} MP; raise --style-scale or downscale the image")
 
 
 def _canvas_size(options: dict[str, Any], *, content_size: tuple[int, int]) -> tuple[int, int]:

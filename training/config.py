@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from famos.config import Precision
+from famos.config import MAX_DEPTH, MAX_KERNEL, MAX_SEED, MAX_WIDTH, Precision, oversized_convolution
 from famos.errors import UserError
 
 
@@ -48,6 +48,19 @@ class DiscriminatorConfig:
     depth: int = 5  # stride-2 convolutions; receptive field grows with it
     width: int = 64  # channels of the first layer, doubling per layer
     kernel: int = 5
+
+    def __post_init__(self) -> None:
+        # The generator's bounds, for the same reason (famos.config); how deep D may go for a given
+        # patch is TrainConfig's check.
+        if not 1 <= self.depth <= MAX_DEPTH:
+            raise UserError(f"--d-depth {self.depth} must be from 1 to {MAX_DEPTH}")
+        if not 1 <= self.width <= MAX_WIDTH:
+            raise UserError(f"--d-width {self.width} must be from 1 to {MAX_WIDTH}")
+        if not (1 <= self.kernel <= MAX_KERNEL and self.kernel % 2 == 1):
+            raise UserError(f"--d-kernel {self.kernel} must be odd, from 1 to {MAX_KERNEL}")
+        oversized = oversized_convolution(kernel=self.kernel, channels=self.width * 2 ** (self.depth - 1))
+        if oversized:
+            raise UserError(f"--d-width {self.width} {oversized}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +108,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "patch", "batch", "checkpoint_every", "preview_every", "preview_max_side"):
             if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} = {getattr(self, name)} must be positive")
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be positive")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"--seed {self.seed} must be from 0 to 2**64 - 1")
+        # Past this, D's stride-2 layers only convolve padding: the patch ends before its depth does.
+        if 2**self.discriminator.depth > self.patch:
+            raise UserError(f"--d-depth {self.discriminator.depth} needs a --patch of at least 2^d-depth = "
+                            f"{2**self.discriminator.depth} px; the patch is {self.patch}")
         if self.losses.d_steps < 1:
-            raise UserError(f"d-steps = {self.losses.d_steps} must be positive")
+            raise UserError(f"--d-steps {self.losses.d_steps} must be positive")
         if self.regularizers.entropy_ramp_steps < 1:
-            raise UserError("entropy-ramp-steps must be positive")
+            raise UserError(f"--entropy-ramp-steps {self.regularizers.entropy_ramp_steps} must be positive")

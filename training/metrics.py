@@ -26,6 +26,7 @@ from famos.chunk_loop import WindowInputs, plan_for, render_strips
 from training.losses import blur, gaussian_kernel, grey
 
 CONTENT_BLUR_SIGMA = 3.0
+STYLE_PATCH = 7  # side of the style distance's patches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ def content_error(image: np.ndarray, content: np.ndarray) -> float:
 
 
 def sliced_wasserstein(
-    image: np.ndarray, references: list[np.ndarray], *, patch: int = 7, n_patches: int = 4096,
+    image: np.ndarray, references: list[np.ndarray], *, patch: int = STYLE_PATCH, n_patches: int = 4096,
     n_projections: int = 128, seed: int = 0,
 ) -> float:
     """SWD between random patch x patch windows of ``image`` and of ``references`` (uint8 RGB)."""

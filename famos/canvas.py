@@ -59,11 +59,9 @@ def encoded_image(path: str | pathlib.Path) -> bytes:
     return buffer.getvalue()
 
 
-def decode_rgb(data: bytes, *, name: str, max_pixels: int | None = None) -> np.ndarray:
-    """PNG or JPEG bytes as uint8 RGB (H, W, 3), decoded as ``load_rgb`` decodes a file, so that a
-    streamed render equals a local one. ``max_pixels`` is checked on the header, before the pixels
-    are decoded (decompression bombs); ``name`` (a file, a request field) starts every message.
-    Pillow only; never pickle."""
+def image_size(data: bytes, *, name: str, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of PNG or JPEG bytes from their header, nothing decoded: what admitting a
+    request needs before it may spend the memory. Refused as ``decode_rgb`` would refuse it."""
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -71,12 +69,29 @@ def decode_rgb(data: bytes, *, name: str, max_pixels: int | None = None) -> np.n
     try:
         with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
             width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise OverLimit(f"{name}: {width}x{height} pixels, too large to load: over the limit of {max_pixels}")
-            return image_to_rgb(image)
     except Image.DecompressionBombError:
         raise OverLimit(f"{name}: too large to load: over the limit of {max_pixels or 2 * Image.MAX_IMAGE_PIXELS} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name}: not a readable PNG or JPEG image ({err})") from None
+    if max_pixels is not None and width * height > max_pixels:
+        raise OverLimit(f"{name}: {width}x{height} pixels, too large to load: over the limit of {max_pixels}")
+    return width, height
+
+
+def decode_rgb(data: bytes, *, name: str, max_pixels: int | None = None) -> np.ndarray:
+    """PNG or JPEG bytes as uint8 RGB (H, W, 3), decoded as ``load_rgb`` decodes a file, so that a
+    streamed render equals a local one. ``max_pixels`` is checked on the header first
+    (``image_size``: decompression bombs); ``name`` (a file, a request field) starts every message.
+    Pillow only; never pickle."""
+    import io
+
+    from PIL import Image
+
+    image_size(data, name=name, max_pixels=max_pixels)
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
+            return image_to_rgb(image)
+    except (OSError, SyntaxError, ValueError) as err:  # a body that fails after a readable header
         raise ImageError(f"{name}: not a readable PNG or JPEG image ({err})") from None
 
 
@@ -94,8 +109,13 @@ def image_to_rgb(image) -> np.ndarray:
 
 
 def to_unit_range(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> float32 (H, W, 3) in [-1, 1], the generator's value range."""
-    return image.astype(np.float32) / 127.5 - 1.0
+    """uint8 (H, W, 3) -> float32 (H, W, 3) in [-1, 1], the generator's value range. In place
+    after the one conversion: a gigapixel-class content image costs one float copy, not three
+    (the same float32 operations, so the same values)."""
+    unit = image.astype(np.float32)
+    unit /= 127.5
+    unit -= 1.0
+    return unit
 
 
 # [-1, 1] onto the integers of 8 or 16 bits: (scale, top), value -> clip(rint((v + 1) * scale), 0, top).

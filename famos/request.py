@@ -20,9 +20,10 @@ import dataclasses
 import os
 import pathlib
 import shutil
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from famos.canvas import decode_rgb
+from famos.canvas import decode_rgb, image_size
 from famos.config import from_dict, to_dict
 from famos.chunk_loop import RenderSettings, RenderTask
 from famos.errors import InvalidField, OverLimit
@@ -141,6 +142,7 @@ class Estimate:
     height: int
     chunks: int
     tiff_bytes: int  # the expected file, with its compression
+    memory_bytes: int = 0  # host memory while it renders (``render_memory``): what a budget reserves
 
     @property
     def pixels(self) -> int:
@@ -167,6 +169,29 @@ class ResolvedRender:
     trained: Resolution | None  # the model's trained print resolution (streams send it to clients)
 
 
+# Host bytes per window pixel and U-Net channel: float32 activations of the levels alive at once,
+# the decoder's concatenated skips and the runtime's arena (measured peak RSS of onnxruntime
+# windows, widths 8-32, depths 3-4: 17-23), rounded up; plus the inputs and output per pixel.
+WINDOW_BYTES_PER_PIXEL_CHANNEL = 24
+WINDOW_BYTES_PER_PIXEL = 64
+# A decoded content image passes through Pillow's RGB conversion and its uint8 copy, then is held
+# as float32 in [-1, 1]: 3 + 3 + 12 bytes per pixel at the peak.
+CONTENT_BYTES_PER_PIXEL = 18
+
+
+def render_memory(renderer: Renderer, settings: RenderSettings, *, content_pixels: int) -> int:
+    """The host memory a render holds at its peak, estimated before anything is allocated: one
+    window on the runner (the largest, chunk plus halo), the queued inputs and strips of the
+    pipeline, and the decoded content. A GPU's own memory is the runner's (``default_chunk``)."""
+    halo = renderer.halo
+    window = (settings.chunk + halo.top + halo.bottom) * (settings.chunk + halo.left + halo.right)
+    per_pixel = WINDOW_BYTES_PER_PIXEL_CHANNEL * renderer.spec.generator.width + WINDOW_BYTES_PER_PIXEL
+    region_width = settings.region.width if settings.region else window
+    strips = (settings.queue_chunks + 1) * settings.chunk * region_width * 3 * (settings.bits // 8)
+    inputs = settings.queue_chunks * window * WINDOW_BYTES_PER_PIXEL
+    return window * per_pixel + inputs + strips + content_pixels * CONTENT_BYTES_PER_PIXEL
+
+
 def default_prepare_workers(device: str) -> int:
     """Threads preparing chunk inputs: a GPU renders faster than one thread resamples."""
     return max(2, (os.cpu_count() or 1) // 4) if device.startswith("cuda") else 2
@@ -175,10 +200,12 @@ def default_prepare_workers(device: str) -> int:
 def resolve(
     request: RenderRequest, renderer: Renderer, *, limits: AdmissionLimits = AdmissionLimits(),
     prepare_workers: int | None = None, default_chunk: int | None = None,
+    admit: Callable[[Estimate], None] | None = None,
 ) -> ResolvedRender:
     """``request`` on ``renderer``'s model and device, admitted against ``limits`` before its content
-    is decoded or a chunk is planned. ``default_chunk`` (a server's setting) stands in for a chunk
-    the request does not name; without either, on a GPU the largest chunk whose window fits in half
+    is decoded or a chunk is planned; ``admit`` sees the estimate then too (a server reserves its
+    memory there, or refuses). ``default_chunk`` (a server's setting) stands in for a chunk the
+    request does not name; without either, on a GPU the largest chunk whose window fits in half
     the free device memory, elsewhere ``DEFAULT_CHUNK``."""
     trained = renderer.spec.canvas
     size = output_canvas(request, (trained.height, trained.width))
@@ -201,8 +228,15 @@ def resolve(
             f"region {region.width}x{region.height} = {region.pixels / 1e6:,.1f} MP in {chunks} chunks: over the "
             f"limit of {limits.max_pixels / 1e6:,.0f} MP or {limits.max_chunks} chunks{limits.hint}"
         )
+    content_pixels = 0
+    if request.content:  # its header: the pixels are decoded only once the render is admitted
+        width, height = image_size(request.content, name=request.content_name, max_pixels=limits.max_content_pixels)
+        content_pixels = width * height
+    estimate = Estimate(region.width, region.height, chunks, expected_bytes(region.height, region.width, tiff),
+                        render_memory(renderer, settings, content_pixels=content_pixels))
+    if admit is not None:
+        admit(estimate)
     content = None
     if request.content:
         content = decode_rgb(request.content, name=request.content_name, max_pixels=limits.max_content_pixels)
-    estimate = Estimate(region.width, region.height, chunks, expected_bytes(region.height, region.width, tiff))
     return ResolvedRender(request, renderer.task(settings, content), tiff, estimate, trained_print)

@@ -25,10 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import Cancelled, InvalidField, quoted
 from famos.files import disk_full, file_sha256, is_disk_full
-from famos.request import RenderRequest
+from famos.request import Estimate, RenderRequest
 from famos.tiff_size import needs_bigtiff
 from famos.values import Job, JobState
 from render_server.errors import AlreadyExists, FailedPrecondition, NotFound
+from render_server.budget import MemoryBudget
 from render_server.job_runner import render_job
 from render_server.job_store import DATABASE, JobDatabase, JobSpec
 from render_server.models import ModelStore, checked_name
@@ -54,9 +55,10 @@ class JobManager:
     """Submits, runs, resumes, cancels and reports jobs. ``start`` re-queues what a previous
     server process left unfinished."""
 
-    def __init__(self, config: JobsConfig, *, models: ModelStore):
+    def __init__(self, config: JobsConfig, *, models: ModelStore, budget: MemoryBudget):
         self.config = config
         self.models = models
+        self.budget = budget
         self.output = config.output.resolve()
         self.spool = self.output / SPOOL
         self.db: JobDatabase | None = None
@@ -109,7 +111,8 @@ class JobManager:
             raise InvalidField("output_name", f"{quoted(name)} must end in .tif or .tiff")
         if (self.output / name).exists():
             raise AlreadyExists(f"output_name: {quoted(name)} already exists in the output store")
-        prepared = prepare(self.models, request, self.config.limits)  # validates before queuing
+        # validated before queuing; a job that could never fit the memory budget is refused now
+        prepared = prepare(self.models, request, self.config.limits, admit=self.budget.check_fits)
         plan = prepared.render.task.plan
         # a classic TIFF that cannot hold the result must fail now, not after rendering
         needs_bigtiff(plan.region.height, plan.region.width, options=prepared.render.tiff)
@@ -198,14 +201,16 @@ class JobManager:
             with self._changed:
                 self._changed.wait(_WATCH_POLL_SECONDS)
 
-    def prepared(self, job_id: str) -> tuple[Job, JobSpool, PreparedRender]:
+    def prepared(
+        self, job_id: str, *, admit: Callable[[Estimate], None] | None = None
+    ) -> tuple[Job, JobSpool, PreparedRender]:
         """A job, its spool and its stored request resolved on its model, as the runner renders it
-        (the viewer shows an unfinished job from the same strips)."""
+        (the viewer shows an unfinished job from the same strips); ``admit`` as ``prepare``'s."""
         record = self.get(job_id)
         spool = JobSpool(self.spool, job_id)
         spec = JobSpec.from_json(self.db.spec_text(job_id), content=spool.content_image(),
                                  encode_workers=self.config.encode_workers)
-        prepared = prepare(self.models, spec.request, self.config.limits)
+        prepared = prepare(self.models, spec.request, self.config.limits, admit=admit)
         if prepared.renderer.bundle.sha256 != spec.bundle_sha256:
             raise FailedPrecondition(
                 f"model {spec.request.model!r} was replaced since the job was submitted "
@@ -268,7 +273,6 @@ class JobManager:
         if not self.db.update(job_id, state=JobState.RUNNING, increment=("attempts",), only_if=(JobState.QUEUED,)):
             raise Cancelled("cancelled while queued")
         self._notify()
-        _, spool, prepared = self.prepared(job_id)
 
         def strip_done(k: int, first: bool) -> None:
             if first:
@@ -280,8 +284,10 @@ class JobManager:
             log.info("job %s: strip %d rendered", job_id, k)
             self._notify()
 
-        assembled, size = render_job(prepared, spool, cancel=cancel, encode_workers=self.config.encode_workers,
-                                     on_strip=strip_done)
+        with self.budget.holding(wait=True, cancel=cancel) as memory:  # waits for memory as for a worker
+            _, spool, prepared = self.prepared(job_id, admit=memory.take)
+            assembled, size = render_job(prepared, spool, cancel=cancel, encode_workers=self.config.encode_workers,
+                                         on_strip=strip_done)
         self._publish_result(job_id, assembled, self.output / self.db.get(job_id).output_name, size)
 
     def _publish_result(self, job_id: str, assembled: pathlib.Path, path: pathlib.Path, size: int) -> None:

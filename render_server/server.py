@@ -52,6 +52,7 @@ class ServerConfig:
     max_pixels: int = 2**30  # of one render's region
     max_content_pixels: int = 2**26  # of a decoded content image
     max_chunk: int = DEFAULT_CHUNK  # of a chunk a request names (a window's memory grows with its square)
+    max_memory: int | None = None  # bytes the renders may hold at once (render_server.budget); None: half the machine
     max_message_bytes: int = 64 * 2**20  # of a request (content images travel inside requests)
     max_jobs: int = 64  # unfinished jobs held
     workers: int = 2  # renders running at once (streamed and jobs)
@@ -74,6 +75,8 @@ class ServerConfig:
             raise UserError(f"--http {self.http_port}: must be 0 to 65535 (0: any free port)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UserError("--tls-cert and --tls-key go together")
+        if self.max_memory is not None and self.max_memory < 1 << 20:
+            raise UserError(f"--max-memory {self.max_memory}: must be at least 1M")
         if not (math.isfinite(self.grace_seconds) and self.grace_seconds >= 0):
             raise UserError(f"--grace {self.grace_seconds}: must be a number of seconds, 0 or more")
         if not (math.isfinite(self.stream_idle_timeout) and self.stream_idle_timeout > 0):
@@ -102,6 +105,7 @@ class RenderServer:
         from render_server.jobs import JobManager, JobsConfig
         from render_server.models import ModelStore
         from render_server.service import SERVICE_NAME, RenderService
+        from render_server.budget import MemoryBudget, default_max_memory
         from render_server.slots import RenderSlots
         from famos.request import AdmissionLimits
         from render_server.streaming import ServerLimits
@@ -124,9 +128,10 @@ class RenderServer:
         self.pool = WorkerPool(config.cluster, config.runner) if config.cluster is not None else None
         self.models = ModelStore(config.models, runner=config.runner, cluster=self.pool)
         self.slots = RenderSlots(workers=config.workers, max_waiting=config.max_queue)
+        self.budget = MemoryBudget(config.max_memory or default_max_memory())
         self.jobs = JobManager(
             JobsConfig(output=config.output, max_jobs=config.max_jobs, job_workers=config.job_workers, limits=limits),
-            models=self.models,
+            models=self.models, budget=self.budget,
         )
         self.stalls = StallWatch(config.stream_idle_timeout)
         interceptors = [CallBudget(f"/{SERVICE_NAME}/", limit=config.max_other_calls), ErrorMapping(f"/{SERVICE_NAME}/")]
@@ -155,7 +160,8 @@ class RenderServer:
             ],
         )
         render_pb2_grpc.add_RenderServiceServicer_to_server(
-            RenderService(models=self.models, jobs=self.jobs, slots=self.slots, limits=limits, stalls=self.stalls),
+            RenderService(models=self.models, jobs=self.jobs, slots=self.slots, limits=limits, stalls=self.stalls,
+                          budget=self.budget),
             self.server
         )
         self.health = health.HealthServicer()
@@ -225,6 +231,16 @@ def viewer_openseadragon(given: str | None) -> str:
         return given or ""
 
 
+def memory_size(text: str) -> int:
+    """``8G``, ``512M``, ``65536K`` or bytes -> bytes (argparse's type for --max-memory)."""
+    import re
+
+    found = re.fullmatch(r"\s*(\d{1,15})\s*([KMGT]?)i?B?\s*", text.upper())
+    if not found:
+        raise ValueError(text)  # argparse: "invalid memory_size value"
+    return int(found[1]) * 1024 ** " KMGT".index(found[2] or " ")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="famos serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=pathlib.Path, required=True, help="folder of bundle folders (model name = folder name)")
@@ -238,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pixels", type=int, default=ServerConfig.max_pixels, help="largest region one render may cover")
     parser.add_argument("--max-chunk", type=int, default=ServerConfig.max_chunk,
                         help="largest chunk side a request may ask for (a window's memory grows with its square)")
+    parser.add_argument("--max-memory", type=memory_size, metavar="SIZE",
+                        help="memory the renders may hold at once, e.g. 8G or 512M (default: half of this machine's); "
+                             "a streamed render past it is refused, a job waits")
     parser.add_argument("--max-jobs", type=int, default=ServerConfig.max_jobs, help="unfinished jobs held at once")
     parser.add_argument("--workers", type=int, default=ServerConfig.workers, help="renders running at once")
     parser.add_argument("--max-queue", type=int, default=ServerConfig.max_queue, help="streamed renders waiting for a worker")
@@ -264,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
         models=args.models, output=args.output, host=args.host, port=args.port, token=args.token or None,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_chunk=args.max_chunk,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_chunk=args.max_chunk, max_memory=args.max_memory,
         max_jobs=args.max_jobs,
         workers=args.workers, max_queue=args.max_queue, job_workers=args.job_workers, chunk=args.chunk,
         max_other_calls=args.max_other_calls, stream_idle_timeout=args.stream_idle_timeout,

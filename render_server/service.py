@@ -12,6 +12,7 @@ from famos.errors import InvalidField
 from protos.famos.render.v1 import render_pb2 as pb
 from protos.famos.render.v1 import render_pb2_grpc
 from render_server.convert import job_message, model_message, render_event, render_request
+from render_server.budget import MemoryBudget
 from render_server.jobs import JobManager
 from render_server.models import ModelStore
 from render_server.slots import RenderSlots
@@ -24,8 +25,10 @@ DEFAULT_JOB_LIMIT = 100
 
 
 class RenderService(render_pb2_grpc.RenderServiceServicer):
-    def __init__(self, *, models: ModelStore, jobs: JobManager, slots: RenderSlots, limits: ServerLimits, stalls: StallWatch):
+    def __init__(self, *, models: ModelStore, jobs: JobManager, slots: RenderSlots, limits: ServerLimits,
+                 stalls: StallWatch, budget: MemoryBudget):
         self.models = models
+        self.budget = budget
         self.jobs = jobs
         self.slots = slots
         self.limits = limits
@@ -38,14 +41,16 @@ class RenderService(render_pb2_grpc.RenderServiceServicer):
         return model_message(self.models.info(request.name))
 
     def Render(self, request, context):
-        prepared = prepare(self.models, render_request(request), self.limits)
-        cancel = threading.Event()
-        # fires on cancel, disconnect, deadline and normal completion alike
-        context.add_callback(cancel.set)
-        with self.slots.slot(cancel=cancel):
-            events = stream_render(prepared, cancel=cancel, piece_bytes=self.limits.piece_bytes)
-            for event in self.stalls.guarded(events, context=context, cancel=cancel):
-                yield render_event(event)
+        # the memory is reserved before the content is decoded, and given back however the call ends
+        with self.budget.holding(wait=False) as memory:
+            prepared = prepare(self.models, render_request(request), self.limits, admit=memory.take)
+            cancel = threading.Event()
+            # fires on cancel, disconnect, deadline and normal completion alike
+            context.add_callback(cancel.set)
+            with self.slots.slot(cancel=cancel):
+                events = stream_render(prepared, cancel=cancel, piece_bytes=self.limits.piece_bytes)
+                for event in self.stalls.guarded(events, context=context, cancel=cancel):
+                    yield render_event(event)
 
     def SubmitJob(self, request, context):
         job = self.jobs.submit(render_request(request.render, request.tiff), output_name=request.output_name)

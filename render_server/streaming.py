@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from famos.errors import InvalidField, quoted
 from famos.renderer import Renderer
 from famos.request import AdmissionLimits
-from famos.request import RenderRequest, ResolvedRender, resolve
+from famos.request import Estimate, RenderRequest, ResolvedRender, resolve
 from famos.values import Piece, Progress, Started
 from render_server.errors import FailedPrecondition
 from render_server.models import ModelStore
@@ -36,12 +36,16 @@ class PreparedRender:
     render: ResolvedRender
 
 
-def prepare(models: ModelStore, request: RenderRequest, limits: ServerLimits) -> PreparedRender:
+def prepare(
+    models: ModelStore, request: RenderRequest, limits: ServerLimits, *, admit: Callable[[Estimate], None] | None = None
+) -> PreparedRender:
+    """``request`` resolved on its model; ``admit`` sees its estimate before any content is decoded
+    (the memory budget reserves there)."""
     if not request.model:
         raise InvalidField("model", "is empty")
     renderer = models.renderer(request.model)
     with models.bundle_errors(request.model):  # e.g. a format-1 bundle asked for another size
-        resolved = resolve(request, renderer, limits=limits.admission, default_chunk=limits.default_chunk)
+        resolved = resolve(request, renderer, limits=limits.admission, default_chunk=limits.default_chunk, admit=admit)
     return PreparedRender(renderer, resolved)
 
 

@@ -18,10 +18,11 @@ pixels, the same codec (``famos.tiles.TileCodec``) encodes the tiles.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import pathlib
-import tempfile
+import shutil
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from famos.bundle import MANIFEST, Bundle, load_bundle
 from famos.errors import BackendUnavailable, Cancelled, InvalidField, UserError, quoted
+from famos.files import scratch_folder
 from famos.pipeline import ProgressCallback, pipelined_strips
 from famos.runners import RunnerOptions, open_runner
 from famos.tiles import EncodedStrip, TileCodec, TileFormat, encode_strip
@@ -156,11 +158,15 @@ class StripWorker:
         self._tasks: collections.OrderedDict[str, RenderTask] = collections.OrderedDict()
         self._cancels: collections.OrderedDict[str, threading.Event] = collections.OrderedDict()
         self._codecs: dict[TileFormat, TileCodec] = {}
-        self._folder = pathlib.Path(tempfile.mkdtemp(prefix="famos-worker-"))
+        self._folder = scratch_folder("worker")  # a killed worker's is removed by the next one to start
         self.strips_rendered = self.chunks_rendered = 0
 
     def stats(self) -> WorkerStats:
         return WorkerStats(os.getpid(), self.strips_rendered, self.chunks_rendered)
+
+    def shutdown(self) -> None:
+        """Before the pool kills this actor: the unpacked bundles go with it."""
+        shutil.rmtree(self._folder, ignore_errors=True)
 
     def cancel(self, render_id: str) -> None:
         self._cancel_event(render_id).set()
@@ -274,6 +280,9 @@ class WorkerPool:
 
     def close(self) -> None:
         ray = _ray()
+        cleaned = [w.shutdown.options(concurrency_group="control").remote() for w in self.workers]
+        with contextlib.suppress(Exception):  # a dead or stuck worker is killed all the same
+            ray.wait(cleaned, num_returns=len(cleaned), timeout=10)
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers = []

@@ -66,6 +66,19 @@ def remove_partials(path: pathlib.Path) -> None:
                 partial.unlink(missing_ok=True)
 
 
+def scratch_folder(label: str) -> pathlib.Path:
+    """A private temporary folder ``famos-LABEL-PID-RANDOM`` that names its process; those of
+    processes that are gone (killed before they could clean up) are removed first."""
+    import tempfile
+
+    root = pathlib.Path(tempfile.gettempdir())
+    for left in root.glob(f"famos-{label}-*-*"):
+        pid = left.name[len(f"famos-{label}-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(left, ignore_errors=True)
+    return pathlib.Path(tempfile.mkdtemp(prefix=f"famos-{label}-{os.getpid()}-", dir=root))
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -189,3 +189,28 @@ def test_a_cluster_server_stopped_mid_job_resumes_it_from_the_spool(cluster, mod
     assert done.strips_rendered == done.strips_total == 30  # no spooled strip rendered twice
     render_tiff(Renderer(load_bundle(models / SERVER_MODEL)), tmp_path / "local.tif", settings=settings)
     assert (store / "resumed.tif").read_bytes() == (tmp_path / "local.tif").read_bytes()
+
+
+def test_workers_leave_no_temporary_folder(models, tmp_path):
+    """A closed pool's workers remove the bundles they unpacked; a killed worker's folder is removed
+    by the next process that starts one (its pid is in the name)."""
+    import pathlib
+    import tempfile
+
+    from famos.files import scratch_folder
+    from famos.runners import RunnerOptions
+
+    root = pathlib.Path(tempfile.gettempdir())
+    dead = root / "famos-worker-999999999-leftover"  # no such process
+    dead.mkdir(exist_ok=True)
+    mine = scratch_folder("worker")
+    assert not dead.exists() and mine.name.startswith(f"famos-worker-{os.getpid()}-")
+    mine.rmdir()
+    before = set(root.glob("famos-worker-*"))
+    pool = WorkerPool(ClusterOptions(workers=2), RunnerOptions())
+    try:
+        render_tiff(Renderer(load_bundle(models / SERVER_MODEL), cluster=pool), tmp_path / "r.tif",
+                    settings=RenderSettings(chunk=48))
+    finally:
+        pool.close()
+    assert set(root.glob("famos-worker-*")) <= before

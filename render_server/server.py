@@ -98,7 +98,6 @@ class RenderServer:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
 
-        from protos.famos.render.v1 import render_pb2_grpc
         from render_server.interceptors import BearerToken, CallBudget, ErrorMapping
         from render_server.stalls import StallWatch
         from famos.cluster import WorkerPool
@@ -106,6 +105,7 @@ class RenderServer:
         from render_server.models import ModelStore
         from render_server.service import SERVICE_NAME, RenderService
         from render_server.budget import MemoryBudget, default_max_memory
+        from render_server.handlers import render_service_handler
         from render_server.slots import RenderSlots
         from famos.request import AdmissionLimits
         from render_server.streaming import ServerLimits
@@ -159,11 +159,10 @@ class RenderServer:
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ],
         )
-        render_pb2_grpc.add_RenderServiceServicer_to_server(
+        self.server.add_generic_rpc_handlers((render_service_handler(
             RenderService(models=self.models, jobs=self.jobs, slots=self.slots, limits=limits, stalls=self.stalls,
                           budget=self.budget),
-            self.server
-        )
+        ),))
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._serving = health_pb2.HealthCheckResponse.SERVING

@@ -39,3 +39,20 @@ def test_famos_serve_takes_the_bound(capsys):
 
     assert main(["serve", "--models", ".", "--output", ".", "--max-chunk", "0"]) == 2
     assert "--max-chunk = 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method, streaming", [("Render", True), ("SubmitJob", False), ("GetModel", False)])
+def test_bytes_that_are_no_message_are_invalid_argument_not_internal(server, method, streaming):
+    """grpcio answers INTERNAL when it cannot parse a request; the service parses its own."""
+    channel = grpc.insecure_channel(server)
+    path = f"/famos.render.v1.RenderService/{method}"
+    call = (channel.unary_stream if streaming else channel.unary_unary)(path, request_serializer=None,
+                                                                         response_deserializer=None)
+    for garbage in (b"\xff\xff\xff", b"\x0a\xff\x01", b"\x12\x05abc"):
+        with pytest.raises(grpc.RpcError) as err:
+            result = call(garbage, timeout=10)
+            if streaming:
+                list(result)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (garbage, err.value.details())
+        assert "not a" in err.value.details()
+    channel.close()

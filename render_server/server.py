@@ -171,6 +171,8 @@ class RenderServer:
             self.server,
         )
         address = f"{config.host}:{config.port}"
+        if config.tls_cert is not None:
+            _check_tls_pair(config.tls_cert, config.tls_key)
         try:
             if config.tls_cert is not None:
                 credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
@@ -230,6 +232,19 @@ def viewer_openseadragon(given: str | None) -> str:
         return given or ""
 
 
+def _check_tls_pair(cert: pathlib.Path, key: pathlib.Path) -> None:
+    """A certificate chain and its key, read as OpenSSL will (grpcio would only say it cannot listen)."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except FileNotFoundError as err:
+        raise UserError(f"--tls-cert/--tls-key: {err.filename}: no such file") from None
+    except (ssl.SSLError, OSError) as err:
+        raise UserError(f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate chain and its private key "
+                        f"({getattr(err, 'reason', None) or err})") from None
+
+
 def memory_size(text: str) -> int:
     """``8G``, ``512M``, ``65536K`` or bytes -> bytes (argparse's type for --max-memory)."""
     import re
@@ -282,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = ServerConfig(
         models=args.models, output=args.output, host=args.host, port=args.port, token=args.token or None,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_chunk=args.max_chunk, max_memory=args.max_memory,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, max_pixels=args.max_pixels, max_chunk=args.max_chunk,
+        max_memory=args.max_memory,
         max_jobs=args.max_jobs,
         workers=args.workers, max_queue=args.max_queue, job_workers=args.job_workers, chunk=args.chunk,
         max_other_calls=args.max_other_calls, stream_idle_timeout=args.stream_idle_timeout,

@@ -108,3 +108,12 @@ def test_a_server_for_a_device_this_machine_lacks_does_not_start(models, tmp_pat
 def test_export_refuses_a_preview_seed_past_64_bits(tmp_path, capsys):
     one_line(capsys, main(["export", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "b"),
                            "--preview-seed", str(2**70)]), "preview-seed")
+
+
+def test_a_garbage_tls_pair_is_named_not_a_failure_to_listen(models, tmp_path, capsys):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("garbage\n")
+    key.write_text("garbage\n")
+    code = main(["serve", "--models", str(models), "--output", str(tmp_path), "--port", "0",
+                 "--tls-cert", str(cert), "--tls-key", str(key)])
+    one_line(capsys, code, "not a PEM certificate chain")

@@ -34,7 +34,7 @@ def load_rgb(path: str | pathlib.Path) -> np.ndarray:
         raise ImageError(f"{path}: no such image file") from None
     except Image.DecompressionBombError as err:
         raise ImageError(f"{path}: too large to load ({err})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # ValueError: a text/ICC chunk bomb
         raise ImageError(f"{path}: not a readable image ({err})") from None
 
 

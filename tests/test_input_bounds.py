@@ -117,3 +117,28 @@ def test_a_garbage_tls_pair_is_named_not_a_failure_to_listen(models, tmp_path, c
     code = main(["serve", "--models", str(models), "--output", str(tmp_path), "--port", "0",
                  "--tls-cert", str(cert), "--tls-key", str(key)])
     one_line(capsys, code, "not a PEM certificate chain")
+
+
+@pytest.mark.parametrize("chunk_type, prefix", [(b"iCCP", b"profile\0\0"), (b"zTXt", b"Comment\0\0")])
+def test_png_chunk_bombs_are_one_line_as_content_and_as_style(models, tmp_path, capsys, chunk_type, prefix):
+    """A 200 MB text or profile chunk compressed into 200 KB: Pillow refuses it, famos says so."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    from famos.canvas import ImageError, load_rgb
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    body = prefix + zlib.compress(b"\0" * (200 * 2**20), 9)
+    chunk = struct.pack(">I", len(body)) + chunk_type + body + struct.pack(">I", zlib.crc32(chunk_type + body))
+    at = data.index(b"IDAT") - 4
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(data[:at] + chunk + data[at:])
+    code = main(["render", str(models / SERVER_MODEL), "--out", str(tmp_path / "o.tif"), "--content", str(bomb)])
+    one_line(capsys, code, "bomb.png", "not a readable")
+    with pytest.raises(ImageError, match="bomb.png"):
+        load_rgb(bomb)  # how style images are read

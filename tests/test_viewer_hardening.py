@@ -5,8 +5,10 @@ are 400s (never 500s), and connections are capped and timed out."""
 from __future__ import annotations
 
 import html.parser
+import io
 import http.client
 import json
+import os
 import re
 import shutil
 import socket
@@ -260,3 +262,120 @@ def test_connections_are_capped_and_half_sent_ones_time_out(serve):
     assert time.monotonic() - opened < 6
     status, _, body = request(server, "/iiif/3/img/info.json")  # the slots are free again
     assert status == 200 and json.loads(body)["width"] == 400
+
+
+def _famos_view(argv: list[str], capsys) -> str:
+    """The one error line `famos view` prints for ``argv`` (it must fail with exit code 2)."""
+    from famos.cli import main
+
+    capsys.readouterr()
+    assert main(["view", *argv, "--no-browser", "--openseadragon", "http://127.0.0.1:9/osd"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_a_tiff_bomb_is_refused_in_one_line_before_anything_is_reserved(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    import tifffile
+
+    side, tile = 20000, 1024
+    blank = np.zeros((tile, tile, 3), np.uint8)
+    path = tmp_path / "bomb.tif"
+    tifffile.imwrite(path, (blank for _ in range((-(-side // tile)) ** 2)), shape=(side, side, 3), dtype=np.uint8,
+                     tile=(tile, tile), compression="zstd", photometric="rgb")
+    assert path.stat().st_size < 200_000  # 1.2 GB of pixels declared
+    work = tmp_path / "tmp"
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    line = _famos_view([str(path)], capsys)
+    assert str(path) in line and "20000x20000" in line and "--max-level-ratio" in line, line
+    assert list(work.iterdir()) == []  # no level file reserved, none left behind
+    flat = tmp_path / "flat.tif"  # a small flat image compresses past any ratio, yet is shown
+    write_tiled_tiff(flat, [np.full((1000, 1000, 3), 7, np.uint8)], height=1000, width=1000, options=TiffOptions(tile=64))
+    TiffImage(flat).close()
+
+
+def _resident() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads Linux's /proc")
+def test_levels_are_built_on_disk_in_tile_rows_not_in_memory(tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, (4096, 4096, 3), np.uint8)
+    path = tmp_path / "wide.tif"
+    write_tiled_tiff(path, [pixels], height=4096, width=4096, options=TiffOptions(tile=256))
+    del pixels
+    before = _resident()
+    image = TiffImage(path)
+    try:  # 22 MB of levels: memory-mapped, they would stay resident as long as the image is open
+        assert _resident() - before < 8 << 20
+        assert image.levels[1:4] == [(2048, 2048), (1024, 1024), (512, 512)]
+        assert image.read(4, 0, 0, 256, 256).shape == (256, 256, 3)
+    finally:
+        image.close()
+
+
+def test_a_truncated_tiff_is_one_line_naming_the_file(tmp_path, tiff, capsys):
+    whole = tiff.read_bytes()
+    for keep in (len(whole) // 2, len(whole) - 1, 100):
+        path = tmp_path / f"cut{keep}.tif"
+        path.write_bytes(whole[:keep])
+        line = _famos_view([str(path)], capsys)
+        assert str(path) in line, line
+
+
+def test_a_tile_damaged_while_serving_is_an_answered_error_without_a_traceback(tmp_path, caplog):
+    path = tmp_path / "shrinking.tif"
+    pixels = np.random.default_rng(2).integers(0, 256, (512, 512, 3), np.uint8)
+    write_tiled_tiff(path, [pixels], height=512, width=512, options=TiffOptions(tile=256, pyramid=True))
+    image = TiffImage(path)
+    server = ViewerServer(FileCatalog({"img": image}), ViewerConfig(port=0))
+    server.start()
+    try:
+        os.truncate(path, path.stat().st_size // 2)  # the tail tiles are gone now
+        with open(path, "r+b") as fh:  # and the first one is noise
+            fh.seek(image.pages[0].offsets[0])
+            fh.write(b"\xff" * 64)
+        with caplog.at_level("WARNING", logger="famos.viewer"):
+            for target in ("/iiif/3/img/0,0,256,256/max/0/default.png", "/iiif/3/img/256,256,256,256/max/0/default.png"):
+                status, _, body = request(server, target)
+                assert status == 500 and len(body.decode().splitlines()) == 1 and b"tile" in body, body
+        assert caplog.records and all(r.exc_info is None for r in caplog.records)
+        assert request(server, "/iiif/3/img/info.json")[0] == 200  # the server goes on
+    finally:
+        server.stop()
+        image.close()
+
+
+def test_an_output_over_the_configured_limit_is_refused_before_decoding(tmp_path):
+    from viewer.iiif import OutputLimits
+
+    path = tmp_path / "big.tif"
+    write_tiled_tiff(path, [np.full((1000, 1200, 3), 90, np.uint8)], height=1000, width=1200, options=TiffOptions())
+    image = TiffImage(path)
+    decoded = []
+    original = image.pages[0]._decode
+    image.pages[0]._decode = lambda data, index, **kw: (decoded.append(index), original(data, index, **kw))[1]
+    limits = OutputLimits(max_width=500, max_height=400, max_area=500 * 300)
+    server = ViewerServer(FileCatalog({"img": image}), ViewerConfig(port=0, limits=limits))
+    server.start()
+    try:
+        info = json.loads(request(server, "/iiif/3/img/info.json")[2])
+        assert (info["maxWidth"], info["maxHeight"], info["maxArea"]) == (500, 400, 150000)
+        assert all(s["width"] * s["height"] <= 150000 for s in info["sizes"])
+        for size in ("1200,", "501,", ",401", "^40000,", "pct:100", "!1000,1000", "500,400"):
+            status, _, body = request(server, f"/iiif/3/img/full/{size}/0/default.jpg")
+            assert status == 400 and len(body.splitlines()) == 1 and b"limit" in body, (size, body)
+        assert decoded == []
+        status, _, body = request(server, "/iiif/3/img/full/max/0/default.png")
+        from PIL import Image
+
+        width, height = Image.open(io.BytesIO(body)).size
+        assert status == 200 and width <= 500 and height <= 400 and width * height <= 150000
+    finally:
+        server.stop()
+        image.close()

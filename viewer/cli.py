@@ -3,7 +3,9 @@
 Serves the IIIF Image API 3.0 (level 2) for each file, named by its stem
 (http://HOST:PORT/iiif/3/{stem}/info.json), and a page at / that the command opens: the list of
 files, or the viewer itself when there is one. Tiles are read from the TIFF and its pyramid; a
-file without a pyramid gets zoom levels built once, in one pass, into temporary files.
+file without a pyramid gets zoom levels built once, in one pass, into temporary files, at most
+--max-level-ratio times the file's size (a header claiming far more pixels than its bytes can hold
+is refused). Answers are at most --max-size pixels a side and --max-area pixels in all.
 OpenSeadragon comes from its npm package:
 `npm ci --prefix viewer/static` (or --openseadragon URL of a folder that serves openseadragon.min.js).
 """
@@ -58,7 +60,9 @@ class FileCatalog:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from viewer.iiif import OutputLimits
     from viewer.server import ViewerConfig, ViewerServer
+    from viewer.sources import MAX_LEVEL_RATIO
 
     parser = Parser(prog="famos view", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", type=pathlib.Path, nargs="+", help="tiled TIFFs written by famos")
@@ -67,12 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--public-url", default=ViewerConfig.public_url,
                         help="the URL clients reach the viewer at, for IIIF ids (default: http://HOST:PORT/)")
     parser.add_argument("--no-browser", action="store_true", help="print the address, do not open a browser")
+    parser.add_argument("--max-level-ratio", type=float, default=MAX_LEVEL_RATIO,
+                        help="zoom levels built for a file without a pyramid may take this many times "
+                             "its size on disk (default %(default)g)")
+    parser.add_argument("--max-size", type=int, default=OutputLimits.max_width,
+                        help="widest and tallest answer in pixels, as info.json states (default %(default)s)")
+    parser.add_argument("--max-area", type=int, default=OutputLimits.max_area,
+                        help="most pixels of one answer, as info.json states (default %(default)s)")
     add_viewer_arguments(parser, default_port=ViewerConfig.port)
     args = parser.parse_args(argv)
 
-    from famos.errors import UserError
-    from viewer.sources import TiffImage
+    from famos.errors import InvalidField, UserError
+    from viewer.sources import DamagedImage, TiffImage
 
+    if not args.max_level_ratio > 0:
+        raise InvalidField("--max-level-ratio", f"must be above 0, got {args.max_level_ratio}")
+    limits = OutputLimits(max_width=args.max_size, max_height=args.max_size, max_area=args.max_area)
     osd = openseadragon_location(args.openseadragon)
     images = {}
     try:
@@ -83,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"{path}: no such file")
             print(f"famos view: opening {path}", file=sys.stderr)
             try:
-                images[path.stem] = TiffImage(path)
-            except (ValueError, OSError) as err:
+                images[path.stem] = TiffImage(path, max_level_ratio=args.max_level_ratio)
+            except DamagedImage as err:
+                raise UserError(f"{path}: a damaged TIFF ({err})") from None
+            except (ValueError, OSError, EOFError) as err:  # tifffile's errors for what is no TIFF
                 if isinstance(err, FileNotFoundError):
                     raise
                 raise UserError(f"{path}: not a tiled RGB TIFF famos can show ({err})") from None
         server = ViewerServer(FileCatalog(images), ViewerConfig(host=args.host, port=args.port, token=args.token,
-                                                                 openseadragon=osd, public_url=args.public_url))
+                                                                 openseadragon=osd, public_url=args.public_url,
+                                                                 limits=limits))
     except BaseException:
         for image in images.values():
             image.close()

@@ -8,7 +8,9 @@
     format   jpg | png
 
 A request is read from the coarsest zoom level that still has at least the pixels asked for, so
-its cost is bounded by the output size (at most 4x its pixels are read), never by the image's.
+its cost is bounded by the output size (at most 4x its pixels are read), never by the image's; an
+output over the server's ``OutputLimits`` (info.json's maxWidth, maxHeight, maxArea) is refused
+while the request is parsed, before anything is decoded.
 Every malformed or impossible request is an ``IIIFError`` with the HTTP status the API names.
 Numbers are ASCII digits of bounded length (no ``²``, no 400-digit integers or floats that overflow).
 """
@@ -26,8 +28,6 @@ from viewer.sources import ImageSource
 
 CONTEXT = "http://iiif.io/api/image/3/context.json"
 PROFILE = "level2"
-MAX_WIDTH = MAX_HEIGHT = 4096  # of one answer: memory per request stays ~200 MB at worst
-MAX_AREA = 4096 * 4096
 FORMATS = {"jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
 QUALITIES = ("default", "color", "gray", "bitonal")
 JPEG_QUALITY = 90
@@ -43,6 +43,23 @@ class IIIFError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputLimits:
+    """The largest answer, in pixels; info.json states it. Memory per request stays ~200 MB at the default."""
+
+    max_width: int = 4096
+    max_height: int = 4096
+    max_area: int = 4096 * 4096
+
+    def __post_init__(self):
+        from famos.errors import InvalidField
+
+        for name in ("max_width", "max_height", "max_area"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InvalidField(f"--{name.replace('_', '-')}", f"must be a whole number of pixels from 1, got {value!r}")
 
 
 def shown(text: str) -> str:
@@ -64,9 +81,10 @@ class ImageRequest:
     format: str
 
 
-def parse(source: ImageSource, region: str, size: str, rotation: str, quality_format: str) -> ImageRequest:
+def parse(source: ImageSource, region: str, size: str, rotation: str, quality_format: str, *,
+          limits: OutputLimits = OutputLimits()) -> ImageRequest:
     x, y, w, h = _region(region, source.width, source.height)
-    out_w, out_h = _size(size, w, h)
+    out_w, out_h = _size(size, w, h, limits)
     degrees, mirror = _rotation(rotation)
     quality, _, fmt = quality_format.rpartition(".")
     if quality not in QUALITIES:
@@ -99,11 +117,12 @@ def _region(text: str, width: int, height: int) -> tuple[int, int, int, int]:
     return x, y, min(w, width - x), min(h, height - y)  # cropped to the image, as the API says
 
 
-def _size(text: str, w: int, h: int) -> tuple[int, int]:
+def _size(text: str, w: int, h: int, limits: OutputLimits) -> tuple[int, int]:
     upscale = text.startswith("^")
     body = text[1:] if upscale else text
     if body == "max":
-        scale = min(1.0 if not upscale else math.inf, MAX_WIDTH / w, MAX_HEIGHT / h, math.sqrt(MAX_AREA / (w * h)))
+        scale = min(1.0 if not upscale else math.inf, limits.max_width / w, limits.max_height / h,
+                    math.sqrt(limits.max_area / (w * h)))
         out = max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
         return out
     if body.startswith("pct:"):
@@ -136,9 +155,9 @@ def _size(text: str, w: int, h: int) -> tuple[int, int]:
     out = max(1, out[0]), max(1, out[1])  # a side scaled below one pixel keeps one
     if not upscale and (out[0] > w or out[1] > h):
         raise IIIFError(400, f"size {shown(text)}: {out[0]}x{out[1]} is larger than the region {w}x{h} (use ^ to upscale)")
-    if out[0] > MAX_WIDTH or out[1] > MAX_HEIGHT or out[0] * out[1] > MAX_AREA:
+    if out[0] > limits.max_width or out[1] > limits.max_height or out[0] * out[1] > limits.max_area:
         raise IIIFError(400, f"size {shown(text)}: {out[0]}x{out[1]} is over this server's limit "
-                             f"({MAX_WIDTH}x{MAX_HEIGHT}, {MAX_AREA} pixels)")
+                             f"({limits.max_width}x{limits.max_height}, {limits.max_area} pixels)")
     return out
 
 
@@ -185,11 +204,11 @@ def render(source: ImageSource, request: ImageRequest) -> tuple[bytes, str]:
     return buffer.getvalue(), media_type
 
 
-def info(source: ImageSource, base: str) -> dict[str, Any]:
+def info(source: ImageSource, base: str, *, limits: OutputLimits = OutputLimits()) -> dict[str, Any]:
     """``info.json``: what the image offers, with ``base`` (``.../iiif/3/{identifier}``) as its id."""
     factors = [2**k for k in range(len(source.levels))]
     sizes = [{"width": w, "height": h} for h, w in reversed(source.levels)
-             if w <= MAX_WIDTH and h <= MAX_HEIGHT and w * h <= MAX_AREA]
+             if w <= limits.max_width and h <= limits.max_height and w * h <= limits.max_area]
     return {
         "@context": CONTEXT,
         "id": base,
@@ -198,9 +217,9 @@ def info(source: ImageSource, base: str) -> dict[str, Any]:
         "profile": PROFILE,
         "width": source.width,
         "height": source.height,
-        "maxWidth": MAX_WIDTH,
-        "maxHeight": MAX_HEIGHT,
-        "maxArea": MAX_AREA,
+        "maxWidth": limits.max_width,
+        "maxHeight": limits.max_height,
+        "maxArea": limits.max_area,
         "tiles": [{"width": 2 * source.tile, "height": 2 * source.tile, "scaleFactors": factors}],
         "sizes": sizes,
         "extraFormats": ["png"],

@@ -15,6 +15,10 @@ fragment, which browsers never send to the server, so the pages themselves name 
 one in their URL). IIIF answers carry CORS headers. Absolute URLs are built from the server's own
 address, never from a request's Host header. At most ``max_connections`` connections are served at
 once (more are answered 503), and one that sends nothing for ``read_timeout`` seconds is closed.
+
+Every answer is one of 200, 204 (CORS preflight), 303, 400 (malformed, or an output over
+``limits``), 401, 404, 503 (busy) or 500; an error's body is one line. 500 is a file damaged after it
+was opened (logged in one line) or a bug (logged with its traceback).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from viewer import iiif, page
-from viewer.sources import ImageSource
+from viewer.sources import DamagedImage, ImageSource
 
 log = logging.getLogger("famos.viewer")
 
@@ -60,6 +64,7 @@ class ViewerConfig:
     public_url: str = ""  # where clients reach the server (behind a proxy, on 0.0.0.0); default http://host:port/
     max_connections: int = 64  # served at once, each on its own thread; a browser opens about 6
     read_timeout: float = 30.0  # seconds a connection may send nothing before it is closed
+    limits: iiif.OutputLimits = iiif.OutputLimits()  # of one IIIF answer
 
 
 class ViewerServer:
@@ -190,7 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._route()
         except iiif.IIIFError as err:
             self._text(err.status, str(err))
-        except BrokenPipeError:
+        except DamagedImage as err:  # the file changed under the server: its fault, not the client's
+            log.warning("GET %s: %s", self.path, err)
+            self._text(500, f"the image's file is damaged: {err}")
+        except (BrokenPipeError, ConnectionResetError):  # the client has gone
             pass
         except Exception:  # noqa: BLE001 - the client gets one line, the log the traceback
             log.exception("GET %s failed", self.path)
@@ -244,14 +252,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._image(identifier)
             return self._send(HTTPStatus.SEE_OTHER, b"", "text/plain", {"Location": f"/{path}/info.json"})
         if rest == ["info.json"]:
-            body = json.dumps(iiif.info(self._image(identifier), base)).encode()
+            body = json.dumps(iiif.info(self._image(identifier), base, limits=self.viewer.config.limits)).encode()
             ld = "application/ld+json" in self.headers.get("Accept", "")
             media = f'application/ld+json;profile="{iiif.CONTEXT}"' if ld else "application/json"
             return self._send(HTTPStatus.OK, body, media, {"Link": f'<{iiif.CONTEXT}>;rel="http://www.w3.org/ns/json-ld#context";type="application/ld+json"'} if not ld else {})
         image = self._image(identifier)  # an unknown identifier is 404 whatever follows it
         if len(rest) != 4:
             raise iiif.IIIFError(400, "expected {region}/{size}/{rotation}/{quality}.{format}")
-        request = iiif.parse(image, *(urllib.parse.unquote(p) for p in rest))
+        request = iiif.parse(image, *(urllib.parse.unquote(p) for p in rest), limits=self.viewer.config.limits)
         body, media = iiif.render(image, request)
         self.viewer.requests += 1
         self._send(HTTPStatus.OK, body, media, {"Link": f'<http://iiif.io/api/image/3/{iiif.PROFILE}.json>;rel="profile"'})

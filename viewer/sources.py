@@ -1,14 +1,17 @@
 """Images a viewer looks at, read one rectangle at a time at any zoom level, never whole.
 
     TiffImage   a finished famos TIFF: full resolution from its tiles, coarser levels from its
-                SubIFD pyramid, or, for a file without one, from zoom levels built once in one pass
-                over its tile rows into memory-mapped files on disk
-    LiveImage   a job still rendering: its spooled strips decoded as they appear into memory-mapped
-                levels; rows not rendered yet read black
+                SubIFD pyramid; the levels a file lacks (all but the first, without a pyramid) are
+                built once, in one pass over its tile rows, into files on disk, within a budget
+                proportional to the file's own size
+    LiveImage   a job still rendering: its spooled strips decoded as they appear into levels on
+                disk; rows not rendered yet read black
 
 Level k is the image 2**k times smaller (each side halved k times, rounding up), which is what the
 IIIF scale factors 1, 2, 4, ... address. ``read`` costs memory for the rectangle asked for plus one
-tile, whatever the image size.
+tile, whatever the image size; building levels costs one tile row. Built levels are written and
+read with ``os.pwrite``/``os.pread``, never memory-mapped, so they sit in the page cache, not in
+the process's resident memory.
 """
 
 from __future__ import annotations
@@ -25,9 +28,21 @@ from typing import Any
 import numpy as np
 
 from famos.canvas import as_uint8
+from famos.errors import OverLimit
 from famos.icc import to_srgb
 from famos.pyramid import LevelSpool, reduced_shapes
-from famos.tiles import EncodedStrip, TileCodec, TileFormat
+from famos.tiff_options import MAX_TILE
+from famos.tiles import EncodedStrip, TileCodec, TileFormat, box_reduce
+
+# Built levels take a third of the image's raw RGB bytes. A famos render compresses 2x (JPEG at
+# its default quality, on texture) to about 20x (a smooth gradient in ZSTD); a header that claims
+# thousands of times its file's bytes (a "TIFF bomb") is refused before anything is reserved.
+MAX_LEVEL_RATIO = 64.0
+LEVEL_ALLOWANCE = 64 << 20  # bytes of levels any file may have: a flat colour compresses past any ratio
+
+
+class DamagedImage(ValueError):
+    """A tile of the file cannot be located, read or decoded (truncated or corrupt); names the tile."""
 
 
 class ImageSource:
@@ -66,10 +81,21 @@ class TiledPage:
         if not (self.tile_height and self.tile_width) or page.shape[2:] not in ((3,), (4,)) or \
                 page.dtype not in (np.uint8, np.uint16):
             raise ValueError("not a tiled 8- or 16-bit RGB or CMYK image (famos writes nothing else)")
+        if max(self.tile_height, self.tile_width) > MAX_TILE:  # every read decodes whole tiles
+            raise ValueError(f"tiles of {self.tile_width}x{self.tile_height} px, over the {MAX_TILE} px famos writes")
         # CMYK (a file converted to a shop's profile) is shown through its profile: a soft proof
         self.proof = bytes(page.tags["InterColorProfile"].value) if page.shape[2:] == (4,) else None
         self.across = -(-self.width // self.tile_width)
         self.offsets, self.counts = page.dataoffsets, page.databytecounts
+        tiles = self.across * -(-self.height // self.tile_height)
+        if len(self.offsets) < tiles or len(self.counts) < tiles:
+            raise DamagedImage(f"{tiles} tiles, but the file locates {min(len(self.offsets), len(self.counts))}")
+        size = os.fstat(fd).st_size
+        ends = np.asarray(self.offsets[:tiles], np.int64) + np.asarray(self.counts[:tiles], np.int64)
+        past = np.flatnonzero(ends > size)
+        if past.size:
+            raise DamagedImage(f"truncated: tile {past[0]} of {tiles} ends at byte {ends[past[0]]} "
+                               f"of a {size}-byte file")
         self._decode = page.decode
         self._tables = page.jpegtables
 
@@ -78,9 +104,7 @@ class TiledPage:
         th, tw = self.tile_height, self.tile_width
         for ty in range(y // th, -(-(y + height) // th)):
             for tx in range(x // tw, -(-(x + width) // tw)):
-                index = ty * self.across + tx
-                data = os.pread(self.fd, self.counts[index], self.offsets[index])
-                tile = as_uint8(self._decode(data, index, jpegtables=self._tables)[0].reshape(th, tw, -1))
+                tile = self._tile(ty * self.across + tx)
                 if self.proof is not None:
                     tile = to_srgb(tile, self.proof)
                 top, left = ty * th, tx * tw
@@ -89,14 +113,88 @@ class TiledPage:
                 out[y0 - y : y1 - y, x0 - x : x1 - x] = tile[y0 - top : y1 - top, x0 - left : x1 - left]
         return out
 
+    def _tile(self, index: int) -> np.ndarray:
+        count = self.counts[index]
+        data = os.pread(self.fd, count, self.offsets[index])
+        if len(data) < count:  # the file shrank after it was opened
+            raise DamagedImage(f"tile {index} is truncated ({len(data)} of {count} bytes)")
+        try:
+            decoded = self._decode(data, index, jpegtables=self._tables)[0]
+            return as_uint8(decoded.reshape(self.tile_height, self.tile_width, -1))
+        except Exception as err:  # noqa: BLE001 - each codec raises its own error types
+            raise DamagedImage(f"tile {index} cannot be decoded ({type(err).__name__})") from None
+
+
+class _DiskLevel:
+    """One built zoom level: raw RGB rows in a file, filled row pair by row pair from the level
+    above (as ``famos.pyramid.LevelSpool``, whose ``below`` it can be) with ``os.pwrite``. Rows
+    not written yet read black."""
+
+    def __init__(self, *, path: pathlib.Path, height: int, width: int):
+        self.path, self.height, self.width = path, height, width
+        self.below: _DiskLevel | None = None
+        self.rows = 0
+        self._carry: np.ndarray | None = None  # odd row of the level above, awaiting its pair
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def feed(self, rows: np.ndarray) -> None:
+        """Accept the next rows of the level above (any count)."""
+        if not rows.shape[0]:
+            return
+        if self._carry is not None:
+            rows = np.concatenate([self._carry, rows])
+            self._carry = None
+        even = rows.shape[0] - rows.shape[0] % 2
+        if even:
+            self._emit(box_reduce(rows[:even]))
+        if rows.shape[0] % 2:
+            self._carry = rows[-1:].copy()
+
+    def finish(self) -> None:
+        if self._carry is not None:
+            self._emit(box_reduce(self._carry))
+            self._carry = None
+        if self.rows != self.height:
+            raise RuntimeError(f"zoom level got {self.rows} of {self.height} rows")
+        if self.below is not None:
+            self.below.finish()
+
+    def read(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        out = np.zeros((height, width, 3), np.uint8)
+        stride = self.width * 3
+        for row in range(min(height, self.height - y)):
+            data = os.pread(self._fd, width * 3, (y + row) * stride + x * 3)
+            out[row].reshape(-1)[: len(data)] = np.frombuffer(data, np.uint8)
+        return out
+
+    def discard(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.path.unlink(missing_ok=True)
+
+    def _emit(self, reduced: np.ndarray) -> None:
+        data = np.ascontiguousarray(reduced)
+        written = os.pwrite(self._fd, data, self.rows * self.width * 3)
+        if written != data.nbytes:
+            raise OSError(f"{self.path}: wrote {written} of {data.nbytes} bytes")
+        self.rows += reduced.shape[0]
+        if self.below is not None:
+            self.below.feed(reduced)
+
 
 class _Levels:
-    """Zoom levels 1, 2, ... in memory-mapped files, filled from full-resolution rows in order."""
+    """Zoom levels built on disk, filled from the rows of the level above them in order."""
 
-    def __init__(self, folder: pathlib.Path, shapes: list[tuple[int, int]]):
+    def __init__(self, folder: pathlib.Path, shapes: list[tuple[int, int]], *, first: int = 1):
         self.folder = folder
-        self.spools = [LevelSpool(path=folder / f"level{k}.rgb", height=h, width=w)
-                       for k, (h, w) in enumerate(shapes, start=1)]
+        self.spools: list[_DiskLevel] = []
+        try:
+            for k, (h, w) in enumerate(shapes, start=first):
+                self.spools.append(_DiskLevel(path=folder / f"level{k}.rgb", height=h, width=w))
+        except BaseException:
+            self.discard()
+            raise
         for parent, child in zip(self.spools, self.spools[1:]):
             parent.below = child
 
@@ -114,9 +212,14 @@ class _Levels:
 
 
 class TiffImage(ImageSource):
-    """A finished tiled TIFF written by famos (or any tiled 8-bit RGB TIFF)."""
+    """A finished tiled TIFF written by famos (or any tiled 8-bit RGB TIFF).
 
-    def __init__(self, path: str | os.PathLike[str], *, work: pathlib.Path | None = None):
+    ``max_level_ratio`` bounds the levels it builds: their bytes may be at most that many times
+    the file's (or ``LEVEL_ALLOWANCE``), and no more than the temporary folder has free
+    (``OverLimit`` otherwise)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, work: pathlib.Path | None = None,
+                 max_level_ratio: float = MAX_LEVEL_RATIO):
         import tifffile
 
         self.path = pathlib.Path(path)
@@ -127,30 +230,47 @@ class TiffImage(ImageSource):
             with tifffile.TiffFile(self.path) as tif:
                 page = tif.pages[0]
                 self.pages = [TiledPage(page, self.fd)]
-                self.pages += [TiledPage(sub, self.fd) for sub in (page.pages or [])]
+                for sub in page.pages or []:
+                    above = self.pages[-1]
+                    if abs(sub.shape[0] - above.height / 2) > 1 or abs(sub.shape[1] - above.width / 2) > 1:
+                        break  # not the next halving: reads would pick the wrong level; built instead
+                    self.pages.append(TiledPage(sub, self.fd))
                 self.description = _provenance(page.description)
                 self.dpi = _dpi(page)
-            full = self.pages[0]
+            full, last = self.pages[0], self.pages[-1]
             self.height, self.width, self.tile = full.height, full.width, full.tile_width
-            if len(self.pages) > 1:
-                self.levels = [(p.height, p.width) for p in self.pages]
-            else:  # no pyramid in the file: build the zoom levels once, one tile row at a time
-                shapes = reduced_shapes(self.height, self.width, tile=self.tile)
+            shapes = reduced_shapes(last.height, last.width, tile=self.tile)  # what the file lacks
+            self.levels = [(p.height, p.width) for p in self.pages] + shapes
+            if shapes:  # built once, one tile row of the last level the file has at a time
                 self._work = pathlib.Path(tempfile.mkdtemp(prefix="famos-view-", dir=work))
-                self._levels = _Levels(self._work, shapes)
-                for y in range(0, self.height, full.tile_height):
-                    self._levels.feed(full.read(y, 0, min(full.tile_height, self.height - y), self.width))
+                self._check_budget(shapes, max_level_ratio)
+                self._levels = _Levels(self._work, shapes, first=len(self.pages))
+                for y in range(0, last.height, last.tile_height):
+                    self._levels.feed(last.read(y, 0, min(last.tile_height, last.height - y), last.width))
                 self._levels.finish()
-                self.levels = [(self.height, self.width), *shapes]
         except BaseException:
             self.close()
             raise
+
+    def _check_budget(self, shapes: list[tuple[int, int]], ratio: float) -> None:
+        assert self._work is not None
+        need = sum(h * w * 3 for h, w in shapes)
+        size = os.fstat(self.fd).st_size
+        mb = 1 << 20
+        if need > max(ratio * size, LEVEL_ALLOWANCE):
+            raise OverLimit(f"{self.path}: declares {self.width}x{self.height} px, whose zoom levels would take "
+                            f"{need / mb:.0f} MB of temporary disk, over {ratio:g}x the {size / mb:.1f} MB file "
+                            f"and over {LEVEL_ALLOWANCE // mb} MB (--max-level-ratio)")
+        free = shutil.disk_usage(self._work).free
+        if need > free:
+            raise OverLimit(f"{self.path}: its zoom levels need {need / mb:.0f} MB of temporary disk, "
+                            f"{free / mb:.0f} MB are free in {self._work.parent} (set TMPDIR)")
 
     def read(self, level: int, y: int, x: int, height: int, width: int) -> np.ndarray:
         if level < len(self.pages):
             return self.pages[level].read(y, x, height, width)
         assert self._levels is not None
-        return np.array(self._levels.spools[level - 1].read(y, x, height, width))
+        return self._levels.spools[level - len(self.pages)].read(y, x, height, width)
 
     def close(self) -> None:
         if self._levels is not None:

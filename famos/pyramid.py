@@ -28,35 +28,21 @@ def reduced_shapes(height: int, width: int, *, tile: int) -> list[tuple[int, int
     return shapes
 
 
-class LevelSpool:
-    """One reduced pyramid level, filled row pair by row pair from the level above and kept in
-    a memory-mapped file on disk, so its size never counts against host memory."""
+class ReducedLevel:
+    """A level below another, filled row pair by row pair from the rows of the level above (any
+    count at a time) and handing its own rows on to the level below it. Where the rows are kept is
+    the subclass's ``_store``: a TIFF's pyramid spool here, a viewer's zoom levels
+    (``viewer.sources``)."""
 
-    def __init__(self, *, path: pathlib.Path, height: int, width: int, bits: int = 8) -> None:
-        import numpy as np
-
-        dtype = np.uint16 if bits == 16 else np.uint8
-        self.path = path
+    def __init__(self, *, height: int, width: int) -> None:
         self.height = height
         self.width = width
-        self.below: LevelSpool | None = None
+        self.below: ReducedLevel | None = None
         self._rows = 0
         self._carry: np.ndarray | None = None  # odd row of the level above, awaiting its pair
-        try:
-            with open(path, "xb") as fh:
-                size = height * width * 3 * np.dtype(dtype).itemsize
-                # A memmap store into a hole the disk cannot back is SIGBUS, not OSError: reserve
-                # the blocks now so a full disk fails here, cleanly.
-                if hasattr(os, "posix_fallocate"):
-                    os.posix_fallocate(fh.fileno(), 0, size)
-                else:
-                    fh.truncate(size)
-            self._image: np.ndarray | None = np.memmap(
-                path, dtype=dtype, mode="r+", shape=(height, width, 3)
-            )
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+
+    def _store(self, reduced: np.ndarray) -> None:
+        raise NotImplementedError
 
     def accept(self, reduced: np.ndarray) -> None:
         """Take this level's next rows, already reduced from the level above (by whoever encoded them)."""
@@ -84,7 +70,7 @@ class LevelSpool:
             self._emit(box_reduce(self._carry))
             self._carry = None
         if self._rows != self.height:
-            raise RuntimeError(f"pyramid level got {self._rows} of {self.height} rows")
+            raise RuntimeError(f"reduced level got {self._rows} of {self.height} rows")
         if self.below is not None:
             self.below.finish()
 
@@ -92,6 +78,39 @@ class LevelSpool:
     def rows(self) -> int:
         """Rows filled so far (a live view shows them while the level above is still coming)."""
         return self._rows
+
+    def _emit(self, reduced: np.ndarray) -> None:
+        self._store(reduced)
+        self._rows += reduced.shape[0]
+        if self.below is not None:
+            self.below.feed(reduced)
+
+
+class LevelSpool(ReducedLevel):
+    """One reduced pyramid level of a TIFF, kept in a memory-mapped file on disk, so its size
+    never counts against host memory."""
+
+    def __init__(self, *, path: pathlib.Path, height: int, width: int, bits: int = 8) -> None:
+        import numpy as np
+
+        super().__init__(height=height, width=width)
+        dtype = np.uint16 if bits == 16 else np.uint8
+        self.path = path
+        try:
+            with open(path, "xb") as fh:
+                size = height * width * 3 * np.dtype(dtype).itemsize
+                # A memmap store into a hole the disk cannot back is SIGBUS, not OSError: reserve
+                # the blocks now so a full disk fails here, cleanly.
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fh.fileno(), 0, size)
+                else:
+                    fh.truncate(size)
+            self._image: np.ndarray | None = np.memmap(
+                path, dtype=dtype, mode="r+", shape=(height, width, 3)
+            )
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
     def read(self, y: int, x: int, height: int, width: int) -> np.ndarray:
         assert self._image is not None
@@ -106,9 +125,6 @@ class LevelSpool:
         self._image = None  # drops the mapping (Windows cannot delete a mapped file)
         self.path.unlink(missing_ok=True)
 
-    def _emit(self, reduced: np.ndarray) -> None:
+    def _store(self, reduced: np.ndarray) -> None:
         assert self._image is not None
         self._image[self._rows : self._rows + reduced.shape[0]] = reduced
-        self._rows += reduced.shape[0]
-        if self.below is not None:
-            self.below.feed(reduced)

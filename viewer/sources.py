@@ -30,9 +30,9 @@ import numpy as np
 from famos.canvas import as_uint8
 from famos.errors import OverLimit
 from famos.icc import to_srgb
-from famos.pyramid import LevelSpool, reduced_shapes
+from famos.pyramid import LevelSpool, ReducedLevel, reduced_shapes
 from famos.tiff_options import MAX_TILE
-from famos.tiles import EncodedStrip, TileCodec, TileFormat, box_reduce
+from famos.tiles import EncodedStrip, TileCodec, TileFormat
 
 # Built levels take a third of the image's raw RGB bytes. A famos render compresses 2x (JPEG at
 # its default quality, on texture) to about 20x (a smooth gradient in ZSTD); a header that claims
@@ -125,39 +125,15 @@ class TiledPage:
             raise DamagedImage(f"tile {index} cannot be decoded ({type(err).__name__})") from None
 
 
-class _DiskLevel:
+class _DiskLevel(ReducedLevel):
     """One built zoom level: raw RGB rows in a file, filled row pair by row pair from the level
-    above (as ``famos.pyramid.LevelSpool``, whose ``below`` it can be) with ``os.pwrite``. Rows
+    above (a ``famos.pyramid.ReducedLevel``, as the TIFF's own pyramid is) with ``os.pwrite``. Rows
     not written yet read black."""
 
     def __init__(self, *, path: pathlib.Path, height: int, width: int):
-        self.path, self.height, self.width = path, height, width
-        self.below: _DiskLevel | None = None
-        self.rows = 0
-        self._carry: np.ndarray | None = None  # odd row of the level above, awaiting its pair
+        super().__init__(height=height, width=width)
+        self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-
-    def feed(self, rows: np.ndarray) -> None:
-        """Accept the next rows of the level above (any count)."""
-        if not rows.shape[0]:
-            return
-        if self._carry is not None:
-            rows = np.concatenate([self._carry, rows])
-            self._carry = None
-        even = rows.shape[0] - rows.shape[0] % 2
-        if even:
-            self._emit(box_reduce(rows[:even]))
-        if rows.shape[0] % 2:
-            self._carry = rows[-1:].copy()
-
-    def finish(self) -> None:
-        if self._carry is not None:
-            self._emit(box_reduce(self._carry))
-            self._carry = None
-        if self.rows != self.height:
-            raise RuntimeError(f"zoom level got {self.rows} of {self.height} rows")
-        if self.below is not None:
-            self.below.finish()
 
     def read(self, y: int, x: int, height: int, width: int) -> np.ndarray:
         out = np.zeros((height, width, 3), np.uint8)
@@ -173,14 +149,11 @@ class _DiskLevel:
             self._fd = -1
         self.path.unlink(missing_ok=True)
 
-    def _emit(self, reduced: np.ndarray) -> None:
+    def _store(self, reduced: np.ndarray) -> None:
         data = np.ascontiguousarray(reduced)
         written = os.pwrite(self._fd, data, self.rows * self.width * 3)
         if written != data.nbytes:
             raise OSError(f"{self.path}: wrote {written} of {data.nbytes} bytes")
-        self.rows += reduced.shape[0]
-        if self.below is not None:
-            self.below.feed(reduced)
 
 
 class _Levels:

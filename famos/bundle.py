@@ -133,6 +133,9 @@ class Manifest:
         provenance = dict(data["provenance"])
         if provenance.get("steps") is not None:
             _whole(provenance["steps"], "provenance.steps", high=2**63 - 1)  # an int64 in ModelInfo
+        fp16_file = data.get("fp16_file")
+        if fp16_file is not None and not isinstance(fp16_file, str):
+            raise ValueError(f"fp16_file = {fp16_file!r:.40} is not a file name")
         fp16_tolerance = data.get("fp16_tolerance")
         if fp16_tolerance is not None and not (_is_number(fp16_tolerance) and math.isfinite(fp16_tolerance)):
             raise ValueError(f"fp16_tolerance = {fp16_tolerance!r} is not a finite number")
@@ -146,7 +149,7 @@ class Manifest:
             files=files,
             provenance=provenance,
             export=dict(data["export"]),
-            fp16_file=data.get("fp16_file"),
+            fp16_file=fp16_file,
             fp16_tolerance=fp16_tolerance,
             format=data["format"],
             code_version=str(data["code_version"]),
@@ -311,17 +314,26 @@ def verify_spec(manifest: Manifest, folder: pathlib.Path) -> None:
     try:
         with open(weights, "rb") as fh:
             header = read_safetensors_header(fh)
-        embedded = famos_metadata(header) or {}
+        embedded = famos_metadata(header)
     except (OSError, ValueError) as err:
         raise BundleError(f"{weights}: unreadable header ({err})") from None
+    except RecursionError:  # the header is JSON too, and json recurses
+        raise BundleError(f"{weights}: header nested too deeply to be a safetensors header") from None
     described = spec.to_json()
+    # Export always writes the spec into the weights; without it the manifest's spec is unchecked,
+    # so a weights file stripped of it is refused rather than trusted.
+    missing = [key for key in ("generator", "canvas", "style_sizes") if key not in (embedded or {})]
+    if missing:
+        raise BundleError(f"{weights}: no famos metadata ({', '.join(missing)}) to check the manifest against "
+                          f"(not written by famos export)")
     for key in ("generator", "canvas", "style_sizes"):
-        if key in embedded and embedded[key] != described[key]:
+        if embedded[key] != described[key]:
             raise BundleError(f"{where}: its {key.replace('_', ' ')} differs from the one {WEIGHTS_FILE} was "
                               f"trained with (the manifest was edited)")
-    offsets = header.get("generator.sampler.offset_x", {}).get("shape")
+    offsets = header.get("generator.sampler.offset_x")
+    offsets = offsets.get("shape") if isinstance(offsets, dict) else None
     if offsets is not None and offsets != [generator.n_templates]:
-        raise BundleError(f"{where}: {generator.n_templates} templates, the weights hold {offsets[0]}")
+        raise BundleError(f"{where}: {generator.n_templates} templates, the weights hold offsets of shape {offsets}")
 
 
 def verify_file(path: pathlib.Path, entry: FileEntry) -> None:

@@ -142,3 +142,46 @@ def models(tmp_path_factory):
     shutil.move(bundle, folder / SERVER_MODEL)
     shutil.rmtree(folder / "export")
     return folder
+
+
+@pytest.fixture
+def serve_viewer():
+    """Starts viewers over ``images`` (identifier -> image source) on free loopback ports; stops
+    them and closes their images after the test."""
+    from viewer.cli import FileCatalog
+    from viewer.server import ViewerConfig, ViewerServer
+
+    started = []
+
+    def start(images: dict, **config):
+        server = ViewerServer(FileCatalog(images), ViewerConfig(host="127.0.0.1", port=0, **config))
+        server.start()
+        started.append((server, images))
+        return server
+
+    yield start
+    for server, images in started:
+        server.stop()
+        for image in images.values():
+            image.close()
+
+
+@pytest.fixture
+def start_render_server(tmp_path):
+    """Starts in-process render servers (each with an output store of its own) on free loopback
+    ports; stops them after the test."""
+    from render_server.server import RenderServer, ServerConfig
+
+    servers = []
+
+    def start(models, **overrides):
+        output = tmp_path / f"store{len(servers)}"
+        output.mkdir()
+        server = RenderServer(ServerConfig(models=models, output=output, port=0, **overrides))
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(0)

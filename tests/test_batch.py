@@ -294,3 +294,12 @@ def test_numbers_are_checked_with_the_ranges_the_renderer_takes(tmp_path):
     with pytest.raises(JobsFileError) as caught:
         load_jobs(path, engine=CanvasOnly(ENGINE_CANVASES), settings=settings(tmp_path, min_dpi=0.1))
     assert {(e.row, e.field) for e in caught.value.errors} == {(2, "dpi"), (3, "dpi"), (4, "seed")}
+
+
+def test_a_column_name_or_value_with_line_breaks_is_reported_on_one_line(tmp_path):
+    path = jobs_file(tmp_path, '"mo\ndel",output,seed\nbundles/poster,a.tif,"1\n2"\n')
+    with pytest.raises(JobsFileError) as err:
+        load_jobs(path, engine=CanvasOnly(ENGINE_CANVASES), settings=settings(tmp_path))
+    lines = [str(e) for e in err.value.errors]
+    assert len(str(err.value).splitlines()) == len(lines) + 1
+    assert "row 1, mo\\ndel: unknown column" in lines and any("seed: '1\\n2'" in line for line in lines), lines

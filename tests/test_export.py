@@ -305,3 +305,51 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def rehashed(folder: pathlib.Path, name: str) -> None:
+    """The manifest's entry for ``name`` made to match the file again: a hostile bundle can do that."""
+    from famos.files import file_sha256
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][name] = {"sha256": file_sha256(folder / name), "bytes": (folder / name).stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def renamed_input(folder: pathlib.Path) -> None:
+    model = onnx.load(str(folder / "model.onnx"))
+    old = model.graph.input[0].name
+    model.graph.input[0].name = old + "_renamed"
+    for node in model.graph.node:
+        node.input[:] = [n + "_renamed" if n == old else n for n in node.input]
+    onnx.save(model, str(folder / "model.onnx"))
+
+
+def nan_weights(folder: pathlib.Path) -> None:
+    model = onnx.load(str(folder / "model.onnx"))
+    weights = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 4)
+    array = onnx.numpy_helper.to_array(weights).copy()
+    array[...] = np.nan
+    weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
+    onnx.save(model, str(folder / "model.onnx"))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (renamed_input, "model.onnx: cannot render"),
+    (nan_weights, "model.onnx: renders non-finite pixels"),
+], ids=["graph-input-renamed", "nan-weights"])
+def test_inspect_refuses_a_bundle_that_cannot_render(bundles, tmp_path, capsys, damage, message):
+    bundle, _, _ = bundles["memory-wrap-plain"]
+    folder = damaged_copy(bundle, tmp_path, "unrenderable", damage)
+    rehashed(folder, "model.onnx")
+    load_bundle(folder)  # checksums and spec pass: only rendering tells
+    assert famos_main(["inspect", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert "valid" not in captured.out
+    assert message in captured.err and len(captured.err.strip().splitlines()) == 1, captured.err
+
+
+def test_inspect_renders_every_graph(bundles, capsys):
+    bundle, _, _ = bundles["memory-mirror-noise"]
+    assert famos_main(["inspect", str(bundle.path)]) == 0
+    assert "px window (model.onnx, model_fp16.onnx)" in capsys.readouterr().out

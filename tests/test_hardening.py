@@ -115,3 +115,37 @@ def test_training_numbers_out_of_range_are_one_line(tmp_path, capsys, option, va
     rc = main(["train", "--preset", "tiny", "--steps", "1", "--out", str(out), "--quiet", option, value])
     one_line(capsys, rc, fragment)
     assert not out.exists()
+
+
+def without_famos_metadata(folder) -> None:
+    """generator.safetensors with its famos metadata stripped, and the manifest re-hashed to match."""
+    from famos.files import file_sha256
+
+    weights = folder / "generator.safetensors"
+    blob = weights.read_bytes()
+    size = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8 : 8 + size])
+    del header["__metadata__"]["famos"]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    weights.write_bytes(struct.pack("<Q", len(text)) + text + blob[8 + size :])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["generator.safetensors"] = {"sha256": file_sha256(weights), "bytes": weights.stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("edit", [lambda m: None, lambda m: m["spec"]["canvas"].update(height=999)],
+                         ids=["unedited", "edited-manifest"])
+def test_weights_without_famos_metadata_are_refused_in_one_line(bundle, tmp_path, capsys, edit):
+    from famos.bundle import load_bundle
+    from famos.errors import BundleError
+
+    folder = tmp_path / "stripped"
+    shutil.copytree(tampered(bundle, tmp_path, edit), folder)
+    without_famos_metadata(folder)
+    with pytest.raises(BundleError, match="generator.safetensors: no famos metadata"):
+        load_bundle(folder)
+    out = tmp_path / "out.tif"
+    one_line(capsys, main(["render", str(folder), "--out", str(out), "--quiet"]), "no famos metadata")
+    assert not out.exists()
+    one_line(capsys, main(["inspect", str(folder)]), "no famos metadata")

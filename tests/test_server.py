@@ -31,21 +31,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def start(models, tmp_path):
+def start(models, start_render_server):
     """Starts in-process servers on free loopback ports; stops them after the test."""
-    servers = []
-
-    def start_server(**overrides) -> RenderServer:
-        output = tmp_path / f"store{len(servers)}"
-        output.mkdir()
-        server = RenderServer(ServerConfig(models=models, output=output, port=0, **overrides))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start_server
-    for server in servers:
-        server.stop(0)
+    return lambda **overrides: start_render_server(models, **overrides)
 
 
 def client_of(server: RenderServer, **kw) -> RenderClient:

@@ -17,7 +17,7 @@ grpc = pytest.importorskip("grpc")
 
 from clients.render_client import RenderClient, ServerError  # noqa: E402
 from conftest import SERVER_MODEL  # noqa: E402
-from render_server.server import RenderServer, ServerConfig  # noqa: E402
+from render_server.server import RenderServer  # noqa: E402
 
 MODEL = SERVER_MODEL
 
@@ -32,20 +32,8 @@ def folder(models, tmp_path):
 
 
 @pytest.fixture
-def serve(tmp_path):
-    servers = []
-
-    def start(models) -> RenderServer:
-        output = tmp_path / f"store{len(servers)}"
-        output.mkdir()
-        server = RenderServer(ServerConfig(models=models, output=output, port=0))
-        server.start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop(0)
+def serve(start_render_server):
+    return start_render_server
 
 
 def tampered(folder, name: str, edit) -> None:

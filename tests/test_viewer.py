@@ -20,8 +20,8 @@ from conftest import SERVER_MODEL
 from headless import Browser
 from famos.tiff_options import Compression, TiffOptions
 from famos.tiff_writer import write_tiled_tiff
-from viewer.cli import DEFAULT_OPENSEADRAGON, FileCatalog
-from viewer.server import ViewerConfig, ViewerServer
+from viewer.cli import DEFAULT_OPENSEADRAGON
+from viewer.server import ViewerServer
 from viewer.sources import TiffImage
 
 VALIDATOR_ID = "67352ccc-d1b0-11e1-89ae-279075081939"  # the image the validator's tests expect
@@ -49,20 +49,8 @@ def smooth(height: int, width: int) -> np.ndarray:
 
 
 @pytest.fixture
-def serve():
-    started = []
-
-    def start(images: dict, **config) -> ViewerServer:
-        server = ViewerServer(FileCatalog(images), ViewerConfig(port=0, **config))
-        server.start()
-        started.append((server, images))
-        return server
-
-    yield start
-    for server, images in started:
-        server.stop()
-        for image in images.values():
-            image.close()
+def serve(serve_viewer):
+    return serve_viewer
 
 
 def get(server: ViewerServer, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:

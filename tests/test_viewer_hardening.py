@@ -46,21 +46,11 @@ def tiff(tmp_path_factory):
 
 
 @pytest.fixture
-def serve(tiff):
-    started = []
+def serve(tiff, serve_viewer):
+    def start(names=("img",), **config):
+        return serve_viewer({name: TiffImage(tiff) for name in names}, **config)
 
-    def start(names=("img",), **config) -> ViewerServer:
-        images = {name: TiffImage(tiff) for name in names}
-        server = ViewerServer(FileCatalog(images), ViewerConfig(host="127.0.0.1", port=0, **config))
-        server.start()
-        started.append((server, images))
-        return server
-
-    yield start
-    for server, images in started:
-        server.stop()
-        for image in images.values():
-            image.close()
+    return start
 
 
 def request(server: ViewerServer, target: str, headers: dict | None = None) -> tuple[int, list, bytes]:

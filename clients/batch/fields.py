@@ -13,6 +13,7 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from famos.errors import quoted
 from famos.icc import check_output_profile, profile_bytes
 from famos.tiff_options import Compression, Intent, check_dpi, check_tag_text
 from famos.units import Length, LengthUnit, is_metric, parse_canvas, parse_grid, parse_length, parse_print_size
@@ -27,7 +28,15 @@ class FieldError:
     message: str
 
     def __str__(self) -> str:
-        return f"row {self.row}, {self.field}: {self.message}"
+        field = self.field if len(self.field) <= 64 else quoted(self.field)  # an unknown column can be anything
+        message = self.message if len(self.message) <= 500 else f"{self.message[:500]}... ({len(self.message)} characters)"
+        return f"row {self.row}, {_one_line(field)}: {_one_line(message)}"
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped: an error is one short line
+    per field, whatever a jobs file put in a column name or a value."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclasses.dataclass(frozen=True)

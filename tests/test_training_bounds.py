@@ -42,6 +42,8 @@ def no_training(monkeypatch):
         (["--d-kernel", "999"], "--d-kernel 999 must be odd, from 1 to 15"),
         (["--d-width", "5000"], "--d-width 5000 must be from 1 to 1024"),
         (["--d-depth", "5", "--d-width", "1024"], "--d-width 1024 makes a 16384-channel level"),
+        (["--batch", "100000"], "--batch 100000 x --patch 32: at most 1024 patches"),
+        (["--batch", "512", "--patch", "256", "--canvas", "512x512"], "16,777,216 pixels a step"),
     ],
 )
 def test_architecture_bounds_fail_on_one_line_before_training(images, tmp_path, capsys, no_training, extra, needle):

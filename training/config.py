@@ -86,6 +86,11 @@ class RegularizerConfig:
     diversity: float = 0.0  # log N - entropy of the mean template usage: use all templates
 
 
+MAX_BATCH = 1024
+MAX_PATCH = 4096
+MAX_STEP_PIXELS = 2**24
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     steps: int = 5000  # total generator updates of the run
@@ -111,6 +116,11 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be positive")
         if not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"--seed {self.seed} must be from 0 to 2**64 - 1")
+        # One step's windows through G, D and the losses: the paper's batches of 8-16 patches of
+        # 128-256 px are under a million pixels; 2^24 (64 patches of 512 px) leaves room for more.
+        if self.batch > MAX_BATCH or self.patch > MAX_PATCH or self.batch * self.patch**2 > MAX_STEP_PIXELS:
+            raise UserError(f"--batch {self.batch} x --patch {self.patch}: at most {MAX_BATCH} patches of at most "
+                            f"{MAX_PATCH} px, and {MAX_STEP_PIXELS:,} pixels a step in all")
         # Past this, D's stride-2 layers only convolve padding: the patch ends before its depth does.
         if 2**self.discriminator.depth > self.patch:
             raise UserError(f"--d-depth {self.discriminator.depth} needs a --patch of at least 2^d-depth = "

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from famos.request_args import request_from_args
 
     if args.command in ("render", "download"):  # before any call: an output never replaces what it should not
-        from famos.files import check_output
+        from famos.outputs import check_output
 
         if args.command == "render" and args.out.suffix.lower() not in (".tif", ".tiff"):
             raise UserError(f"--out {args.out}: use a .tif or .tiff file name")

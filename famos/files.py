@@ -19,31 +19,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 
-from famos.errors import DiskFull, UserError
-
-# What makes a folder a bundle (``famos.bundle.MANIFEST``): no output may land beside it.
-_BUNDLE_MANIFEST = "manifest.json"
-
-
-def check_output(
-    path: str | os.PathLike[str], *, option: str, inputs: tuple[os.PathLike[str] | str | None, ...] = (),
-    overwrite: bool = False,
-) -> pathlib.Path:
-    """Refuse, before any work, an output that would destroy something: one of the command's
-    ``inputs`` (the same file after links are resolved), a file inside a bundle folder, or an
-    existing file unless ``overwrite``. ``option`` names the flag in the one-line error."""
-    path = pathlib.Path(path)
-    target = path.resolve()
-    for given in inputs:
-        if given is not None and pathlib.Path(given).resolve() == target:
-            raise UserError(f"{option} {path}: is also an input of this command ({given}); write the output elsewhere")
-    if (target.parent / _BUNDLE_MANIFEST).is_file():
-        raise UserError(f"{option} {path}: is inside the bundle {target.parent}; write the output elsewhere")
-    if target.is_dir():
-        raise UserError(f"{option} {path}: is a folder")
-    if target.exists() and not overwrite:
-        raise UserError(f"{option} {path}: exists (--overwrite replaces it)")
-    return path
+from famos.errors import DiskFull
 
 
 def partial_path(path: pathlib.Path) -> pathlib.Path:

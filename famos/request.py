@@ -179,15 +179,14 @@ WINDOW_BYTES_PER_PIXEL = 64
 CONTENT_BYTES_PER_PIXEL = 18
 
 
-def render_memory(renderer: Renderer, settings: RenderSettings, *, content_pixels: int) -> int:
+def render_memory(renderer: Renderer, settings: RenderSettings, *, region: Rect, content_pixels: int) -> int:
     """The host memory a render holds at its peak, estimated before anything is allocated: one
     window on the runner (the largest, chunk plus halo), the queued inputs and strips of the
     pipeline, and the decoded content. A GPU's own memory is the runner's (``default_chunk``)."""
     halo = renderer.halo
     window = (settings.chunk + halo.top + halo.bottom) * (settings.chunk + halo.left + halo.right)
     per_pixel = WINDOW_BYTES_PER_PIXEL_CHANNEL * renderer.spec.generator.width + WINDOW_BYTES_PER_PIXEL
-    region_width = settings.region.width if settings.region else window
-    strips = (settings.queue_chunks + 1) * settings.chunk * region_width * 3 * (settings.bits // 8)
+    strips = (settings.queue_chunks + 1) * settings.chunk * region.width * 3 * (settings.bits // 8)
     inputs = settings.queue_chunks * window * WINDOW_BYTES_PER_PIXEL
     return window * per_pixel + inputs + strips + content_pixels * CONTENT_BYTES_PER_PIXEL
 
@@ -233,7 +232,7 @@ def resolve(
         width, height = image_size(request.content, name=request.content_name, max_pixels=limits.max_content_pixels)
         content_pixels = width * height
     estimate = Estimate(region.width, region.height, chunks, expected_bytes(region.height, region.width, tiff),
-                        render_memory(renderer, settings, content_pixels=content_pixels))
+                        render_memory(renderer, settings, region=region, content_pixels=content_pixels))
     if admit is not None:
         admit(estimate)
     content = None

@@ -18,6 +18,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from famos.cli_parser import Parser
+    from famos.chunk_loop import DEFAULT_CHUNK
     from famos.cluster import add_cluster_arguments
     from famos.request import MAX_PIXELS
     from famos.request_args import add_request_arguments
@@ -34,17 +35,16 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"refuse outputs over this many pixels (default {MAX_PIXELS}, about 17 gigapixels)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace --out and --preview if they exist")
-    add_request_arguments(parser, chunk_default="2048; with a torch backend on CUDA the largest whose window "
-                          "fits in half the free GPU memory")
+    add_request_arguments(parser, chunk_default=f"{DEFAULT_CHUNK}; with a torch backend on CUDA the largest whose "
+                          "window fits in half the free GPU memory")
     add_runner_arguments(parser)
     add_cluster_arguments(parser)
     args = parser.parse_args(argv)
 
     from famos.bundle import load_bundle
-    from famos.chunk_loop import DEFAULT_CHUNK
     from famos.cluster import cluster_options
     from famos.errors import UserError
-    from famos.files import check_output
+    from famos.outputs import check_output
     from famos.previews import render_png
     from famos.renderer import Renderer, render_tiff_task
     from famos.request import AdmissionLimits, resolve

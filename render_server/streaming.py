@@ -16,8 +16,7 @@ import numpy as np
 
 from famos.errors import InvalidField, quoted
 from famos.renderer import Renderer
-from famos.request import AdmissionLimits
-from famos.request import Estimate, RenderRequest, ResolvedRender, resolve
+from famos.request import AdmissionLimits, Estimate, RenderRequest, ResolvedRender, resolve
 from famos.values import Piece, Progress, Started
 from render_server.errors import FailedPrecondition
 from render_server.models import ModelStore

@@ -11,7 +11,8 @@ from clients.batch.jobs_file import BatchSettings
 from clients.batch.ledger import LEDGER_NAME, Ledger, LedgerEntry, output_fingerprint
 from clients.batch.planning import PrintJob
 from clients.batch.report import BatchReport, JobResult, JobStatus, write_reports
-from famos.files import check_output, file_sha256
+from famos.files import file_sha256
+from famos.outputs import check_output
 
 
 def run_batch(

@@ -51,9 +51,11 @@ def architecture(name: str):
 
     if name == "default":  # the paper's generator: depth 4, width 80, N = 30
         return GeneratorConfig(noise=NoiseConfig(n_local=4))
+    if name == "head":  # the same with famos's earlier decoder (a full-resolution head)
+        return GeneratorConfig(noise=NoiseConfig(n_local=4), full_resolution_head=True)
     if name == "small":
         return GeneratorConfig(depth=3, width=16, n_templates=8, noise=NoiseConfig(n_local=2))
-    raise SystemExit(f"unknown architecture {name!r}: use default or small")
+    raise SystemExit(f"unknown architecture {name!r}: use default, head or small")
 
 
 def export_random_model(arch: str, folder: pathlib.Path, *, side: int):
@@ -144,7 +146,7 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", default="256,512", help="window sides in pixels, comma-separated")
-    parser.add_argument("--archs", default="default,small", help="architectures: default, small")
+    parser.add_argument("--archs", default="default,small", help="architectures: default, head, small")
     parser.add_argument("--repeats", type=int, default=BenchConfig.repeats)
     parser.add_argument("--warmup", type=int, default=BenchConfig.warmup)
     args = parser.parse_args(argv)

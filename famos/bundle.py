@@ -326,6 +326,10 @@ def verify_spec(manifest: Manifest, folder: pathlib.Path) -> None:
     if missing:
         raise BundleError(f"{weights}: no famos metadata ({', '.join(missing)}) to check the manifest against "
                           f"(not written by famos export)")
+    try:  # as the weights' spec reads today (a field added since takes its value for older models)
+        embedded = ModelSpec.from_json(embedded).to_json()
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(f"{weights}: its famos metadata is not a model spec ({str(err)[:200]})") from None
     for key in ("generator", "canvas", "style_sizes"):
         if embedded[key] != described[key]:
             raise BundleError(f"{where}: its {key.replace('_', ' ')} differs from the one {WEIGHTS_FILE} was "

@@ -102,6 +102,11 @@ class GeneratorConfig:
     n_res_blocks: int = 0  # residual blocks after each decoder up-convolution
     n_templates: int = 30  # N; 0 is the purely parametric U-Net
     blend: BlendMode = BlendMode.BLEND
+    # False (the paper, the seed's NetUskip): the last up-block's convolution emits the N + 4 output
+    # channels. True: it emits `width` channels, the input is concatenated, and a head convolution
+    # maps them to N + 4: a second full-resolution layer, 1.4x the compute of the default U-Net.
+    # Models made before the field existed have the head (``ModelSpec.from_json``).
+    full_resolution_head: bool = False
 
     def __post_init__(self) -> None:
         _require(1 <= self.depth <= MAX_DEPTH, "depth", self.depth, f"must be from 1 to {MAX_DEPTH}")
@@ -175,8 +180,11 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        generator = data["generator"]
+        if isinstance(generator, dict) and "full_resolution_head" not in generator:
+            generator = {**generator, "full_resolution_head": True}  # written before the paper's decoder was the default
         return cls(
-            generator=from_dict(GeneratorConfig, data["generator"]),
+            generator=from_dict(GeneratorConfig, generator),
             canvas=from_dict(CanvasConfig, data["canvas"]),
             style_sizes=tuple((int(h), int(w)) for h, w in data["style_sizes"]),
         )

@@ -13,7 +13,10 @@ tensors out, without data-dependent Python branches (export-friendly).
     level 0   x0 = [content, ψ0, (input noise)] ──────────────────skip──────────┐
     level 1   e1 = Down(x0)  ─────────────────────────skip─────────┐            │
     ...                                                            │            │
-    level d   ed = Down(...) ; h_d = [e_d, ψ_d, noise] → Up → [u, e_{d-1}, ψ] → Up → [u, x0] → conv → N+4
+    level d   ed = Down(...) ; h_d = [e_d, ψ_d, noise] → Up → [u, e_{d-1}, ψ] → ... → Up → N+4
+
+The last Up's convolution emits the N + 4 channels (the paper); with ``full_resolution_head`` it
+emits ``width`` channels instead, concatenated with x0 and mapped to N + 4 by a head convolution.
 """
 
 from __future__ import annotations
@@ -74,6 +77,19 @@ class UpBlock(nn.Module):
         return self.res(self.act(self.norm(self.conv(self.up(x)))))
 
 
+class OutputUpBlock(nn.Module):
+    """The paper's last decoder block: nearest x2 upsampling and a convolution straight to the
+    output channels (no normalization or activation: the mixer, the blend and tanh follow)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.up(x))
+
+
 class FamosUNet(nn.Module):
     """The U-Net of the paper; outputs N + 4 channels: mixing logits A, blend logit, painted image."""
 
@@ -82,6 +98,8 @@ class FamosUNet(nn.Module):
         self.config = config
         # Plain attributes for forward: TorchScript cannot read the config dataclass.
         self.depth, self.skip, self.coord_copy = config.depth, config.skip, config.coord_copy
+        self.full_resolution_head = config.full_resolution_head
+        outputs = config.n_templates + 4
         depth, k = config.depth, config.kernel
         psi = 2 if config.coord_copy else 0
         input_noise = config.noise.channels if config.noise.placement is NoisePlacement.INPUT else 0
@@ -97,13 +115,20 @@ class FamosUNet(nn.Module):
         self.up = nn.ModuleList()
         state = widths[depth] + psi + bottleneck_noise  # h_depth
         for level in range(depth, 0, -1):  # up block from `level` to `level - 1`
+            if level == 1 and not self.full_resolution_head:
+                self.up.append(OutputUpBlock(state, outputs, k))
+                break
             out = config.width * 2 ** max(level - 2, 0)
             self.up.append(UpBlock(state, out, k, config.n_res_blocks))
             if level - 1 > 0:
                 state = out + (widths[level - 1] if config.skip else 0) + psi
             else:
                 state = out + (self.in_channels if config.skip else psi)
-        self.head = nn.Conv2d(state, config.n_templates + 4, k, padding=k // 2)
+        self.head = nn.Conv2d(state, outputs, k, padding=k // 2) if self.full_resolution_head else nn.Identity()
+
+    def output_convolution(self) -> nn.Conv2d:
+        """The convolution whose channels are the N + 4 outputs, whichever decoder the model has."""
+        return self.head if self.full_resolution_head else self.up[-1].conv
 
     def forward(self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor]) -> torch.Tensor:
         # x0: (B, in_channels, h, w); psi[level]: (B, 2, h/2^level, w/2^level); noise at the bottleneck.
@@ -122,13 +147,14 @@ class FamosUNet(nn.Module):
         for i, block in enumerate(self.up):
             level = self.depth - 1 - i  # the level this block outputs
             x = block(x)
-            parts = [x]
-            if self.skip:
-                parts.append(skips[level])
-            if coord and (level > 0 or not self.skip):
-                parts.append(psi[level])
-            x = torch.cat(parts, dim=1)
-        return self.head(x)  # (B, N + 4, h, w)
+            if level > 0 or self.full_resolution_head:  # else x is the output channels already
+                parts = [x]
+                if self.skip:
+                    parts.append(skips[level])
+                if coord and (level > 0 or not self.skip):
+                    parts.append(psi[level])
+                x = torch.cat(parts, dim=1)
+        return self.head(x)  # (B, N + 4, h, w); Identity without the full-resolution head
 
 
 class CanvasCoordinates(nn.Module):

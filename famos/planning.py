@@ -192,8 +192,12 @@ def _output_dependencies(config: GeneratorConfig, pad: int, y: int) -> tuple[int
         touch(level, ca, cb)
         decoder(level + 1, ca // 2, cb // 2)
 
-    # Final convolution at level 0 maps h_0 to the N + 4 output channels.
-    decoder(0, y - pad, y + pad)
+    if config.full_resolution_head:
+        decoder(0, y - pad, y + pad)  # the head convolution maps h_0 to the N + 4 output channels
+    else:
+        # The last up block's convolution reads the upsampled h_1 (no residual blocks follow it).
+        touch(0, y - pad, y + pad)
+        decoder(1, (y - pad) // 2, (y + pad) // 2)
     return extent[0], extent[1]
 
 

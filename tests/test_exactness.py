@@ -27,6 +27,17 @@ CASES = {
         1.3,
     ),
     "depth4-copy": (GeneratorConfig(depth=4, width=6, n_templates=6, blend=BlendMode.COPY, noise=NOISE), Fold.MIRROR, 1.0),
+    # The decoder of models made before the paper's became the default.
+    "head-mirror-noise": (GeneratorConfig(depth=3, width=8, n_templates=5, noise=NOISE, full_resolution_head=True),
+                          Fold.MIRROR, 1.0),
+    "head-residual-input-noise": (
+        GeneratorConfig(
+            depth=2, width=8, n_templates=4, n_res_blocks=1, skip=False, full_resolution_head=True,
+            noise=NoiseConfig(n_local=2, n_periodic=1, placement=NoisePlacement.INPUT),
+        ),
+        Fold.WRAP,
+        1.3,
+    ),
 }
 
 
@@ -111,8 +122,10 @@ def empirical_reach(config: GeneratorConfig) -> tuple[int, int]:
         GeneratorConfig(depth=3, width=4, n_templates=2),
         GeneratorConfig(depth=2, width=4, n_templates=2, n_res_blocks=1),
         GeneratorConfig(depth=4, width=4, n_templates=0, blend=BlendMode.PAINT),
+        GeneratorConfig(depth=3, width=4, n_templates=2, full_resolution_head=True),
+        GeneratorConfig(depth=2, width=4, n_templates=2, n_res_blocks=1, skip=False, full_resolution_head=True),
     ],
-    ids=["depth3", "depth2-res", "depth4-parametric"],
+    ids=["depth3", "depth2-res", "depth4-parametric", "depth3-head", "depth2-res-noskip-head"],
 )
 def test_empirical_receptive_field_within_halo(config):
     before, after = empirical_reach(config)

@@ -95,10 +95,14 @@ def test_bad_plans_name_the_problem(bad, message):
 
 
 def test_default_architecture_reach_and_halo():
-    # The paper's U-Net (depth 4, 5x5 kernels) plus its output convolution: asymmetric reach.
+    # The paper's U-Net (depth 4, 5x5 kernels, the last up-block emitting the output): asymmetric reach.
     reach = receptive_reach(GeneratorConfig())
-    assert (reach.before, reach.after) == (77, 62)
+    assert (reach.before, reach.after) == (75, 60)
     assert halo_for(GeneratorConfig()) == Halo(80, 80, 64, 64)
+    # The full-resolution head adds one 5x5 convolution at level 0: two pixels each way, same halo.
+    head = receptive_reach(GeneratorConfig(full_resolution_head=True))
+    assert (head.before, head.after) == (77, 62)
+    assert halo_for(GeneratorConfig(full_resolution_head=True)) == Halo(80, 80, 64, 64)
     # Residual blocks and depth grow the reach; noise placement does not.
     assert receptive_reach(GeneratorConfig(n_res_blocks=1)).before > reach.before
     assert receptive_reach(GeneratorConfig(depth=5)).before > reach.before

@@ -34,7 +34,7 @@ FIELDS: dict[str, tuple[type, str]] = {
     "template_seed": (CanvasConfig, "template_seed"),
     "templates": (GeneratorConfig, "n_templates"), "depth": (GeneratorConfig, "depth"),
     "width": (GeneratorConfig, "width"), "kernel": (GeneratorConfig, "kernel"),
-    "res_blocks": (GeneratorConfig, "n_res_blocks"),
+    "res_blocks": (GeneratorConfig, "n_res_blocks"), "full_resolution_head": (GeneratorConfig, "full_resolution_head"),
     "noise_local": (NoiseConfig, "n_local"), "noise_global": (NoiseConfig, "n_global"),
     "noise_periodic": (NoiseConfig, "n_periodic"), "noise_placement": (NoiseConfig, "placement"),
     "d_depth": (DiscriminatorConfig, "depth"), "d_width": (DiscriminatorConfig, "width"),
@@ -141,6 +141,9 @@ def build_parser() -> Parser:
     _option(g, "--width")
     _option(g, "--kernel")
     _option(g, "--res-blocks")
+    _option(g, "--full-resolution-head", "a full-resolution up-block to --width channels and a head convolution "
+            "after it (1.4x the paper's compute; the decoder of famos models before 2026-12)",
+            action="store_const", const=True)
     _option(g, "--noise-local")
     _option(g, "--noise-global")
     _option(g, "--noise-periodic")

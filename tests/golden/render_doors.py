@@ -34,6 +34,8 @@ REQUESTS: dict[str, list[str]] = {
     "jpeg": ["--compression", "jpeg", "--quality", "80", "--artist", "A. Painter"],
     "content": ["--content", "CONTENT", "--seed", "7", "--resolution-unit", "cm", "--dpi", "120"],
 }
+# Where the process renders itself (not through a server), its runner: see build_model.
+ONNX = ["--backend", "onnx"]
 LOCAL_ONLY = {"bits16": ["--bits", "16", "--no-predictor"]}
 # The batch door: jobs-file rows (its own fields) over the same model.
 BATCH_ROWS = [
@@ -77,7 +79,10 @@ def build_model(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     from conftest import make_bundle
     from famos.config import CanvasConfig, Fold, GeneratorConfig, NoiseConfig
 
-    config = GeneratorConfig(depth=2, width=4, n_templates=2, noise=NoiseConfig(n_local=1, n_periodic=1))
+    # The architecture and runner of before.json: the full-resolution head (the default until the
+    # paper's decoder replaced it) and onnxruntime fp32 (the default until `--backend auto`).
+    legacy = {"full_resolution_head": True} if "full_resolution_head" in GeneratorConfig.__dataclass_fields__ else {}
+    config = GeneratorConfig(depth=2, width=4, n_templates=2, noise=NoiseConfig(n_local=1, n_periodic=1), **legacy)
     bundle = make_bundle(folder / "export", config, CanvasConfig(96, 160, fold=Fold.MIRROR, template_seed=2))
     models = folder / "models"
     models.mkdir()
@@ -92,7 +97,9 @@ def server(models: pathlib.Path, store: pathlib.Path):
     from render_server.server import RenderServer, ServerConfig
 
     store.mkdir()
-    running = RenderServer(ServerConfig(models=models, output=store, port=0))
+    from famos.runners import Backend, RunnerOptions
+
+    running = RenderServer(ServerConfig(models=models, output=store, port=0, runner=RunnerOptions(backend=Backend.ONNX)))
     running.start()
     try:
         yield f"127.0.0.1:{running.port}"
@@ -113,18 +120,18 @@ def render_doors(out: pathlib.Path, *, ray: bool) -> dict[str, str]:
 
     for name, args in {**REQUESTS, **LOCAL_ONLY}.items():
         path = out / f"render-{name}.tif"
-        famos("render", bundle, "--out", path, "--quiet", *options(args))
+        famos("render", bundle, "--out", path, "--quiet", *ONNX, *options(args))
         digest = digest or recorded_digest(path)
         hashes[f"render/{name}"] = sha(path, digest)
-    famos("render", bundle, "--out", out / "render.png", "--quiet")
+    famos("render", bundle, "--out", out / "render.png", "--quiet", *ONNX)
     hashes["render/png"] = sha(out / "render.png", digest)
     if ray:
-        famos("render", bundle, "--out", out / "ray.tif", "--quiet", "--ray", "auto", "--ray-workers", "2")
+        famos("render", bundle, "--out", out / "ray.tif", "--quiet", *ONNX, "--ray", "auto", "--ray-workers", "2")
         hashes["ray/default"] = sha(out / "ray.tif", digest)
 
     jobs = out / "jobs.csv"
     jobs.write_text("\n".join(BATCH_ROWS).replace("MODEL", "tiny").replace("CONTENT", str(content)) + "\n")
-    famos("batch", jobs, "--out", out / "batch-local", "--bundles", models, "--dpi", "100", "--quiet")
+    famos("batch", jobs, "--out", out / "batch-local", "--bundles", models, "--dpi", "100", "--quiet", *ONNX)
     for tif in sorted((out / "batch-local").glob("*.tif")):
         hashes[f"batch/{tif.name}"] = sha(tif, digest)
 

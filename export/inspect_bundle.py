@@ -44,7 +44,7 @@ def check_render(bundle: Bundle) -> str:
     from famos.chunk_loop import WindowInputs
     from famos.config import Precision
     from famos.planning import Rect
-    from famos.runners import RunnerOptions, open_runner
+    from famos.runners import Backend, RunnerOptions, open_runner
 
     spec = bundle.spec
     alignment = spec.generator.alignment
@@ -57,7 +57,7 @@ def check_render(bundle: Bundle) -> str:
     graphs = {"model.onnx": Precision.FP32} | graphs
     for name, precision in graphs.items():
         try:
-            image = open_runner(bundle, RunnerOptions(precision=precision))(*inputs)
+            image = open_runner(bundle, RunnerOptions(backend=Backend.ONNX, precision=precision))(*inputs)  # its graphs
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - onnxruntime's errors share no base class but Exception

@@ -241,7 +241,9 @@ class WorkerPool:
         ray = _ray()
         connect(options.address)
         self.options = options
-        self.runner = runner
+        # resolved here, on the head: every worker runs (and every file records) the same backend
+        # and precision, whatever each worker's machine would have chosen for itself
+        runner = self.runner = runner.resolved()
         resources = ray.cluster_resources()
         self.gpu = runner.device.startswith("cuda")
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))

@@ -27,6 +27,7 @@ from famos.canvas import to_unit_range
 from famos.config import CanvasConfig
 from famos.errors import BundleError
 from famos.pipeline import ProgressCallback, pipelined_strips
+from famos.memory import cpu_default_chunk
 from famos.planning import Rect
 from famos.chunk_loop import DEFAULT_CHUNK, RenderSettings, RenderTask, WindowInputs, plan_for
 from famos.runners import RunnerOptions, open_runner
@@ -44,10 +45,11 @@ class Renderer:
     def __init__(self, bundle: Bundle, options: RunnerOptions = RunnerOptions(), *, cluster: WorkerPool | None = None):
         self.bundle = bundle
         self.cluster = cluster
-        self.options = options if cluster is None else cluster.runner
+        # resolved (a concrete backend and precision): every file it renders records them
+        self.options = options.resolved() if cluster is None else cluster.runner
         self.spec = bundle.spec
         self.halo = bundle.manifest.halo  # the architecture's, checked against it when the bundle loaded
-        self.run = open_runner(bundle, options) if cluster is None else None
+        self.run = open_runner(bundle, self.options) if cluster is None else None
         self._default_content: np.ndarray | None = None
 
     def canvas(self, size: tuple[int, int] | None) -> CanvasConfig:
@@ -78,14 +80,19 @@ class Renderer:
         return RenderTask(settings, plan, inputs, self._provenance(settings, canvas, region, content))
 
     def default_chunk(self, size: tuple[int, int] | None) -> int:
-        """The chunk side at output ``size`` when none is asked for: on a GPU the largest whose
-        window fits in half the free device memory (measured on a small window of the model's own
-        inputs: it follows the architecture), elsewhere ``DEFAULT_CHUNK``."""
+        """The chunk side at output ``size`` when none is asked for: on a GPU (torch backends)
+        the largest whose window fits in half the free device memory (measured on a small window of
+        the model's own inputs: it follows the architecture); on the CPU the largest whose window
+        fits in half the available memory by the model's estimate, at most 1536
+        (``famos.memory.cpu_default_chunk``); else ``DEFAULT_CHUNK``."""
+        margin = self.halo.top + self.halo.bottom
         suggest = getattr(self.run, "suggest_chunk", None)
-        if suggest is None:
-            return DEFAULT_CHUNK
-        probe = self._inputs(self.canvas(size), None, seed=0)
-        return suggest(probe, margin=self.halo.top + self.halo.bottom) or DEFAULT_CHUNK
+        measured = suggest(self._inputs(self.canvas(size), None, seed=0), margin=margin) if suggest else None
+        if measured:
+            return measured
+        if self.options.device == "cpu":
+            return cpu_default_chunk(self.spec.generator, margin)
+        return DEFAULT_CHUNK
 
     def _inputs(self, canvas: CanvasConfig, content: np.ndarray | None, *, seed: int) -> WindowInputs:
         if content is None:

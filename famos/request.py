@@ -27,6 +27,7 @@ from famos.canvas import decode_rgb, image_size
 from famos.config import from_dict, to_dict
 from famos.chunk_loop import RenderSettings, RenderTask
 from famos.errors import InvalidField, OverLimit
+from famos.memory import WINDOW_BYTES_PER_PIXEL, window_bytes_per_pixel
 from famos.planning import Rect
 from famos.tiff_options import ResolutionUnit, TiffOptions
 from famos.tiff_size import expected_bytes
@@ -169,11 +170,6 @@ class ResolvedRender:
     trained: Resolution | None  # the model's trained print resolution (streams send it to clients)
 
 
-# Host bytes per window pixel and U-Net channel: float32 activations of the levels alive at once,
-# the decoder's concatenated skips and the runtime's arena (measured peak RSS of onnxruntime
-# windows, widths 8-32, depths 3-4: 17-23), rounded up; plus the inputs and output per pixel.
-WINDOW_BYTES_PER_PIXEL_CHANNEL = 24
-WINDOW_BYTES_PER_PIXEL = 64
 # A decoded content image passes through Pillow's RGB conversion and its uint8 copy, then is held
 # as float32 in [-1, 1]: 3 + 3 + 12 bytes per pixel at the peak.
 CONTENT_BYTES_PER_PIXEL = 18
@@ -185,7 +181,7 @@ def render_memory(renderer: Renderer, settings: RenderSettings, *, region: Rect,
     pipeline, and the decoded content. A GPU's own memory is the runner's (``default_chunk``)."""
     halo = renderer.halo
     window = (settings.chunk + halo.top + halo.bottom) * (settings.chunk + halo.left + halo.right)
-    per_pixel = WINDOW_BYTES_PER_PIXEL_CHANNEL * renderer.spec.generator.width + WINDOW_BYTES_PER_PIXEL
+    per_pixel = window_bytes_per_pixel(renderer.spec.generator)
     strips = (settings.queue_chunks + 1) * settings.chunk * region.width * 3 * (settings.bits // 8)
     inputs = settings.queue_chunks * window * WINDOW_BYTES_PER_PIXEL
     return window * per_pixel + inputs + strips + content_pixels * CONTENT_BYTES_PER_PIXEL
@@ -204,8 +200,7 @@ def resolve(
     """``request`` on ``renderer``'s model and device, admitted against ``limits`` before its content
     is decoded or a chunk is planned; ``admit`` sees the estimate then too (a server reserves its
     memory there, or refuses). ``default_chunk`` (a server's setting) stands in for a chunk the
-    request does not name; without either, on a GPU the largest chunk whose window fits in half
-    the free device memory, elsewhere ``DEFAULT_CHUNK``."""
+    request does not name; without either, the device's (``Renderer.default_chunk``)."""
     trained = renderer.spec.canvas
     size = output_canvas(request, (trained.height, trained.width))
     canvas = renderer.canvas(size)

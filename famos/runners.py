@@ -1,12 +1,15 @@
 """Runners: a loaded bundle's graph as a callable ``run(content, origin, noise, canvas=None) -> image``
 on numpy arrays (the contract is ``famos.window``), on one backend and device.
 
+    auto         the default: resolved per machine by ``RunnerOptions.resolved``
+    openvino     model.onnx in OpenVINO on the CPU, float32 or bfloat16 (``famos.openvino_runner``)
     onnx         model.onnx (or model_fp16.onnx) in onnxruntime: CPU, CUDA or TensorRT provider
     torchscript  model.ts in torch.jit (``famos.torch_runners``)
     torch        generator.safetensors rebuilt as the eager generator: the reference
 
-This module imports no torch: the ONNX path needs only numpy and onnxruntime, and the PyTorch
-runners are imported only when one of them is asked for.
+This module imports no torch and no OpenVINO: the ONNX path needs only numpy and onnxruntime, and
+the other runners are imported only when one of them is asked for (OpenVINO is probed when the
+automatic backend is resolved on a CPU).
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ from famos.errors import BackendUnavailable, BundleError, UserError
 from famos.window import WindowRunner
 
 
+AUTO_PRECISION = "auto"  # the command line's name for RunnerOptions.precision None
+
+
 class Backend(enum.Enum):
+    AUTO = "auto"  # RunnerOptions.resolved: the fast path of this machine
+    OPENVINO = "openvino"
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
     TORCH = "torch"
@@ -33,11 +41,14 @@ class Backend(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class RunnerOptions:
-    """How to run a bundle: the same four choices in `famos render`, `famos batch` and `famos serve`."""
+    """How to run a bundle: the same choices in `famos render`, `famos batch` and `famos serve`.
+    ``backend`` AUTO and ``precision`` None are resolved per machine (``resolved``) before a runner
+    opens, and what records or ships options (a TIFF's description, a cluster's workers) takes the
+    resolved ones."""
 
-    backend: Backend = Backend.ONNX
+    backend: Backend = Backend.AUTO
     device: str = "cpu"  # cpu, cuda or cuda:N
-    precision: Precision = Precision.FP32  # of the U-Net: fp16 within the manifest's fp16_tolerance
+    precision: Precision | None = None  # of the U-Net (fp16 within the manifest's fp16_tolerance); None: auto
     tensorrt: bool = False  # onnxruntime's TensorRT provider before CUDA (onnx backend, cuda device)
     autotune: bool = False  # cuDNN autotuning (torch backends on CUDA): faster, not reproducible across processes
     threads: int = 0  # CPU threads of one runner; 0: the library's default (every core). Cluster
@@ -45,27 +56,80 @@ class RunnerOptions:
 
     def __post_init__(self) -> None:
         check_device(self.device)
-        if self.tensorrt and self.backend is not Backend.ONNX:
-            raise BackendUnavailable("--tensorrt: TensorRT is available through the onnx backend only")
-        if self.tensorrt and not self.device.startswith("cuda"):
-            raise BackendUnavailable("--tensorrt: needs --device cuda or cuda:N")
-        if self.backend is Backend.ONNX and self.precision is Precision.BF16:
-            raise BackendUnavailable("--precision bf16: use --backend torch (bundles carry float32 and float16 ONNX graphs)")
-        if self.backend is Backend.TORCHSCRIPT and self.precision is not Precision.FP32:
-            raise BackendUnavailable(f"--precision {self.precision.value}: use --backend torch (model.ts is float32)")
-        if self.backend is Backend.TORCH and self.precision is Precision.FP16 and not self.device.startswith("cuda"):
-            # measured: the default U-Net's float16 convolutions on a CPU take minutes per chunk
-            raise BackendUnavailable("--precision fp16 with --backend torch needs --device cuda (a CPU has no fast "
-                                     "float16 convolutions); use bf16 or fp32 on a CPU")
+        refusal = _refusal(self.backend, self.device, self.precision, tensorrt=self.tensorrt)
+        if refusal is not None:
+            raise BackendUnavailable(refusal)
 
     @property
     def fp16(self) -> bool:
         return self.precision is Precision.FP16
 
+    def resolved(self) -> RunnerOptions:
+        """These options with a concrete backend and precision for this machine.
+
+        Automatic backend: on a CUDA device onnx (with --tensorrt too); on the CPU openvino where it
+        imports, else onnx. With a precision asked for, the first of openvino, onnx and torch that
+        runs it here. Automatic precision: bf16 for openvino on a CPU with native bfloat16 (OpenVINO
+        reports BF16), else fp32."""
+        backend, precision = self.backend, self.precision
+        if backend is Backend.AUTO:
+            backend = self._automatic_backend()
+        if precision is None:
+            precision = Precision.BF16 if backend is Backend.OPENVINO and _openvino_runs(Precision.BF16) else Precision.FP32
+        if (backend, precision) == (self.backend, self.precision):
+            return self
+        return dataclasses.replace(self, backend=backend, precision=precision)
+
+    def _automatic_backend(self) -> Backend:
+        if self.tensorrt:  # TensorRT is one of onnxruntime's providers
+            return Backend.ONNX
+        if self.precision is None:
+            on_cpu = check_device(self.device) is None
+            return Backend.OPENVINO if on_cpu and _openvino_runs(Precision.FP32) else Backend.ONNX
+        # onnx runs fp32 and fp16 (on any device: the bundle's fp16 graph), torch bf16: one always fits
+        return next(
+            b for b in (Backend.OPENVINO, Backend.ONNX, Backend.TORCH)
+            if _refusal(b, self.device, self.precision) is None
+            and (b is not Backend.OPENVINO or _openvino_runs(self.precision))
+        )
+
     def device_settings(self):
         from famos.torch_runners import DeviceSettings
 
-        return DeviceSettings(device=self.device, precision=self.precision, autotune=self.autotune)
+        options = self.resolved()
+        return DeviceSettings(device=options.device, precision=options.precision, autotune=options.autotune)
+
+
+def _refusal(backend: Backend, device: str, precision: Precision | None, *, tensorrt: bool = False) -> str | None:
+    """Why ``backend`` cannot run ``precision`` on ``device`` on any machine (None: it can, as far
+    as can be told without probing this one); AUTO and None are checked once resolved."""
+    cuda = device.startswith("cuda")
+    if tensorrt and backend not in (Backend.ONNX, Backend.AUTO):
+        return "--tensorrt: TensorRT is available through the onnx backend only"
+    if tensorrt and not cuda:
+        return "--tensorrt: needs --device cuda or cuda:N"
+    if backend is Backend.OPENVINO and cuda:
+        return f"--backend openvino runs on the CPU only: use --device cpu, or --backend onnx on {device}"
+    if backend is Backend.OPENVINO and precision is Precision.FP16:
+        return "--precision fp16 with --backend openvino: OpenVINO runs on the CPU here; use bf16 or fp32"
+    if backend is Backend.ONNX and precision is Precision.BF16:
+        return ("--precision bf16 with --backend onnx: bundles carry float32 and float16 ONNX graphs; use "
+                "--backend openvino (CPU) or torch")
+    if backend is Backend.TORCHSCRIPT and precision not in (None, Precision.FP32):
+        return f"--precision {precision.value}: use --backend torch (model.ts is float32)"
+    if backend is Backend.TORCH and precision is Precision.FP16 and not cuda:
+        # measured: the default U-Net's float16 convolutions on a CPU take minutes per chunk
+        return ("--precision fp16 with --backend torch needs --device cuda (a CPU has no fast float16 "
+                "convolutions); use bf16 or fp32 on a CPU")
+    return None
+
+
+def _openvino_runs(precision: Precision) -> bool:
+    """Whether OpenVINO imports here and this CPU runs ``precision`` natively."""
+    from famos import openvino_runner  # imports no OpenVINO until asked
+
+    capabilities = openvino_runner.cpu_capabilities()
+    return capabilities is not None and (precision is not Precision.BF16 or "BF16" in capabilities)
 
 
 def check_device(device: str) -> int | None:
@@ -83,10 +147,15 @@ def add_runner_arguments(parser) -> None:
     defaults = RunnerOptions()
     group = parser.add_argument_group("backend and device")
     group.add_argument("--backend", choices=[b.value for b in Backend], default=defaults.backend.value,
-                       help="onnx (onnxruntime), torchscript, or torch (the eager reference)")
+                       help="auto (default): on a CPU openvino where it is installed, else onnx; onnx on cuda; "
+                            "with a --precision, the first of openvino, onnx, torch that runs it. openvino (CPU), "
+                            "onnx (onnxruntime), torchscript, or torch (the eager reference)")
     group.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
-    group.add_argument("--precision", choices=[p.value for p in Precision], default=defaults.precision.value,
-                       help="of the U-Net: fp32; bf16 (torch backend); fp16 (torch on cuda, or onnx with a bundle exported with --fp16)")
+    group.add_argument("--precision", choices=[AUTO_PRECISION, *(p.value for p in Precision)],
+                       default=defaults.precision.value if defaults.precision else AUTO_PRECISION,
+                       help="of the U-Net: auto (default): bf16 for openvino on a CPU with native bfloat16, "
+                            "else fp32; fp32; bf16 (openvino on such a CPU, or torch); fp16 (torch on cuda, or onnx "
+                            "with a bundle exported with --fp16)")
     group.add_argument("--tensorrt", action="store_true",
                        help="onnx on cuda: put onnxruntime's TensorRT provider first (engines cached per bundle)")
     group.add_argument("--autotune", action="store_true",
@@ -95,14 +164,22 @@ def add_runner_arguments(parser) -> None:
 
 
 def runner_options(args) -> RunnerOptions:
-    return RunnerOptions(backend=Backend(args.backend), device=args.device, precision=Precision(args.precision),
+    precision = None if args.precision == AUTO_PRECISION else Precision(args.precision)
+    return RunnerOptions(backend=Backend(args.backend), device=args.device, precision=precision,
                          tensorrt=args.tensorrt, autotune=args.autotune)
 
 
 def open_runner(bundle: Bundle, options: RunnerOptions = RunnerOptions()) -> WindowRunner:
-    """A runner of ``bundle``'s graph; BackendUnavailable when this machine cannot run it."""
+    """A runner of ``bundle``'s graph on ``options.resolved()``; BackendUnavailable when this
+    machine cannot run it."""
+    options = options.resolved()
     manifest = bundle.manifest
     inputs = manifest.graph_inputs()
+    if options.backend is Backend.OPENVINO:
+        from famos.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(bundle.path / ONNX_FILE, inputs=inputs, precision=options.precision,
+                              threads=options.threads)
     if options.backend is Backend.ONNX:
         name = manifest.fp16_file if options.fp16 else ONNX_FILE
         if name is None:
@@ -162,9 +239,14 @@ class OnnxRunner:
 
 
 def check_available(options: RunnerOptions) -> None:
-    """BackendUnavailable now when this machine cannot run ``options``: a server checks at start
-    rather than accepting calls and failing each one."""
-    if options.backend is Backend.ONNX:
+    """BackendUnavailable now when this machine cannot run ``options`` (resolved): a server checks
+    at start rather than accepting calls and failing each one."""
+    options = options.resolved()
+    if options.backend is Backend.OPENVINO:
+        from famos.openvino_runner import check_precision
+
+        check_precision(options.precision)
+    elif options.backend is Backend.ONNX:
         onnx_providers(options, cache_dir=pathlib.Path(tempfile.gettempdir()))
     else:
         from famos.torch_runners import torch_device

@@ -10,23 +10,15 @@ is refused either way, at submission for a job.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Iterator
 
 from famos.errors import Cancelled
+from famos.memory import machine_memory
 from famos.request import Estimate
 from render_server.errors import ResourceExhausted
 
 _POLL_SECONDS = 0.1  # how soon a waiting job notices a cancel
-
-
-def machine_memory() -> int:
-    """Physical memory of this machine in bytes (0 where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 def default_max_memory() -> int:

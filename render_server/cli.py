@@ -18,8 +18,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from famos.cli_parser import Parser
-    from famos.chunk_loop import DEFAULT_CHUNK
     from famos.cluster import add_cluster_arguments
+    from famos.memory import DEFAULT_CHUNK_HELP
     from famos.request import MAX_PIXELS
     from famos.request_args import add_request_arguments
     from famos.runners import add_runner_arguments
@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"refuse outputs over this many pixels (default {MAX_PIXELS}, about 17 gigapixels)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace --out and --preview if they exist")
-    add_request_arguments(parser, chunk_default=f"{DEFAULT_CHUNK}; with a torch backend on CUDA the largest whose "
-                          "window fits in half the free GPU memory")
+    add_request_arguments(parser, chunk_default=DEFAULT_CHUNK_HELP)
     add_runner_arguments(parser)
     add_cluster_arguments(parser)
     args = parser.parse_args(argv)
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         render = resolve(request, renderer, limits=AdmissionLimits(max_pixels=args.max_pixels, hint=" (--max-pixels raises it)"),
                          prepare_workers=args.workers)
         if not args.quiet:
-            _notes(render, default_chunk=DEFAULT_CHUNK)
+            _notes(render, renderer)
         if suffix == ".png":
             render_png(renderer, args.out, render.task)
             print(f"wrote {args.out}")
@@ -95,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _notes(render, *, default_chunk: int) -> None:
-    """What the user did not ask for but should know: a stretched content, a measured chunk."""
+def _notes(render, renderer: Renderer) -> None:
+    """What the user did not ask for but should know: a stretched content, a chunk that memory made
+    smaller than the device's usual."""
+    from famos.chunk_loop import DEFAULT_CHUNK
+    from famos.memory import CPU_MAX_CHUNK
+
     settings = render.task.settings
     model = render.task.description["trained_canvas"]
     if settings.size is not None:
@@ -104,8 +107,9 @@ def _notes(render, *, default_chunk: int) -> None:
         if abs((width / height) / (model["width"] / model["height"]) - 1) > 0.01:
             print(f"famos render: note: {width}x{height} has other proportions than the model's canvas "
                   f"{model['width']}x{model['height']}: the content is stretched to fill it", file=sys.stderr)
-    if not render.request.chunk and settings.chunk != default_chunk:
-        print(f"famos render: chunks of {settings.chunk} px (what half the free GPU memory holds)", file=sys.stderr)
+    usual = CPU_MAX_CHUNK if renderer.options.device == "cpu" else DEFAULT_CHUNK
+    if not render.request.chunk and settings.chunk != usual:
+        print(f"famos render: chunks of {settings.chunk} px (what half the free memory holds)", file=sys.stderr)
 
 
 def describe(report: RenderReport) -> str:

@@ -116,8 +116,11 @@ class JobManager:
         plan = prepared.render.task.plan
         # a classic TIFF that cannot hold the result must fail now, not after rendering
         needs_bigtiff(plan.region.height, plan.region.width, options=prepared.render.tiff)
-        # resolved once, at submission: a resumed job writes the same resolution and DateTime
-        resolved = dataclasses.replace(request, tiff=prepared.render.tiff.stamped())
+        # resolved once, at submission: a resumed job writes the same resolution and DateTime, and
+        # renders the same chunks (a default chunk follows free memory, and the spool's strips are
+        # rows of chunks; a backend that is not chunk-exact, openvino, gives the same bytes only so)
+        resolved = dataclasses.replace(request, tiff=prepared.render.tiff.stamped(),
+                                       chunk=prepared.render.task.settings.chunk)
         spec = JobSpec(resolved, name, prepared.renderer.bundle.sha256)
         self._record_unrecorded()
         spool = JobSpool(self.spool, job_id)

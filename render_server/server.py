@@ -114,11 +114,14 @@ class RenderServer:
             raise UserError(f"--models {config.models}: no such folder")
         if not config.output.is_dir():
             raise UserError(f"--output {config.output}: no such folder")
-        self.config = config
+        # resolved once (`auto` becomes this machine's backend and precision): what ListModels
+        # reports, what the renderers and a cluster's workers run
+        runner = config.runner.resolved()
+        self.config = config = dataclasses.replace(config, runner=runner)
         if config.cluster is None:  # a cluster's workers check their own device
             from famos.runners import check_available
 
-            check_available(config.runner)
+            check_available(runner)
         limits = ServerLimits(
             AdmissionLimits(max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels,
                             max_chunk=config.max_chunk),
@@ -256,6 +259,8 @@ def memory_size(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from famos.memory import DEFAULT_CHUNK_HELP
+
     parser = Parser(prog="famos serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=pathlib.Path, required=True, help="folder of bundle folders (model name = folder name)")
     parser.add_argument("--output", type=pathlib.Path, required=True, help="job output store (TIFFs, job database)")
@@ -281,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-idle-timeout", type=float, default=ServerConfig.stream_idle_timeout,
                         help="seconds a streamed render waits on a client that reads nothing before it is cancelled")
     parser.add_argument("--chunk", type=int, default=ServerConfig.chunk,
-                        help=f"default chunk side in pixels (default: {DEFAULT_CHUNK}; with a torch backend on CUDA "
-                        "the largest whose window fits in half the free GPU memory)")
+                        help=f"default chunk side in pixels (default: {DEFAULT_CHUNK_HELP})")
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="seconds for calls to finish on shutdown")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_runner_arguments(parser)

@@ -81,3 +81,32 @@ def test_a_render_that_could_never_fit_is_refused_with_the_budget_named(serve):
         with pytest.raises(ServerError) as err:
             client.submit(SERVER_MODEL, size=(96, 100_000), chunk=2048)
         assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-memory" in err.value.details
+
+
+def test_the_cpu_default_chunk_follows_available_memory():
+    """Half the available memory holds the window by the render estimate; at most 1536 (the fastest
+    measured), in steps of 256 (a little more or less free memory keeps the plan), at least 256."""
+    from famos.config import GeneratorConfig
+    from famos.memory import CPU_MAX_CHUNK, cpu_default_chunk, window_bytes_per_pixel
+
+    paper = GeneratorConfig()
+    assert cpu_default_chunk(paper, 144, available=64 << 30) == CPU_MAX_CHUNK
+    four_gb = cpu_default_chunk(paper, 144, available=4 << 30)
+    assert four_gb % 256 == 0 and four_gb < CPU_MAX_CHUNK
+    assert (four_gb + 144) ** 2 * window_bytes_per_pixel(paper) <= 2 << 30
+    assert (four_gb + 256 + 144) ** 2 * window_bytes_per_pixel(paper) > 2 << 30
+    assert cpu_default_chunk(paper, 144, available=4 << 30) == cpu_default_chunk(paper, 144, available=(4 << 30) + (50 << 20))
+    assert cpu_default_chunk(paper, 144, available=1 << 20) == 256
+
+
+def test_a_cpu_render_takes_the_memory_chunk(tmp_path):
+    from conftest import make_bundle
+    from famos.bundle import load_bundle
+    from famos.config import CanvasConfig, GeneratorConfig
+    from famos.renderer import Renderer
+    from famos.memory import cpu_default_chunk
+
+    config = GeneratorConfig(depth=2, width=4, n_templates=2)
+    renderer = Renderer(load_bundle(make_bundle(tmp_path, config, CanvasConfig(64, 64))))
+    halo = renderer.halo
+    assert renderer.default_chunk(None) == cpu_default_chunk(config, halo.top + halo.bottom)

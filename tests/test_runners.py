@@ -10,6 +10,7 @@ pytest.importorskip("onnxruntime")
 from famos.bundle import load_bundle  # noqa: E402
 from famos.cli import main  # noqa: E402
 from famos.errors import BackendUnavailable, UserError  # noqa: E402
+from famos.config import Precision  # noqa: E402
 from famos.runners import Backend, RunnerOptions, check_device, open_runner  # noqa: E402
 from famos.window import check_window  # noqa: E402
 from conftest import SERVER_MODEL  # noqa: E402
@@ -31,7 +32,17 @@ def test_tensorrt_needs_onnx_on_cuda():
         RunnerOptions(tensorrt=True)
 
 
-@pytest.mark.parametrize("backend", list(Backend))
+def has_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(not has_openvino(), reason="OpenVINO is not installed"))
+            if b is Backend.OPENVINO else b for b in Backend]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_runner_refuses_a_misaligned_window(models, backend):
     bundle = load_bundle(models / SERVER_MODEL)
     run = open_runner(bundle, RunnerOptions(backend=backend))
@@ -120,3 +131,91 @@ def test_float16_on_a_cpu_is_refused_for_torch_in_one_line(models, tmp_path, cap
     assert main(["render", str(models / SERVER_MODEL), "--out", str(out), "--backend", "torch", "--precision", "fp16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs --device cuda" in err[0] and not out.exists()
+
+
+# The automatic backend and precision (RunnerOptions.resolved), on any machine: OpenVINO's probe of
+# this CPU is replaced by each answer it can give.
+NO_OPENVINO, NO_BF16, BF16 = None, frozenset({"FP32", "INT8"}), frozenset({"FP32", "BF16", "INT8"})
+O, V, T, S = Backend.ONNX, Backend.OPENVINO, Backend.TORCH, Backend.TORCHSCRIPT
+F32, B16, F16 = Precision.FP32, Precision.BF16, Precision.FP16
+RESOLUTIONS = [
+    # (capabilities, backend, device, precision) -> (backend, precision)
+    ((BF16, Backend.AUTO, "cpu", None), (V, B16)),
+    ((NO_BF16, Backend.AUTO, "cpu", None), (V, F32)),
+    ((NO_OPENVINO, Backend.AUTO, "cpu", None), (O, F32)),
+    ((BF16, Backend.AUTO, "cuda", None), (O, F32)),
+    ((BF16, Backend.AUTO, "cuda:1", None), (O, F32)),
+    # an explicit backend with the automatic precision: fp32, but bf16 for openvino where the CPU has it
+    ((BF16, V, "cpu", None), (V, B16)),
+    ((NO_BF16, V, "cpu", None), (V, F32)),
+    ((NO_OPENVINO, V, "cpu", None), (V, F32)),  # opening it then says how to install OpenVINO
+    ((BF16, O, "cpu", None), (O, F32)),
+    ((BF16, T, "cpu", None), (T, F32)),
+    ((BF16, S, "cuda", None), (S, F32)),
+    # an explicit precision with the automatic backend: the first of openvino, onnx, torch that runs it
+    ((BF16, Backend.AUTO, "cpu", F32), (V, F32)),
+    ((NO_OPENVINO, Backend.AUTO, "cpu", F32), (O, F32)),
+    ((BF16, Backend.AUTO, "cpu", B16), (V, B16)),
+    ((NO_BF16, Backend.AUTO, "cpu", B16), (T, B16)),
+    ((NO_OPENVINO, Backend.AUTO, "cpu", B16), (T, B16)),
+    ((BF16, Backend.AUTO, "cpu", F16), (O, F16)),
+    ((BF16, Backend.AUTO, "cuda", F32), (O, F32)),
+    ((BF16, Backend.AUTO, "cuda", F16), (O, F16)),
+    ((BF16, Backend.AUTO, "cuda", B16), (T, B16)),
+    # explicit both: as asked
+    ((BF16, T, "cpu", B16), (T, B16)),
+    ((BF16, V, "cpu", F32), (V, F32)),
+]
+
+
+@pytest.mark.parametrize("case, expected", RESOLUTIONS)
+def test_the_automatic_backend_and_precision(monkeypatch, case, expected):
+    from famos import openvino_runner
+
+    capabilities, backend, device, precision = case
+    monkeypatch.setattr(openvino_runner, "cpu_capabilities", lambda: capabilities)
+    options = RunnerOptions(backend=backend, device=device, precision=precision, threads=3)
+    resolved = options.resolved()
+    assert (resolved.backend, resolved.precision) == expected
+    assert (resolved.device, resolved.threads) == (device, 3)
+    assert resolved.resolved() == resolved
+
+
+def test_tensorrt_resolves_to_onnx(monkeypatch):
+    from famos import openvino_runner
+
+    monkeypatch.setattr(openvino_runner, "cpu_capabilities", lambda: BF16)
+    resolved = RunnerOptions(device="cuda", tensorrt=True).resolved()
+    assert (resolved.backend, resolved.precision, resolved.tensorrt) == (O, F32, True)
+    assert RunnerOptions(device="cuda", tensorrt=True, precision=F16).resolved().backend is O
+    with pytest.raises(BackendUnavailable, match="bf16 with --backend onnx"):
+        RunnerOptions(device="cuda", tensorrt=True, precision=B16).resolved()
+
+
+@pytest.fixture
+def without_openvino(monkeypatch):
+    """As if OpenVINO were not installed: its import fails, and the probe asks again."""
+    import functools
+    import sys
+
+    from famos import openvino_runner
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    monkeypatch.setattr(openvino_runner, "cpu_capabilities", functools.cache(openvino_runner.cpu_capabilities.__wrapped__))
+
+
+def test_openvino_not_installed_is_a_one_line_error_and_the_default_falls_back_to_onnx(
+    models, tmp_path, capsys, without_openvino
+):
+    import json
+
+    import tifffile
+
+    bundle, out = str(models / SERVER_MODEL), tmp_path / "x.tif"
+    assert main(["render", bundle, "--out", str(out), "--backend", "openvino"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'pip install "famos[openvino]"' in err[0] and not out.exists()
+    assert main(["render", bundle, "--out", str(out), "--chunk", "64", "--quiet"]) == 0
+    with tifffile.TiffFile(out) as tif:
+        recorded = json.loads(tif.pages[0].description)
+    assert (recorded["backend"], recorded["precision"]) == ("onnx", "fp32")

@@ -83,7 +83,11 @@ def test_models_list_and_metadata(start, models):
     assert (model.name, model.canvas_height, model.canvas_width) == (MODEL, 96, 160)
     assert model.halo == tuple(getattr(bundle.manifest.halo, k) for k in ("top", "left", "bottom", "right"))
     assert model.n_templates == 2 and model.alignment == 4
-    assert (model.backend, model.device, model.bundle_sha256) == ("onnx", "cpu", bundle.sha256)
+    # the server's `auto` as it resolved on this machine, never "auto" itself
+    from famos.runners import RunnerOptions
+
+    assert (model.backend, model.device, model.bundle_sha256) == (RunnerOptions().resolved().backend.value, "cpu", bundle.sha256)
+    assert model.backend != "auto"
 
 
 # streamed renders

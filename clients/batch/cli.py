@@ -17,8 +17,9 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from clients.batch.jobs_file import DEFAULT_MIN_DPI
-    from famos.chunk_loop import DEFAULT_CHUNK, MIN_CHUNK
+    from famos.chunk_loop import MIN_CHUNK
     from famos.cli_parser import Parser
+    from famos.memory import DEFAULT_CHUNK_HELP
     from famos.runners import add_runner_arguments
     from famos.tiff_cli import add_tiff_arguments
 
@@ -34,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace files in --out that are not this batch's own (its ledger's); those it re-renders anyway")
     local = parser.add_argument_group("local rendering")
-    local.add_argument("--chunk", type=int, help=f"output chunk side in pixels (default: {DEFAULT_CHUNK}; with a "
-                       "torch backend on CUDA the largest whose window fits in half the free GPU memory)")
+    local.add_argument("--chunk", type=int, help=f"output chunk side in pixels (default: {DEFAULT_CHUNK_HELP})")
     local.add_argument("--workers", type=int, help="threads preparing chunk inputs (default: 2; on CUDA a quarter "
                        "of the cores, at least 2)")
     remote = parser.add_argument_group("rendering through a render server")

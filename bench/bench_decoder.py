@@ -31,20 +31,11 @@ def macs_per_pixel(config) -> float:
     import torch
 
     from famos.config import CanvasConfig
-    from famos.generator import build_generator
+    from famos.generator import build_generator, convolution_costs
 
     model = build_generator(config, CanvasConfig(128, 128), [np.zeros((64, 64, 3), np.uint8)]).eval()
-    total = [0]
-
-    def count(module, inputs, output):
-        total[0] += output[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(torch.zeros(1, 3, 128, 128), torch.zeros(1, 2, dtype=torch.int64))
-    for hook in hooks:
-        hook.remove()
-    return total[0] / 128**2
+    costs = convolution_costs(model, torch.zeros(1, 3, 128, 128), torch.zeros(1, 2, dtype=torch.int64))
+    return sum(cost for _, _, cost in costs) / 128**2
 
 
 def main(argv: list[str] | None = None) -> int:

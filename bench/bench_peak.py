@@ -82,35 +82,32 @@ def best_seconds(fn, *, repeats: int, warmup: int = 1) -> float:
     return best
 
 
-def matmul_rate(dtype, side: int, repeats: int) -> float:
-    """FLOP/s of one dense side x side x side product."""
+def matmul_rate(dtype, side: int, repeats: int, device: str = "cpu") -> float:
+    """FLOP/s of one dense side x side x side product on ``device`` (the GPU check's too)."""
     import torch
 
-    a, b = torch.randn(side, side).to(dtype), torch.randn(side, side).to(dtype)
-    seconds = best_seconds(lambda: torch.mm(a, b), repeats=repeats)
-    return 2 * side**3 / seconds
+    a, b = (torch.randn(side, side, device=device).to(dtype) for _ in range(2))
+
+    def product() -> None:
+        torch.mm(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize(device)
+
+    return 2 * side**3 / best_seconds(product, repeats=repeats)
 
 
-def heaviest_convolution(model, side: int):
-    """(in, out, kernel, output height, width, MACs) of the convolution with the most multiply-adds
-    on a side x side window of ``model``."""
+def heaviest_convolution(model, feeds: tuple):
+    """(in, out, kernel, stride, input height, width, MACs) of the convolution with the most
+    multiply-adds on the window ``feeds`` (a WindowInputs tuple) of ``model``, and the multiply-adds
+    of all its convolutions per window pixel."""
     import torch
 
-    seen = []
+    from famos.generator import convolution_costs
 
-    def record(module, inputs, output):
-        h, w = output.shape[-2:]
-        k = module.kernel_size[0] * module.kernel_size[1]
-        seen.append((module.in_channels, module.out_channels, module.kernel_size[0], module.stride[0],
-                     inputs[0].shape[-2], inputs[0].shape[-1], output[0].numel() * module.in_channels * k))
-
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(torch.zeros(1, 3, side, side), torch.zeros(1, 2, dtype=torch.int64))
-    for hook in hooks:
-        hook.remove()
-    macs = sum(s[-1] for s in seen)
-    return max(seen, key=lambda s: s[-1]), macs / side**2
+    costs = convolution_costs(model, *[None if a is None else torch.from_numpy(a) for a in feeds])
+    layer, shape, macs = max(costs, key=lambda c: c[2])
+    heaviest = (layer.in_channels, layer.out_channels, layer.kernel_size[0], layer.stride[0], shape[-2], shape[-1], macs)
+    return heaviest, sum(c[2] for c in costs) / (feeds[0].shape[-2] * feeds[0].shape[-1])
 
 
 def conv_rate(layer: tuple, dtype, channels_last: bool, repeats: int) -> float:
@@ -170,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     arch_of = {"default": "small", "head": "small"} if args.smoke else {"default": "default", "head": "head"}
     side = 128 if args.smoke else 512
     with tempfile.TemporaryDirectory(prefix="famos-peak-") as tmp:
-        bundles = {arch: export_random_model(arch_of[arch], pathlib.Path(tmp) / arch, side=side) for arch in arch_of}
+        bundles = {}
+        for arch in arch_of:
+            (pathlib.Path(tmp) / arch).mkdir()
+            bundles[arch] = export_random_model(arch_of[arch], pathlib.Path(tmp) / arch, side=side)
         default = bundles["default"]
         halo = default.manifest.halo
         if args.chunk:
@@ -181,10 +181,18 @@ def main(argv: list[str] | None = None) -> int:
             from famos.renderer import Renderer
 
             chunk = Renderer(default, RunnerOptions()).default_chunk(None)
+        probe = 64 if args.smoke else 256
+
+        def window_of(bundle, side: int) -> tuple:
+            inputs = WindowInputs(config=bundle.spec.generator, canvas=bundle.spec.canvas,
+                                  content=to_unit_range(bundle.default_content()), seed=0)
+            return inputs(Rect(0, 0, side, side))
+
         model, _, _ = load_generator(default.path / "generator.safetensors")
-        layer, macs_per_px = heaviest_convolution(model, 256 if not args.smoke else 64)
+        layer, macs_per_px = heaviest_convolution(model, window_of(default, probe))
         head_model, _, _ = load_generator(bundles["head"].path / "generator.safetensors")
-        _, head_macs_per_px = heaviest_convolution(head_model, 256 if not args.smoke else 64)
+        _, head_macs_per_px = heaviest_convolution(head_model, window_of(bundles["head"], probe))
+        del model, head_model
 
         print("## Attainable rate (torch, every core)\n")
         print("| kernel | TFLOP/s |")
@@ -219,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         before = None
         for combo in (*COMBOS, auto):
             bundle = bundles[combo.arch]
-            inputs = WindowInputs(config=bundle.spec.generator, canvas=bundle.spec.canvas,
-                                  content=to_unit_range(bundle.default_content()), seed=0)
-            feeds = inputs(Rect(0, 0, window, window))
+            feeds = window_of(bundle, window)
             try:
                 run = open_combo(bundle, combo)
             except BackendUnavailable as err:
@@ -242,11 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             print("| chunk | window | s / window | delivered MP/s | computed MP/s |")
             print("|---:|---:|---:|---:|---:|")
             run = open_combo(default, auto)
-            inputs = WindowInputs(config=default.spec.generator, canvas=default.spec.canvas,
-                                  content=to_unit_range(default.default_content()), seed=0)
             for side in (int(v) for v in args.sweep.split(",")):
                 window = side + halo.top + halo.bottom
-                feeds = inputs(Rect(0, 0, window, window))
+                feeds = window_of(default, window)
                 seconds = best_seconds(lambda: run(*feeds), repeats=args.repeats)
                 print(f"| {side} | {window} | {seconds:.2f} | {side * side / 1e6 / seconds:.3f} | "
                       f"{window * window / 1e6 / seconds:.3f} |", flush=True)

@@ -72,20 +72,22 @@ def report_markdown(figures: dict) -> str:
                   f"(the issue's figure for the paper's architecture: {t['paper_macs_per_pixel']:,}). The compute floor "
                   f"from the counted figure at 790 TFLOP/s bf16: "
                   f"{t['floor_mp_per_s_at_790_tflops']:,.0f} MP/s."
+                  + (f" This device's measured bf16 matrix rate (bench_peak.matmul_rate): "
+                     f"{t['measured_bf16_flops'] / 1e12:,.1f} TFLOP/s." if t.get("measured_bf16_flops") else "")
                   + (f" Default chunk on this GPU (bf16, half the free memory): {t['default_chunk_bf16']} px." if t.get("default_chunk_bf16") else ""), "",
-                  "| backend | precision | autotune | chunk | window MP | s/chunk | MP/s | share of floor | peak GiB |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| backend | precision | autotune | chunk | window MP | s/chunk | MP/s | share of floor | share of measured peak | peak GiB |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in t["rows"]:
             if "error" in r:
-                lines.append(f"| {r['backend']} | {r.get('precision', '')} | | | | | {r['error']} | | |")
+                lines.append(f"| {r['backend']} | {r.get('precision', '')} | | | | | {r['error']} | | | |")
             elif "seconds_per_chunk" in r:
                 peak = "" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
                 lines.append(f"| {r['backend']} | {r['precision']} | {'yes' if r['autotune'] else 'no'} | {r['chunk']} | "
                              f"{r['window_mp']:.2f} | {r['seconds_per_chunk']:.3f} | {r['mp_per_s']:.1f} | "
-                             f"{r['share_of_floor']:.1%} | {peak} |")
+                             f"{r['share_of_floor']:.1%} | {r.get('share_of_measured_peak', 0):.1%} | {peak} |")
             else:
                 lines.append(f"| {r['backend']} (host arrays) | fp32 | | {r['chunk']} | | | {r['mp_per_s']:.1f} | "
-                             f"{r['share_of_floor']:.1%} | |")
+                             f"{r['share_of_floor']:.1%} | | |")
     for key in ("gigapixel", "gigapixel_zstd"):
         g = steps.get(key, {})
         if g.get("ok"):

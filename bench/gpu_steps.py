@@ -73,21 +73,10 @@ def step_bundle(work: pathlib.Path, smoke: bool) -> dict:
 
 
 def macs_per_pixel(model, window: tuple) -> float:
-    """Multiply-adds of every convolution per output pixel, counted by hooks on one window."""
-    import torch
+    """Multiply-adds of every convolution per output pixel, counted on one window."""
+    from famos.generator import convolution_costs
 
-    total = [0]
-
-    def count(module, inputs, output):
-        k = module.kernel_size[0] * module.kernel_size[1]
-        total[0] += output[0].numel() * module.in_channels // module.groups * k
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.inference_mode():
-        model(*window)
-    for hook in hooks:
-        hook.remove()
-    return total[0] / (window[0].shape[-2] * window[0].shape[-1])
+    return sum(cost for _, _, cost in convolution_costs(model, *window)) / (window[0].shape[-2] * window[0].shape[-1])
 
 
 def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
@@ -119,7 +108,11 @@ def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
     probe = EagerRunner(model, settings=DeviceSettings(device="cpu")).feed(*inputs(Rect(0, 0, 256, 256)))
     macs = macs_per_pixel(model, [None if a is None else torch.from_numpy(a) for a in probe])
     floor_mp_per_s = H200_BF16_FLOPS / (2 * macs) / 1e6
+    from bench_peak import matmul_rate  # this device's own attainable rate, as bench_peak.py measures a CPU's
+
+    measured_peak = matmul_rate(torch.bfloat16, 512 if smoke else 8192, 3 if smoke else 10, device=device)
     figures = {"ok": True, "device": device, "rows": rows, "macs_per_pixel": macs,
+               "measured_bf16_flops": measured_peak,
                "paper_macs_per_pixel": PAPER_MACS_PER_PIXEL, "floor_mp_per_s_at_790_tflops": floor_mp_per_s,
                "default_chunk_bf16": None}
     if not smoke:
@@ -145,7 +138,8 @@ def step_throughput(work: pathlib.Path, smoke: bool) -> dict:
         # MP/s counts delivered pixels; the share of the floor counts the pixels computed (halo included)
         return {"mp_per_s": chunk * chunk / seconds / 1e6, "window_mp": side * side / 1e6,
                 "seconds_per_chunk": seconds, "peak_gib": peak,
-                "share_of_floor": side * side / seconds / 1e6 / floor_mp_per_s}
+                "share_of_floor": side * side / seconds / 1e6 / floor_mp_per_s,
+                "share_of_measured_peak": side * side * 2 * macs / seconds / measured_peak}
 
     def add(row: dict) -> None:
         rows.append(row)

@@ -358,6 +358,25 @@ class CastUNet(nn.Module):
         return x.to(dtype=self.dtype, memory_format=self.memory_format)
 
 
+def convolution_costs(model: nn.Module, *inputs: Optional[torch.Tensor]) -> List[Tuple[nn.Conv2d, Tuple[int, ...], int]]:
+    """Every convolution one ``model(*inputs)`` runs, in order: (the layer, its input's shape, its
+    multiply-adds). What benchmarks and the GPU check count a model's cost and peak share by."""
+    costs: List[Tuple[nn.Conv2d, Tuple[int, ...], int]] = []
+
+    def record(module, args, output):
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        costs.append((module, tuple(args[0].shape), output[0].numel() * module.in_channels // module.groups * kernel))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return costs
+
+
 def build_generator(config: GeneratorConfig, canvas: CanvasConfig, styles: list[np.ndarray]) -> FamosGenerator:
     """A generator (random weights) whose memory tiles ``styles`` (uint8 RGB images) on ``canvas``."""
     if config.n_templates and not styles:

@@ -23,19 +23,11 @@ LEGACY = pathlib.Path(__file__).parent / "fixtures" / "legacy_head"
 
 
 def conv_macs_per_pixel(config: GeneratorConfig) -> float:
-    """Multiply-adds of every convolution per output pixel, counted by hooks on one window."""
+    from famos.generator import convolution_costs
+
     model = tiny_model(config, CanvasConfig(64, 64))
-    total = [0]
-
-    def count(module, inputs, output):
-        total[0] += output[0].numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1]
-
-    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(torch.zeros(1, 3, 64, 64), torch.zeros(1, 2, dtype=torch.int64))
-    for hook in hooks:
-        hook.remove()
-    return total[0] / 64**2
+    costs = convolution_costs(model, torch.zeros(1, 3, 64, 64), torch.zeros(1, 2, dtype=torch.int64))
+    return sum(cost for _, _, cost in costs) / 64**2
 
 
 def test_the_default_decoder_is_the_papers_and_costs_a_seventh_less():

@@ -74,7 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # of the memory bandwidth per pixel for a barely visible loss in variety on one canvas).
     "default": {},
     # The README quick start: the tiny architecture trained longer for a 1800x1200 (2.16 MP) canvas
-    # of the bundled samples, about 1.5-2 minutes on 2 CPU cores. 16 templates, a strong pull
+    # of the bundled samples, about a minute on 2 CPU cores (52 s on 2026-12-06). 16 templates, a strong pull
     # towards a wider blur of the content and a little entropy (crisp per-pixel choices) make
     # the cat readable in gravel and brick; the styles are greyscale, so is the mosaic. Only the
     # final preview is rendered.

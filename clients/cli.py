@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_ in (("watch", "follow a job until it is final"), ("cancel", "cancel a job")):
         commands.add_parser(name, help=help_).add_argument("job", help="job id")
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
-    jobs.add_argument("--limit", type=int, default=0)
+    jobs.add_argument("--limit", type=int, default=0, help="at most this many jobs (default 0: all)")
     download = commands.add_parser("download", help="download a finished job's TIFF")
     download.add_argument("job", help="job id")
     download.add_argument("--out", type=pathlib.Path, required=True, help="where to write the job's TIFF")
@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("render", "submit"):
             request = request_from_args(args, args.model)
+            if request.seed:
+                from famos.values import unseeded
+
+                unchanged = unseeded(request.seed, client.model(request.model).noise_channels)
+                if unchanged:
+                    print(f"famos client: note: {unchanged}", file=sys.stderr)
             if args.command == "render":
                 result = client.render_to_tiff(request, args.out, progress=None if args.quiet else _print_progress)
                 print(json.dumps({"path": str(result.tiff.path), "width": result.region.width,

@@ -22,7 +22,8 @@ def add_tiff_arguments(parser) -> None:
     """The TIFF options shared by `famos render`, `famos client render` and `famos batch`."""
     defaults = TiffOptions()
     group = parser.add_argument_group("TIFF output")
-    group.add_argument("--compression", choices=[c.value for c in Compression], default=defaults.compression.value)
+    group.add_argument("--compression", choices=[c.value for c in Compression], default=defaults.compression.value,
+                       help=f"of the tiles (default {defaults.compression.value}; jpeg is lossy and 8-bit only)")
     group.add_argument("--quality", type=int, default=defaults.quality, help="JPEG quality 1..100 (jpeg only)")
     group.add_argument("--level", type=int, default=defaults.level,
                        help=f"deflate 1..9 or zstd 1..22: higher is smaller and slower (default: deflate "
@@ -30,7 +31,9 @@ def add_tiff_arguments(parser) -> None:
     group.add_argument("--tile", type=int, default=defaults.tile, help="tile side, a multiple of 16")
     group.add_argument("--dpi", type=float, default=defaults.dpi, help="resolution tags (pixels per inch)")
     group.add_argument("--pyramid", action="store_true", help="add reduced-resolution levels as SubIFDs")
-    group.add_argument("--bigtiff", choices=[b.value for b in BigTiff], default=defaults.bigtiff.value)
+    group.add_argument("--bigtiff", choices=[b.value for b in BigTiff], default=defaults.bigtiff.value,
+                       help="64-bit offsets: auto only when the file could pass 4 GiB; no is refused up front for "
+                            "a canvas that could not fit (default auto)")
     group.add_argument("--no-predictor", action="store_true", help="no horizontal differencing predictor")
     group.add_argument("--no-icc", action="store_true", help="do not embed the sRGB ICC profile")
     group.add_argument("--jpeg-subsampling", choices=[s.value for s in Subsampling], default=defaults.subsampling.value,

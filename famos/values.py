@@ -83,6 +83,16 @@ class ModelInfo:
     device: str
     bundle_sha256: str
     training_steps: int
+    noise_channels: int = 0  # 0: the seed changes nothing (servers before this field also say 0)
+
+
+def unseeded(seed: int, noise_channels: int) -> str | None:
+    """What to tell someone who asks for a seed of a model that takes no noise (None: nothing): the
+    quick start's model is one, and two prints of it with other seeds are the same pixels."""
+    if seed == 0 or noise_channels:
+        return None
+    return (f"the model has no noise channels, so seed {seed} renders the same pixels as any other seed "
+            f"(train with --noise-local/--noise-global/--noise-periodic for seeds that vary)")
 
 
 class JobState(enum.Enum):

@@ -99,6 +99,7 @@ def _notes(render, renderer: Renderer) -> None:
     smaller than the device's usual."""
     from famos.chunk_loop import DEFAULT_CHUNK
     from famos.memory import CPU_MAX_CHUNK
+    from famos.values import unseeded
 
     settings = render.task.settings
     model = render.task.description["trained_canvas"]
@@ -107,6 +108,9 @@ def _notes(render, renderer: Renderer) -> None:
         if abs((width / height) / (model["width"] / model["height"]) - 1) > 0.01:
             print(f"famos render: note: {width}x{height} has other proportions than the model's canvas "
                   f"{model['width']}x{model['height']}: the content is stretched to fill it", file=sys.stderr)
+    unchanged = unseeded(render.request.seed, renderer.spec.generator.noise.channels)
+    if unchanged:
+        print(f"famos render: note: {unchanged}", file=sys.stderr)
     usual = CPU_MAX_CHUNK if renderer.options.device == "cpu" else DEFAULT_CHUNK
     if not render.request.chunk and settings.chunk != usual:
         print(f"famos render: chunks of {settings.chunk} px (what half the free memory holds)", file=sys.stderr)

@@ -141,6 +141,7 @@ class ModelStore:
             device=self.runner.device,
             bundle_sha256=bundle.sha256,
             training_steps=bundle.manifest.provenance.get("steps") or 0,  # a whole number (load_bundle)
+            noise_channels=spec.generator.noise.channels,
         )
 
     def infos(self) -> list[ModelInfo]:

@@ -113,7 +113,11 @@ class RenderServer:
         if not config.models.is_dir():
             raise UserError(f"--models {config.models}: no such folder")
         if not config.output.is_dir():
-            raise UserError(f"--output {config.output}: no such folder")
+            try:  # a new store: the server makes its folder (the models must exist already)
+                config.output.mkdir(parents=True)
+            except OSError as err:
+                raise UserError(f"--output {config.output}: cannot create the output store ({err.strerror or err})") from None
+            log.info("created the output store %s", config.output)
         # resolved once (`auto` becomes this machine's backend and precision): what ListModels
         # reports, what the renderers and a cluster's workers run
         runner = config.runner.resolved()
@@ -176,6 +180,7 @@ class RenderServer:
         address = f"{config.host}:{config.port}"
         if config.tls_cert is not None:
             _check_tls_pair(config.tls_cert, config.tls_key)
+        _check_port_free(config.host, config.port)
         try:
             if config.tls_cert is not None:
                 credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
@@ -235,6 +240,28 @@ def viewer_openseadragon(given: str | None) -> str:
         return given or ""
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """UserError naming the port when another process listens on it: grpcio would log a C-core
+    line and say only that the bind failed. (A port freed or taken in between is grpcio's to report.)"""
+    import errno
+    import socket
+
+    if not port:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # not an address: grpcio's bind says so
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpcio binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(sockaddr)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise UserError(f"--port {port}: {host}:{port} is in use by another process") from None
+
+
 def _check_tls_pair(cert: pathlib.Path, key: pathlib.Path) -> None:
     """A certificate chain and its key, read as OpenSSL will (grpcio would only say it cannot listen)."""
     import ssl
@@ -288,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=ServerConfig.chunk,
                         help=f"default chunk side in pixels (default: {DEFAULT_CHUNK_HELP})")
     parser.add_argument("--grace", type=float, default=ServerConfig.grace_seconds, help="seconds for calls to finish on shutdown")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="how much the server logs to stderr (default INFO)")
     add_runner_arguments(parser)
     add_cluster_arguments(parser)
     parser.add_argument("--http", type=int, metavar="PORT",

@@ -509,3 +509,72 @@ def test_a_subcommand_error_points_at_the_subcommand_help(capsys):
     with pytest.raises(SystemExit) as done:  # --help still prints the full help and exits 0
         main(["client", "--server", "h:1", "render", "--help"])
     assert done.value.code == 0 and "--seed" in capsys.readouterr().out
+
+
+def test_every_option_of_every_command_has_a_help_line(monkeypatch):
+    """`famos X --help` explains each option it lists (subcommands included)."""
+    import argparse
+    import contextlib
+    import importlib
+    import io
+
+    from famos.cli import COMMANDS
+
+    parsers = {}
+
+    def keep(self, file=None):
+        parsers.setdefault(self.prog, self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "print_help", keep)
+    for module, _ in COMMANDS.values():
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            importlib.import_module(module).main(["--help"])
+    assert len(parsers) == len(COMMANDS)
+
+    def unexplained(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from unexplained(sub)
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                yield f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+
+    missing = [name for parser in parsers.values() for name in unexplained(parser)]
+    assert not missing, missing
+
+
+def test_a_busy_port_is_named_on_one_line(tmp_path, capsys, models):
+    """`famos serve` and `famos view` say which port is taken instead of grpcio's C-core log or a
+    traceback from the HTTP server."""
+    import socket
+
+    import numpy as np
+    import tifffile
+
+    from famos.cli import main
+
+    image = tmp_path / "tiled.tif"
+    tifffile.imwrite(image, np.zeros((64, 64, 3), np.uint8), tile=(32, 32), photometric="rgb")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for argv in (["serve", "--models", str(models), "--output", str(tmp_path / "store"), "--port", port],
+                     ["view", str(image), "--port", port, "--no-browser"]):
+            capsys.readouterr()
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            lines = [line for line in err.splitlines() if "error" in line]
+            assert len(lines) == 1 and f"--port {port}" in lines[0] and "Traceback" not in err, err
+
+
+def test_serve_creates_its_output_store(tmp_path, models):
+    from render_server.server import RenderServer, ServerConfig
+
+    store = tmp_path / "new" / "store"
+    server = RenderServer(ServerConfig(models=models, output=store, port=0))
+    try:
+        assert store.is_dir()
+    finally:
+        server.stop(0)

@@ -281,7 +281,7 @@ def test_second_server_on_a_busy_port_fails_to_start(start, models, tmp_path):
     from famos.errors import UserError
 
     first = start()
-    with pytest.raises(UserError, match="cannot listen"):
+    with pytest.raises(UserError, match="in use"):
         RenderServer(ServerConfig(models=models, output=tmp_path, host="127.0.0.1", port=first.port))
     with pytest.raises(UserError, match="chunk"):
         ServerConfig(models=models, output=tmp_path, chunk=8)

@@ -81,7 +81,9 @@ def test_end_to_end_writes_run_dir_and_checkpoint_contract(images, tmp_path, cap
     # evaluate scores the saved model exactly as the run scored it at its end (same region, seed and
     # images, so the same numbers as quality.csv's last row), and an untrained output is not the content.
     with open(out / "quality.csv") as f:
-        before, after = list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [0, 2, 4]  # before training, then at each preview
+    before, after = rows[0], rows[-1]
     assert result["step"] == int(after["step"]) == 4 and int(before["step"]) == 0
     assert result["content_error"] == pytest.approx(float(after["content_error"]), rel=1e-5)
     assert result["style_distance"] == pytest.approx(float(after["style_distance"]), rel=1e-5)
@@ -186,7 +188,8 @@ def test_short_tiny_run_beats_untrained_generator(tmp_path):
     assert famos(["train", "--preset", "tiny", "--out", str(out), "--threads", "1", "--quiet",
                   "--checkpoint-every", "1000", "--preview-every", "1000"]) == 0
     with open(out / "quality.csv") as f:
-        before, after = list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    before, after = rows[0], rows[-1]
     assert int(after["step"]) == 200
     assert float(after["content_error"]) < float(before["content_error"])
     assert float(after["style_distance"]) < float(before["style_distance"])

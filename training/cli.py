@@ -119,18 +119,19 @@ def _option(group, flag: str, help: str | None = None, **kwargs) -> None:
 def build_parser() -> Parser:
     p = Parser(prog="famos train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                argument_default=None)
-    p.add_argument("--out", type=pathlib.Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--out", type=pathlib.Path, required=True, metavar="RUN_DIR",
+                   help="run folder: checkpoints, losses, previews and quality figures")
     p.add_argument("--preset", choices=sorted(PRESETS), help="values of the options left out (default: default, the defaults shown)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("images")
-    g.add_argument("--style", type=pathlib.Path, nargs="+", metavar="PATH")
+    g.add_argument("--style", type=pathlib.Path, nargs="+", metavar="PATH", help="style images: the memory's templates tile them")
     g.add_argument("--content", type=pathlib.Path, nargs="+", metavar="PATH", help="the first is the canvas's content")
     g = p.add_argument_group("canvas (default: the content image's size)")
     g.add_argument("--canvas", metavar="WxH", help="pixels")
     g.add_argument("--scale", type=float, help="content size times F")
     g.add_argument("--print-size", metavar="SIZE", help="e.g. 120x80cm, 47x31in, 1200x800mm (with --dpi)")
-    g.add_argument("--dpi", type=float)
+    g.add_argument("--dpi", type=float, help="pixels per inch of --print-size (and the bundle's print resolution)")
     _option(g, "--style-scale", "style pixels per canvas pixel")
     _option(g, "--fold")
     _option(g, "--template-seed")

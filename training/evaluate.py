@@ -22,7 +22,7 @@ from famos.units import add_size_arguments, output_size
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="famos evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=pathlib.Path)
+    parser.add_argument("checkpoint", type=pathlib.Path, help="a checkpoint (checkpoint.safetensors of a run folder)")
     parser.add_argument("--content", type=pathlib.Path, help="default: the checkpoint's content image")
     parser.add_argument("--style", type=pathlib.Path, nargs="+", help="default: the checkpoint's style images")
     parser.add_argument("--max-side", type=int, default=512, help="evaluate the centre region at most this square")

@@ -3,12 +3,15 @@
     RUN_DIR/checkpoint.safetensors                   always the latest checkpoint (atomic)
     RUN_DIR/checkpoints/step_000500.safetensors      snapshots every checkpoint_every steps
     RUN_DIR/losses.csv, RUN_DIR/losses.png           every step / at previews and the end
-    RUN_DIR/previews/step_000500_patches.png         I_C, I_M, I_G, I, alpha, A of fixed windows
+    RUN_DIR/previews/step_000500_patches.png         I_C, I_M, I_G, I, a real style patch, alpha, A
+                                                     of fixed windows, each row captioned
     RUN_DIR/previews/step_000500_canvas.png          the canvas through the chunked renderer (at most
                                                      4 MP: a large canvas shows its composition small
                                                      and three 100 % crops, captioned)
     RUN_DIR/preview.png                              the final canvas, the same way
-    RUN_DIR/quality.csv                              content error and style distance, before/after
+    RUN_DIR/quality.csv, RUN_DIR/quality.png         content error and style distance: before training,
+                                                     at each preview and at the end (a warning on
+                                                     stderr when the style distance keeps rising)
 
 Ctrl-C finishes the current step, saves the checkpoint and returns 130; a second Ctrl-C aborts
 at once (the previous checkpoint is intact either way).
@@ -16,7 +19,6 @@ at once (the previous checkpoint is intact either way).
 
 from __future__ import annotations
 
-import csv
 import shutil
 import signal
 import sys
@@ -31,7 +33,8 @@ from famos.files import atomic_output
 from famos.units import duration
 from training.metrics import Quality, evaluate
 from famos.previews import save_png
-from training.previews import LossLog, canvas_preview, patch_grid, plot_losses, read_losses
+from training.plots import plot_losses, plot_quality
+from training.previews import LossLog, QualityLog, canvas_preview, patch_grid, read_log
 from training.trainer import Trainer
 
 INTERRUPTED = 130
@@ -64,8 +67,9 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
     paths = RunPaths(run_dir)
     paths.make()
     log = LossLog(paths.losses, resume_step=trainer.step, tensorboard_dir=run_dir / "tensorboard")
+    quality = QualityLog(paths.quality, resume_step=trainer.step)
     if trainer.step == 0:
-        _record_quality(paths.quality, 0, _quality(trainer), fresh=True)
+        quality.append(0, _quality(trainer))
     preview_batch = trainer.sampler.sample(torch.Generator().manual_seed(PREVIEW_SEED))
     _check_budget(trainer, run_dir, progress=progress)
     bar = _progress(trainer, enabled=progress)
@@ -92,6 +96,10 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
                         print(f"step {step}/{config.steps} ({rate:.2f} it/s) saved {paths.checkpoint}", file=sys.stderr)
                 if step % config.preview_every == 0:
                     _previews(trainer, paths, preview_batch)
+                    warning = quality.append(step, _quality(trainer))
+                    _charts(trainer, paths)
+                    if warning:
+                        bar.write(f"famos train: warning: {warning}", file=sys.stderr)
     finally:
         bar.close()
         log.close()
@@ -109,9 +117,13 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
             shutil.copyfile(last_preview, tmp)
     else:
         save_png(run_dir / "preview.png", _canvas(trainer))
-    save_png(paths.losses_plot, plot_losses(read_losses(paths.losses)))
-    after = _quality(trainer)
-    _record_quality(paths.quality, trainer.step, after, fresh=False)
+    after = quality.at(trainer.step)  # measured by the final step's preview: the same weights
+    if after is None:
+        after = _quality(trainer)
+        warning = quality.append(trainer.step, after)
+        if warning:
+            print(f"famos train: warning: {warning}", file=sys.stderr)
+    _charts(trainer, paths)
     elapsed = max(time.monotonic() - started, 1e-9)
     print(
         f"trained {trainer.step} steps ({(trainer.step - first) / elapsed:.2f} it/s); "
@@ -151,6 +163,7 @@ class RunPaths:
         self.losses = run_dir / "losses.csv"
         self.losses_plot = run_dir / "losses.png"
         self.quality = run_dir / "quality.csv"
+        self.quality_plot = run_dir / "quality.png"
 
     def make(self) -> None:
         for folder in (self.root, self.snapshots, self.previews):
@@ -176,12 +189,19 @@ def _previews(trainer: Trainer, paths: RunPaths, batch) -> None:
     try:
         with torch.no_grad():
             image, alpha, weights, painted, copied = generator(batch.content, batch.origin, batch.noise)
-        grid = patch_grid(content=batch.content, copied=copied, painted=painted, image=image, alpha=alpha, weights=weights)
+        grid = patch_grid(content=batch.content, copied=copied, painted=painted, image=image, style=batch.style,
+                          alpha=alpha, weights=weights, blend=generator.config.blend,
+                          title=f"{paths.root.name}, step {trainer.step}: one fixed window of the canvas per column")
         save_png(paths.preview(trainer.step, "patches"), grid)
         save_png(paths.preview(trainer.step, "canvas"), _canvas(trainer))
-        save_png(paths.losses_plot, plot_losses(read_losses(paths.losses)))
     finally:
         generator.train()
+
+
+def _charts(trainer: Trainer, paths: RunPaths) -> None:
+    title = f"{paths.root.name}, step {trainer.step} of {trainer.config.steps}"
+    save_png(paths.losses_plot, plot_losses(read_log(paths.losses), title=title))
+    save_png(paths.quality_plot, plot_quality(read_log(paths.quality), title=title))
 
 
 def _canvas(trainer: Trainer):
@@ -202,15 +222,6 @@ def _quality(trainer: Trainer) -> Quality:
         )
     finally:
         trainer.generator.train()
-
-
-def _record_quality(path: pathlib.Path, step: int, quality: Quality, *, fresh: bool) -> None:
-    new = fresh or not path.exists()
-    with open(path, "w" if new else "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["step", "content_error", "style_distance"])
-        writer.writerow([step, f"{quality.content_error:.6g}", f"{quality.style_distance:.6g}"])
 
 
 def _progress(trainer: Trainer, *, enabled: bool):

@@ -1,14 +1,13 @@
-"""What the artist keeps while a model learns: patch grids, canvas previews, the loss log and plot.
+"""What the artist keeps while a model learns: patch grids, canvas previews, the loss and quality logs.
 
-All images are PNGs written next to the checkpoints (RUN_DIR/previews/, RUN_DIR/losses.png); the
-plot is drawn with Pillow so training needs no plotting library.
+All images are PNGs written next to the checkpoints (RUN_DIR/previews/); the charts of the logs
+(losses.png, quality.png) are drawn by training/plots.py.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import pathlib
 from collections.abc import Iterator
 
@@ -16,11 +15,11 @@ import numpy as np
 import torch
 
 from famos.canvas import to_uint8
+from famos.config import BlendMode
 from famos.generator import FamosGenerator
 from famos.planning import Rect
-from training.metrics import region_strips, render_region
-
-GRID_ROWS = ("I_C", "I_M", "I_G", "I", "alpha", "A")
+from training.metrics import Quality, region_strips, render_region
+from training.plots import font
 
 
 def template_palette(n_templates: int) -> torch.Tensor:
@@ -30,26 +29,72 @@ def template_palette(n_templates: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(channels, axis=1).astype(np.float32) * 2 - 1)
 
 
+def grid_rows(*, n_templates: int, blend: BlendMode) -> list[tuple[str, str]]:
+    """(name, what it shows) of each row of the patch grid, top to bottom, true for this model."""
+    no_templates = n_templates == 0
+    output = {
+        BlendMode.BLEND: "I = alpha I_G + (1 - alpha) I_M",
+        BlendMode.COPY: "I = I_M (copy mode)",
+        BlendMode.PAINT: "I = I_G (paint mode)",
+    }[blend]
+    alpha = {
+        BlendMode.BLEND: "weight of I_G: white 1, black 0",
+        BlendMode.COPY: "unused in copy mode",
+        BlendMode.PAINT: "unused in paint mode",
+    }[blend]
+    return [
+        ("I_C content", "the canvas window's content"),
+        ("I_M copied", "none: no templates" if no_templates else "mosaic of template pixels"),
+        ("I_G painted", "painted by the U-Net"),
+        ("I generated", f"{output}: what D judges"),
+        ("real style patch", "what D learns as real (unpaired)"),
+        ("alpha", alpha),
+        ("A template choice", "none: no templates" if no_templates else f"a colour for each of {n_templates}"),
+    ]
+
+
 def patch_grid(
     *, content: torch.Tensor, copied: torch.Tensor, painted: torch.Tensor, image: torch.Tensor,
-    alpha: torch.Tensor, weights: torch.Tensor,
+    style: torch.Tensor, alpha: torch.Tensor, weights: torch.Tensor, blend: BlendMode = BlendMode.BLEND,
+    title: str = "",
 ) -> np.ndarray:
-    """uint8 grid: one column per sample, rows I_C, I_M, I_G, I, alpha, A colourized by template."""
+    """uint8 grid: one column per sample, one row per ``grid_rows`` (I_C, I_M, I_G, I, a real style
+    patch, alpha, A colourized by template), each row named in a caption strip on its left, and
+    ``title`` above."""
+    from PIL import Image, ImageDraw
+
     n = weights.shape[1]
     if n:
         mix = torch.einsum("bnhw,nc->bchw", weights.float(), template_palette(n).to(weights.device))
     else:
         mix = torch.zeros_like(image)
-    rows = [content, copied, painted, image, (alpha * 2 - 1).expand_as(image), mix]
+    rows = [content, copied, painted, image, style, (alpha * 2 - 1).expand_as(image), mix]
     gap = 2
     tiles = [[to_uint8(t[i].float().cpu().numpy()).transpose(1, 2, 0) for i in range(t.shape[0])] for t in rows]
     height, width = tiles[0][0].shape[:2]
     columns = len(tiles[0])
-    out = np.full((len(rows) * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, dtype=np.uint8)
+    # grey between the tiles: a white tile (alpha = 1) still shows its edges
+    out = np.full((len(rows) * (height + gap) + gap, columns * (width + gap) + gap, 3), 200, dtype=np.uint8)
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
-            out[r * (height + gap) : r * (height + gap) + height, c * (width + gap) : c * (width + gap) + width] = tile
-    return out
+            y, x = gap + r * (height + gap), gap + c * (width + gap)
+            out[y : y + height, x : x + width] = tile
+    labels = grid_rows(n_templates=n, blend=blend)
+    name_font, note_font = font(12), font(11)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    strip = 12 + int(max(max(measure.textlength(a, font=name_font), measure.textlength(b, font=note_font))
+                         for a, b in labels))
+    header = _CAPTION + 6 if title else 0
+    sheet = Image.new("RGB", (strip + out.shape[1], header + out.shape[0]), "white")
+    sheet.paste(Image.fromarray(out), (strip, header))
+    draw = ImageDraw.Draw(sheet)
+    if title:
+        draw.text((4, 3), title, fill="black", font=name_font)
+    for r, (name, note) in enumerate(labels):
+        y = header + gap + r * (height + gap) + max(0, (height - 28) // 2)
+        draw.text((4, y), name, fill="black", font=name_font)
+        draw.text((4, y + 15), note, fill=(90, 90, 90), font=note_font)
+    return np.asarray(sheet)
 
 
 # A preview renders at most this many pixels whatever the canvas: a gigapixel canvas would take
@@ -133,7 +178,7 @@ class LossLog:
     def __init__(self, path: pathlib.Path, *, resume_step: int, tensorboard_dir: pathlib.Path | None):
         self.path = path
         self.fields: list[str] | None = None
-        rows = read_losses(path) if resume_step > 0 else []
+        rows = read_log(path) if resume_step > 0 else []
         rows = [r for r in rows if r["step"] <= resume_step]
         if rows:
             self.fields = list(rows[0])
@@ -173,46 +218,67 @@ def _summary_writer(folder: pathlib.Path | None):
         return None
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # optional: the CSV and the PNG plot are always written
+    except ImportError:  # optional: the CSV and the PNG chart are always written
         return None
     return SummaryWriter(str(folder))
 
 
-def read_losses(path: pathlib.Path) -> list[dict[str, float]]:
+def read_log(path: pathlib.Path) -> list[dict[str, float]]:
+    """The rows of a log CSV (losses.csv, quality.csv): an int step and float columns."""
     if not path.exists():
         return []
     with open(path, newline="") as f:
         return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def plot_losses(rows: list[dict[str, float]], *, panel: tuple[int, int] = (320, 160)) -> np.ndarray:
-    """One small panel per loss (own y-range), step on x: uint8 RGB."""
-    from PIL import Image, ImageDraw
+class QualityLog:
+    """quality.csv: content error and style distance before training (step 0), at each preview
+    and at the end. A step measured again replaces its row; on resume, rows past the checkpoint's
+    step are dropped, as LossLog does."""
 
-    names = [k for k in (rows[0] if rows else {}) if k != "step"]
-    columns = 3
-    grid_rows = max(1, math.ceil(len(names) / columns))
-    pw, ph = panel
-    image = Image.new("RGB", (columns * pw, grid_rows * ph), "white")
-    draw = ImageDraw.Draw(image)
-    steps = [r["step"] for r in rows]
-    for i, name in enumerate(names):
-        x0, y0 = (i % columns) * pw, (i // columns) * ph
-        left, top, right, bottom = x0 + 8, y0 + 18, x0 + pw - 8, y0 + ph - 8
-        draw.rectangle((left, top, right, bottom), outline=(200, 200, 200))
-        values = [r[name] for r in rows]
-        finite = [v for v in values if math.isfinite(v)]
-        if not finite:
-            continue
-        lo, hi = min(finite), max(finite)
-        draw.text((x0 + 8, y0 + 3), f"{name}  last {values[-1]:.4g}  [{lo:.3g}, {hi:.3g}]", fill="black")
-        span_x = max(steps[-1] - steps[0], 1)
-        span_y = (hi - lo) or 1.0
-        points = [
-            (left + (s - steps[0]) / span_x * (right - left), bottom - (v - lo) / span_y * (bottom - top))
-            for s, v in zip(steps, values)
-            if math.isfinite(v)
-        ]
-        if len(points) > 1:
-            draw.line(points, fill=(31, 119, 180), width=1)
-    return np.asarray(image)
+    FIELDS = ("step", "content_error", "style_distance")
+
+    def __init__(self, path: pathlib.Path, *, resume_step: int):
+        self.path = path
+        self.rows = [r for r in read_log(path) if r["step"] <= resume_step] if resume_step > 0 else []
+        self._write()
+
+    def append(self, step: int, quality: Quality) -> str | None:
+        """Record ``quality`` at ``step``; the divergence warning that this row starts, if any."""
+        self.rows = [r for r in self.rows if r["step"] < step]
+        self.rows.append({"step": step, "content_error": quality.content_error, "style_distance": quality.style_distance})
+        self._write()
+        return divergence_warning(self.rows)
+
+    def at(self, step: int) -> Quality | None:
+        """The quality measured at ``step`` if it is the last row (the final preview's weights)."""
+        if self.rows and self.rows[-1]["step"] == step:
+            return Quality(content_error=self.rows[-1]["content_error"], style_distance=self.rows[-1]["style_distance"])
+        return None
+
+    def _write(self) -> None:
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.FIELDS)
+            writer.writeheader()
+            writer.writerows({k: _fmt(v) for k, v in r.items()} for r in self.rows)
+
+
+# Rises in a row before the warning. The style distance is measured with fixed seeds, so a rise is
+# the model's doing, but a GAN wobbles: one or two rises are common in a healthy run, three rarely.
+DIVERGENCE_RISES = 3
+
+
+def divergence_warning(rows: list[dict[str, float]], *, rises: int = DIVERGENCE_RISES) -> str | None:
+    """The warning when the style distance of the last row completes ``rises`` rises in a row;
+    None otherwise. Said once per streak: a fourth rise says nothing, a fall (or an equal value)
+    ends the streak and ``rises`` new rises say it again."""
+    values = [r["style_distance"] for r in rows]
+    streak = 0
+    while streak < len(values) - 1 and values[-1 - streak] > values[-2 - streak]:
+        streak += 1
+    if streak != rises:
+        return None
+    start, end = rows[-1 - rises], rows[-1]
+    return (f"style distance rose for {rises} previews ({start['style_distance']:.3g} -> {end['style_distance']:.3g} "
+            f"at step {end['step']}); the run may be diverging: try a lower --lr, or a snapshot in checkpoints/ "
+            f"from step {start['step']} or earlier")

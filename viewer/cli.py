@@ -104,9 +104,12 @@ def main(argv: list[str] | None = None) -> int:
                 if isinstance(err, FileNotFoundError):
                     raise
                 raise UserError(f"{path}: not a tiled RGB TIFF famos can show ({err})") from None
-        server = ViewerServer(FileCatalog(images), ViewerConfig(host=args.host, port=args.port, token=args.token,
-                                                                 openseadragon=osd, public_url=args.public_url,
-                                                                 limits=limits))
+        try:
+            server = ViewerServer(FileCatalog(images), ViewerConfig(host=args.host, port=args.port, token=args.token,
+                                                                     openseadragon=osd, public_url=args.public_url,
+                                                                     limits=limits))
+        except OSError as err:  # the port is taken, or the host is not an address of this machine
+            raise UserError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
     except BaseException:
         for image in images.values():
             image.close()

@@ -113,9 +113,10 @@ class _BoundedServer(ThreadingHTTPServer):
     max_lingering = 1024
 
     def __init__(self, address: tuple[str, int], handler: type, *, max_connections: int):
-        super().__init__(address, handler)
+        # before binding: a failed bind calls server_close, which reads them
         self.slots = threading.BoundedSemaphore(max_connections)
         self.lingering: list[tuple[float, socket.socket]] = []  # touched by the accepting thread only
+        super().__init__(address, handler)
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, engine) -> int:
     from clients.batch.jobs_file import BatchSettings, load_jobs
+    from clients.batch.planning import unvaried_rows
     from clients.batch.report import format_summary
     from clients.batch.run import run_batch
     from famos.tiff_cli import tiff_options_from_args
@@ -76,6 +77,8 @@ def _run(args: argparse.Namespace, engine) -> int:
     settings = BatchSettings(out=args.out, tiff=tiff_options_from_args(args), min_dpi=args.min_dpi, bundles=args.bundles,
                              overwrite=args.overwrite)
     jobs = load_jobs(args.jobs, engine=engine, settings=settings)
+    for note in unvaried_rows(jobs, engine.noise_channels):
+        print(f"famos batch: note: {note}", file=sys.stderr)
     if args.check:
         for job in jobs:
             width_cm, height_cm = job.print_size_cm

@@ -26,6 +26,9 @@ class Engine(Canvases, Protocol):
     def fingerprint(self, model: ModelRef) -> str:
         """Identifies the model's weights, so a re-exported bundle re-renders its outputs."""
 
+    def noise_channels(self, model: ModelRef) -> int:
+        """Seeded noise channels the model takes (0: its seed changes nothing)."""
+
     def render(self, job: PrintJob, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
         """Write ``output`` of ``job`` to ``path`` atomically (no file at ``path`` on failure)."""
 
@@ -68,6 +71,9 @@ class LocalEngine:
     def fingerprint(self, model: ModelRef) -> str:
         return self.bundle(model).sha256
 
+    def noise_channels(self, model: ModelRef) -> int:
+        return self.bundle(model).spec.generator.noise.channels
+
     def render(self, job: PrintJob, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
         renderer = self.renderer(job.model)
         render = resolve(job.request(output, options), renderer, prepare_workers=self.prepare_workers,
@@ -106,6 +112,9 @@ class ServerEngine:
 
     def fingerprint(self, model: ModelRef) -> str:
         return self._model(model).bundle_sha256
+
+    def noise_channels(self, model: ModelRef) -> int:
+        return self._model(model).noise_channels
 
     def render(self, job: PrintJob, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
         self.client.render_to_tiff(job.request(output, options), path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from clients.batch.fields import FieldError, JobRequest, ModelRef, unreadable_image
@@ -216,6 +216,27 @@ def panel_outputs(request: JobRequest, resolution: OutputResolution) -> tuple[Ou
         return FieldError(request.row, field, f"{err} (canvas {width}x{height} px)")
     stem, suffix = os.path.splitext(request.output)
     return tuple(Output(f"{stem}_r{p.row}c{p.col}{suffix}", p.rect) for p in grid)
+
+
+def unvaried_rows(jobs: Iterable[PrintJob], noise_channels: Callable[[ModelRef], int]) -> list[str]:
+    """Notes on rows whose seed changes nothing, and on rows that will be the same pixels as an
+    earlier row (same model, content, size, files' regions and colour conversion; the same seed
+    too unless the model takes no noise)."""
+    from famos.values import unseeded
+
+    notes, first = [], {}
+    for job in jobs:
+        channels = noise_channels(job.model)
+        unchanged = unseeded(job.seed, channels)
+        if unchanged:
+            notes.append(f"row {job.row}: {unchanged}")
+        key = (job.model, job.content, job.width, job.height, tuple(o.region for o in job.outputs),
+               job.output_profile, job.intent, job.seed if channels else None)
+        if key in first:
+            why = "" if channels else ", whatever their seeds"
+            notes.append(f"row {job.row}: the same pixels as row {first[key]} (same model, content and size{why})")
+        first.setdefault(key, job.row)
+    return notes
 
 
 def duplicate_outputs(jobs: Iterable[PrintJob]) -> list[FieldError]:

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/famos/render/v1/render.proto\x12\x0f\x66\x61mos.render.v1\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.famos.render.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x04Halo\x12\x0b\n\x03top\x18\x01 \x01(\x05\x12\x0c\n\x04left\x18\x02 \x01(\x05\x12\x0e\n\x06\x62ottom\x18\x03 \x01(\x05\x12\r\n\x05right\x18\x04 \x01(\x05\"\xdf\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rcanvas_height\x18\x02 \x01(\x05\x12\x14\n\x0c\x63\x61nvas_width\x18\x03 \x01(\x05\x12#\n\x04halo\x18\x04 \x01(\x0b\x32\x15.famos.render.v1.Halo\x12\x13\n\x0bn_templates\x18\x05 \x01(\x05\x12\x11\n\talignment\x18\x06 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x15\n\rbundle_sha256\x18\t \x01(\t\x12\x16\n\x0etraining_steps\x18\n \x01(\x03\"=\n\x06Region\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\":\n\nOutputSize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05scale\x18\x03 \x01(\x01\"\xa6\x01\n\rRenderRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\'\n\x06region\x18\x03 \x01(\x0b\x32\x17.famos.render.v1.Region\x12\x15\n\rcontent_image\x18\x04 \x01(\x0c\x12\r\n\x05\x63hunk\x18\x05 \x01(\x05\x12)\n\x04size\x18\x06 \x01(\x0b\x32\x1b.famos.render.v1.OutputSize\"\xa2\x01\n\x0eRenderResponse\x12\x31\n\x07started\x18\x01 \x01(\x0b\x32\x1e.famos.render.v1.RenderStartedH\x00\x12%\n\x04tile\x18\x02 \x01(\x0b\x32\x15.famos.render.v1.TileH\x00\x12-\n\x08progress\x18\x03 \x01(\x0b\x32\x19.famos.render.v1.ProgressH\x00\x42\x07\n\x05\x65vent\"\xb4\x01\n\rRenderStarted\x12\'\n\x06region\x18\x01 \x01(\x0b\x32\x17.famos.render.v1.Region\x12\x14\n\x0c\x63hunks_total\x18\x02 \x01(\x05\x12\x14\n\x0cstrips_total\x18\x03 \x01(\x05\x12\x18\n\x10\x64\x65scription_json\x18\x04 \x01(\t\x12\x13\n\x0btrained_dpi\x18\x05 \x01(\x01\x12\x1f\n\x17trained_resolution_unit\x18\x06 \x01(\t\"H\n\x04Tile\x12\t\n\x01y\x18\x01 \x01(\x05\x12\t\n\x01x\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0b\n\x03rgb\x18\x05 \x01(\x0c\"q\n\x08Progress\x12\x13\n\x0b\x63hunks_done\x18\x01 \x01(\x03\x12\x14\n\x0c\x63hunks_total\x18\x02 \x01(\x03\x12\x13\n\x0bpixels_done\x18\x03 \x01(\x03\x12\x14\n\x0cpixels_total\x18\x04 \x01(\x03\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\"\xb4\x02\n\x0cTiffSettings\x12\x31\n\x0b\x63ompression\x18\x01 \x01(\x0e\x32\x1c.famos.render.v1.Compression\x12\x0f\n\x07quality\x18\x02 \x01(\x05\x12\x0c\n\x04tile\x18\x03 \x01(\x05\x12\x0b\n\x03\x64pi\x18\x04 \x01(\x01\x12\x0f\n\x07pyramid\x18\x05 \x01(\x08\x12)\n\x07\x62igtiff\x18\x06 \x01(\x0e\x32\x18.famos.render.v1.BigTiff\x12\x14\n\x0cno_predictor\x18\x07 \x01(\x08\x12\x0e\n\x06no_icc\x18\x08 \x01(\x08\x12\x0e\n\x06\x61rtist\x18\t \x01(\t\x12\x11\n\tcopyright\x18\n \x01(\t\x12\x18\n\x10jpeg_subsampling\x18\x0b \x01(\t\x12\x17\n\x0fresolution_unit\x18\x0c \x01(\t\x12\r\n\x05level\x18\r \x01(\x05\"\x84\x01\n\x10SubmitJobRequest\x12.\n\x06render\x18\x01 \x01(\x0b\x32\x1e.famos.render.v1.RenderRequest\x12\x13\n\x0boutput_name\x18\x02 \x01(\t\x12+\n\x04tiff\x18\x03 \x01(\x0b\x32\x1d.famos.render.v1.TiffSettings\"\xa6\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.famos.render.v1.JobState\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x0boutput_name\x18\x04 \x01(\t\x12\x13\n\x0bstrips_done\x18\x05 \x01(\x05\x12\x14\n\x0cstrips_total\x18\x06 \x01(\x05\x12\x17\n\x0fstrips_rendered\x18\x07 \x01(\x05\x12\x14\n\x0cpixels_total\x18\x08 \x01(\x03\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x12\n\nsize_bytes\x18\n \x01(\x03\x12\x0e\n\x06sha256\x18\x0b \x01(\t\x12\x12\n\ncreated_at\x18\x0c \x01(\x01\x12\x12\n\nupdated_at\x18\r \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\"\x18\n\nJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\" \n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"6\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.famos.render.v1.Job\"=\n\tFileChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\ntotal_size\x18\x03 \x01(\x03*\x9a\x01\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x01\x12\x17\n\x13\x43OMPRESSION_DEFLATE\x10\x02\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x03\x12\x13\n\x0f\x43OMPRESSION_LZW\x10\x04\x12\x14\n\x10\x43OMPRESSION_JPEG\x10\x05*Y\n\x07\x42igTiff\x12\x18\n\x14\x42IG_TIFF_UNSPECIFIED\x10\x00\x12\x11\n\rBIG_TIFF_AUTO\x10\x01\x12\x10\n\x0c\x42IG_TIFF_YES\x10\x02\x12\x0f\n\x0b\x42IG_TIFF_NO\x10\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xdb\x04\n\rRenderService\x12U\n\nListModels\x12\".famos.render.v1.ListModelsRequest\x1a#.famos.render.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12 .famos.render.v1.GetModelRequest\x1a\x16.famos.render.v1.Model\x12K\n\x06Render\x12\x1e.famos.render.v1.RenderRequest\x1a\x1f.famos.render.v1.RenderResponse0\x01\x12\x44\n\tSubmitJob\x12!.famos.render.v1.SubmitJobRequest\x1a\x14.famos.render.v1.Job\x12?\n\x08WatchJob\x12\x1b.famos.render.v1.JobRequest\x1a\x14.famos.render.v1.Job0\x01\x12>\n\tCancelJob\x12\x1b.famos.render.v1.JobRequest\x1a\x14.famos.render.v1.Job\x12O\n\x08ListJobs\x12 .famos.render.v1.ListJobsRequest\x1a!.famos.render.v1.ListJobsResponse\x12H\n\x0b\x44ownloadJob\x12\x1b.famos.render.v1.JobRequest\x1a\x1a.famos.render.v1.FileChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/famos/render/v1/render.proto\x12\x0f\x66\x61mos.render.v1\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.famos.render.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x04Halo\x12\x0b\n\x03top\x18\x01 \x01(\x05\x12\x0c\n\x04left\x18\x02 \x01(\x05\x12\x0e\n\x06\x62ottom\x18\x03 \x01(\x05\x12\r\n\x05right\x18\x04 \x01(\x05\"\xf7\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rcanvas_height\x18\x02 \x01(\x05\x12\x14\n\x0c\x63\x61nvas_width\x18\x03 \x01(\x05\x12#\n\x04halo\x18\x04 \x01(\x0b\x32\x15.famos.render.v1.Halo\x12\x13\n\x0bn_templates\x18\x05 \x01(\x05\x12\x11\n\talignment\x18\x06 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x15\n\rbundle_sha256\x18\t \x01(\t\x12\x16\n\x0etraining_steps\x18\n \x01(\x03\x12\x16\n\x0enoise_channels\x18\x0b \x01(\x05\"=\n\x06Region\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\":\n\nOutputSize\x12\r\n\x05width\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05scale\x18\x03 \x01(\x01\"\xa6\x01\n\rRenderRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x03\x12\'\n\x06region\x18\x03 \x01(\x0b\x32\x17.famos.render.v1.Region\x12\x15\n\rcontent_image\x18\x04 \x01(\x0c\x12\r\n\x05\x63hunk\x18\x05 \x01(\x05\x12)\n\x04size\x18\x06 \x01(\x0b\x32\x1b.famos.render.v1.OutputSize\"\xa2\x01\n\x0eRenderResponse\x12\x31\n\x07started\x18\x01 \x01(\x0b\x32\x1e.famos.render.v1.RenderStartedH\x00\x12%\n\x04tile\x18\x02 \x01(\x0b\x32\x15.famos.render.v1.TileH\x00\x12-\n\x08progress\x18\x03 \x01(\x0b\x32\x19.famos.render.v1.ProgressH\x00\x42\x07\n\x05\x65vent\"\xb4\x01\n\rRenderStarted\x12\'\n\x06region\x18\x01 \x01(\x0b\x32\x17.famos.render.v1.Region\x12\x14\n\x0c\x63hunks_total\x18\x02 \x01(\x05\x12\x14\n\x0cstrips_total\x18\x03 \x01(\x05\x12\x18\n\x10\x64\x65scription_json\x18\x04 \x01(\t\x12\x13\n\x0btrained_dpi\x18\x05 \x01(\x01\x12\x1f\n\x17trained_resolution_unit\x18\x06 \x01(\t\"H\n\x04Tile\x12\t\n\x01y\x18\x01 \x01(\x05\x12\t\n\x01x\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0b\n\x03rgb\x18\x05 \x01(\x0c\"q\n\x08Progress\x12\x13\n\x0b\x63hunks_done\x18\x01 \x01(\x03\x12\x14\n\x0c\x63hunks_total\x18\x02 \x01(\x03\x12\x13\n\x0bpixels_done\x18\x03 \x01(\x03\x12\x14\n\x0cpixels_total\x18\x04 \x01(\x03\x12\x0f\n\x07seconds\x18\x05 \x01(\x01\"\xb4\x02\n\x0cTiffSettings\x12\x31\n\x0b\x63ompression\x18\x01 \x01(\x0e\x32\x1c.famos.render.v1.Compression\x12\x0f\n\x07quality\x18\x02 \x01(\x05\x12\x0c\n\x04tile\x18\x03 \x01(\x05\x12\x0b\n\x03\x64pi\x18\x04 \x01(\x01\x12\x0f\n\x07pyramid\x18\x05 \x01(\x08\x12)\n\x07\x62igtiff\x18\x06 \x01(\x0e\x32\x18.famos.render.v1.BigTiff\x12\x14\n\x0cno_predictor\x18\x07 \x01(\x08\x12\x0e\n\x06no_icc\x18\x08 \x01(\x08\x12\x0e\n\x06\x61rtist\x18\t \x01(\t\x12\x11\n\tcopyright\x18\n \x01(\t\x12\x18\n\x10jpeg_subsampling\x18\x0b \x01(\t\x12\x17\n\x0fresolution_unit\x18\x0c \x01(\t\x12\r\n\x05level\x18\r \x01(\x05\"\x84\x01\n\x10SubmitJobRequest\x12.\n\x06render\x18\x01 \x01(\x0b\x32\x1e.famos.render.v1.RenderRequest\x12\x13\n\x0boutput_name\x18\x02 \x01(\t\x12+\n\x04tiff\x18\x03 \x01(\x0b\x32\x1d.famos.render.v1.TiffSettings\"\xa6\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.famos.render.v1.JobState\x12\r\n\x05model\x18\x03 \x01(\t\x12\x13\n\x0boutput_name\x18\x04 \x01(\t\x12\x13\n\x0bstrips_done\x18\x05 \x01(\x05\x12\x14\n\x0cstrips_total\x18\x06 \x01(\x05\x12\x17\n\x0fstrips_rendered\x18\x07 \x01(\x05\x12\x14\n\x0cpixels_total\x18\x08 \x01(\x03\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x12\n\nsize_bytes\x18\n \x01(\x03\x12\x0e\n\x06sha256\x18\x0b \x01(\t\x12\x12\n\ncreated_at\x18\x0c \x01(\x01\x12\x12\n\nupdated_at\x18\r \x01(\x01\x12\x10\n\x08\x61ttempts\x18\x0e \x01(\x05\"\x18\n\nJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\" \n\x0fListJobsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"6\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.famos.render.v1.Job\"=\n\tFileChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\ntotal_size\x18\x03 \x01(\x03*\x9a\x01\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x01\x12\x17\n\x13\x43OMPRESSION_DEFLATE\x10\x02\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x03\x12\x13\n\x0f\x43OMPRESSION_LZW\x10\x04\x12\x14\n\x10\x43OMPRESSION_JPEG\x10\x05*Y\n\x07\x42igTiff\x12\x18\n\x14\x42IG_TIFF_UNSPECIFIED\x10\x00\x12\x11\n\rBIG_TIFF_AUTO\x10\x01\x12\x10\n\x0c\x42IG_TIFF_YES\x10\x02\x12\x0f\n\x0b\x42IG_TIFF_NO\x10\x03*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xdb\x04\n\rRenderService\x12U\n\nListModels\x12\".famos.render.v1.ListModelsRequest\x1a#.famos.render.v1.ListModelsResponse\x12\x44\n\x08GetModel\x12 .famos.render.v1.GetModelRequest\x1a\x16.famos.render.v1.Model\x12K\n\x06Render\x12\x1e.famos.render.v1.RenderRequest\x1a\x1f.famos.render.v1.RenderResponse0\x01\x12\x44\n\tSubmitJob\x12!.famos.render.v1.SubmitJobRequest\x1a\x14.famos.render.v1.Job\x12?\n\x08WatchJob\x12\x1b.famos.render.v1.JobRequest\x1a\x14.famos.render.v1.Job0\x01\x12>\n\tCancelJob\x12\x1b.famos.render.v1.JobRequest\x1a\x14.famos.render.v1.Job\x12O\n\x08ListJobs\x12 .famos.render.v1.ListJobsRequest\x1a!.famos.render.v1.ListJobsResponse\x12H\n\x0b\x44ownloadJob\x12\x1b.famos.render.v1.JobRequest\x1a\x1a.famos.render.v1.FileChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.famos.render.v1.render_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPRESSION']._serialized_start=2216
-  _globals['_COMPRESSION']._serialized_end=2370
-  _globals['_BIGTIFF']._serialized_start=2372
-  _globals['_BIGTIFF']._serialized_end=2461
-  _globals['_JOBSTATE']._serialized_start=2464
-  _globals['_JOBSTATE']._serialized_end=2618
+  _globals['_COMPRESSION']._serialized_start=2240
+  _globals['_COMPRESSION']._serialized_end=2394
+  _globals['_BIGTIFF']._serialized_start=2396
+  _globals['_BIGTIFF']._serialized_end=2485
+  _globals['_JOBSTATE']._serialized_start=2488
+  _globals['_JOBSTATE']._serialized_end=2642
   _globals['_LISTMODELSREQUEST']._serialized_start=56
   _globals['_LISTMODELSREQUEST']._serialized_end=75
   _globals['_LISTMODELSRESPONSE']._serialized_start=77
@@ -46,35 +46,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HALO']._serialized_start=172
   _globals['_HALO']._serialized_end=236
   _globals['_MODEL']._serialized_start=239
-  _globals['_MODEL']._serialized_end=462
-  _globals['_REGION']._serialized_start=464
-  _globals['_REGION']._serialized_end=525
-  _globals['_OUTPUTSIZE']._serialized_start=527
-  _globals['_OUTPUTSIZE']._serialized_end=585
-  _globals['_RENDERREQUEST']._serialized_start=588
-  _globals['_RENDERREQUEST']._serialized_end=754
-  _globals['_RENDERRESPONSE']._serialized_start=757
-  _globals['_RENDERRESPONSE']._serialized_end=919
-  _globals['_RENDERSTARTED']._serialized_start=922
-  _globals['_RENDERSTARTED']._serialized_end=1102
-  _globals['_TILE']._serialized_start=1104
-  _globals['_TILE']._serialized_end=1176
-  _globals['_PROGRESS']._serialized_start=1178
-  _globals['_PROGRESS']._serialized_end=1291
-  _globals['_TIFFSETTINGS']._serialized_start=1294
-  _globals['_TIFFSETTINGS']._serialized_end=1602
-  _globals['_SUBMITJOBREQUEST']._serialized_start=1605
-  _globals['_SUBMITJOBREQUEST']._serialized_end=1737
-  _globals['_JOB']._serialized_start=1740
-  _globals['_JOB']._serialized_end=2034
-  _globals['_JOBREQUEST']._serialized_start=2036
-  _globals['_JOBREQUEST']._serialized_end=2060
-  _globals['_LISTJOBSREQUEST']._serialized_start=2062
-  _globals['_LISTJOBSREQUEST']._serialized_end=2094
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2096
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2150
-  _globals['_FILECHUNK']._serialized_start=2152
-  _globals['_FILECHUNK']._serialized_end=2213
-  _globals['_RENDERSERVICE']._serialized_start=2621
-  _globals['_RENDERSERVICE']._serialized_end=3224
+  _globals['_MODEL']._serialized_end=486
+  _globals['_REGION']._serialized_start=488
+  _globals['_REGION']._serialized_end=549
+  _globals['_OUTPUTSIZE']._serialized_start=551
+  _globals['_OUTPUTSIZE']._serialized_end=609
+  _globals['_RENDERREQUEST']._serialized_start=612
+  _globals['_RENDERREQUEST']._serialized_end=778
+  _globals['_RENDERRESPONSE']._serialized_start=781
+  _globals['_RENDERRESPONSE']._serialized_end=943
+  _globals['_RENDERSTARTED']._serialized_start=946
+  _globals['_RENDERSTARTED']._serialized_end=1126
+  _globals['_TILE']._serialized_start=1128
+  _globals['_TILE']._serialized_end=1200
+  _globals['_PROGRESS']._serialized_start=1202
+  _globals['_PROGRESS']._serialized_end=1315
+  _globals['_TIFFSETTINGS']._serialized_start=1318
+  _globals['_TIFFSETTINGS']._serialized_end=1626
+  _globals['_SUBMITJOBREQUEST']._serialized_start=1629
+  _globals['_SUBMITJOBREQUEST']._serialized_end=1761
+  _globals['_JOB']._serialized_start=1764
+  _globals['_JOB']._serialized_end=2058
+  _globals['_JOBREQUEST']._serialized_start=2060
+  _globals['_JOBREQUEST']._serialized_end=2084
+  _globals['_LISTJOBSREQUEST']._serialized_start=2086
+  _globals['_LISTJOBSREQUEST']._serialized_end=2118
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2120
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2174
+  _globals['_FILECHUNK']._serialized_start=2176
+  _globals['_FILECHUNK']._serialized_end=2237
+  _globals['_RENDERSERVICE']._serialized_start=2645
+  _globals['_RENDERSERVICE']._serialized_end=3248
 # @@protoc_insertion_point(module_scope)

@@ -77,7 +77,7 @@ class Halo(_message.Message):
     def __init__(self, top: _Optional[int] = ..., left: _Optional[int] = ..., bottom: _Optional[int] = ..., right: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "canvas_height", "canvas_width", "halo", "n_templates", "alignment", "backend", "device", "bundle_sha256", "training_steps")
+    __slots__ = ("name", "canvas_height", "canvas_width", "halo", "n_templates", "alignment", "backend", "device", "bundle_sha256", "training_steps", "noise_channels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CANVAS_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CANVAS_WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class Model(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_SHA256_FIELD_NUMBER: _ClassVar[int]
     TRAINING_STEPS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     canvas_height: int
     canvas_width: int
@@ -98,7 +99,8 @@ class Model(_message.Message):
     device: str
     bundle_sha256: str
     training_steps: int
-    def __init__(self, name: _Optional[str] = ..., canvas_height: _Optional[int] = ..., canvas_width: _Optional[int] = ..., halo: _Optional[_Union[Halo, _Mapping]] = ..., n_templates: _Optional[int] = ..., alignment: _Optional[int] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., training_steps: _Optional[int] = ...) -> None: ...
+    noise_channels: int
+    def __init__(self, name: _Optional[str] = ..., canvas_height: _Optional[int] = ..., canvas_width: _Optional[int] = ..., halo: _Optional[_Union[Halo, _Mapping]] = ..., n_templates: _Optional[int] = ..., alignment: _Optional[int] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., bundle_sha256: _Optional[str] = ..., training_steps: _Optional[int] = ..., noise_channels: _Optional[int] = ...) -> None: ...
 
 class Region(_message.Message):
     __slots__ = ("x", "y", "width", "height")

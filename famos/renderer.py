@@ -253,9 +253,11 @@ def render_tiff_task(
             # pipeline's own included, which would then wait for itself.
             tiles.close()
     seconds = time.perf_counter() - start
-    timings = {"waiting_for_pixels": pixels.seconds if pixels else None,
-               "encoding": tiles.seconds - pixels.seconds if pixels else tiles.seconds,
-               "writing": seconds - tiles.seconds}
+    if pixels is not None:
+        timings = {"waiting_for_pixels": pixels.seconds, "encoding": tiles.seconds - pixels.seconds}
+    else:  # the workers render and encode; this process waits for their strips, then writes them
+        timings = {"waiting_for_workers": tiles.seconds}
+    timings["writing"] = seconds - tiles.seconds
     if busy_before is not None:
         timings["device_busy"] = renderer.run.busy_seconds - busy_before
     if preview is not None:

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from famos.cluster import cluster_options
     from famos.errors import UserError
     from famos.outputs import check_output
+    from famos.progress import ProgressLines
     from famos.previews import render_png
     from famos.renderer import Renderer, render_tiff_task
     from famos.request import AdmissionLimits, resolve
@@ -84,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"famos render: {e.width}x{e.height} = {e.pixels / 1e6:,.1f} MP, a file of about "
                   f"{e.tiff_bytes / 1e6:,.0f} MB ({render.tiff.compression.value}), {free / 1e6:,.0f} MB free at "
                   f"{args.out.parent}", file=sys.stderr)
-        with ProgressBar(enabled=not args.quiet) as bar:
+        lines = ProgressLines("famos render", render.estimate.pixels, unit="MP", scale=1e6, enabled=not args.quiet)
+        try:
             report = render_tiff_task(renderer, args.out, render.task, render.tiff, preview=args.preview,
-                                      progress=bar.update)
+                                      progress=lambda done: lines.update(done.pixels_done, done.seconds))
+        finally:
+            lines.close()
     finally:
         if pool is not None:
             pool.close()
@@ -131,46 +135,3 @@ def describe(report: RenderReport) -> str:
             "timings": report.timings,
         }
     )
-
-
-class ProgressBar:
-    """Megapixels done, MP/s and ETA on stderr (tqdm when installed, plain lines otherwise); once
-    the first chunk is timed, one line with the expected time of the whole render."""
-
-    def __init__(self, *, enabled: bool):
-        self.enabled = enabled and _has_tqdm()
-        self.said = not enabled
-        self.bar = None
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def update(self, progress) -> None:
-        if not self.said and progress.pixels_done and progress.seconds > 0:
-            from famos.units import duration
-
-            self.said = True
-            total = progress.seconds * progress.pixels_total / progress.pixels_done
-            print(f"famos render: first chunk in {progress.seconds:.1f} s; expected about {duration(total)} in all",
-                  file=sys.stderr)
-        if not self.enabled:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=progress.pixels_total / 1e6, unit="MP", file=sys.stderr,
-                            bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} MP [{elapsed}<{remaining}, {rate_fmt}]")
-        self.bar.n = progress.pixels_done / 1e6
-        self.bar.refresh()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _has_tqdm() -> bool:
-    try:
-        import tqdm  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -3,6 +3,8 @@ local render, byte for byte; workers killed mid-render; cancel and interrupt; th
 
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import threading
@@ -130,9 +132,13 @@ def test_famos_render_and_serve_on_the_cluster(cluster, models, local_file, tmp_
     from render_server.server import RenderServer, ServerConfig
 
     size = ["--size", "480x288", "--seed", "4", "--chunk", "48", "--tile", "32", "--pyramid", "--dpi", "150"]
+    capsys.readouterr()
     assert main(["render", str(models / SERVER_MODEL), "--out", str(tmp_path / "cli.tif"), "--quiet",
                  "--ray", cluster, "--ray-workers", "2", *size]) == 0
     assert (tmp_path / "cli.tif").read_bytes() == local_file
+    # the driver waits for the workers' strips (their rendering and encoding), then writes them
+    timings = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["timings"]
+    assert set(timings) == {"waiting_for_workers", "writing"} and timings["waiting_for_workers"] > 0
 
     store = tmp_path / "store"
     store.mkdir()

@@ -5,6 +5,7 @@ browser drawing the tiles."""
 from __future__ import annotations
 
 import io
+import pathlib
 import json
 import shutil
 import time
@@ -236,3 +237,38 @@ def test_famos_view_refuses_what_it_cannot_show_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if "error:" in line]
         assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in err, err
+
+
+def test_without_a_local_openseadragon_the_page_loads_the_pinned_one_with_its_hash(monkeypatch, tmp_path, capsys):
+    """A pip install has no `npm ci`: the viewer still starts (the IIIF server needs no browser
+    library) and the page loads the pinned OpenSeadragon from its CDN, integrity-checked."""
+    import json as json_module
+
+    import viewer.cli
+    from viewer.page import PINNED_OPENSEADRAGON, viewer_page
+
+    monkeypatch.delenv("FAMOS_OPENSEADRAGON", raising=False)
+    monkeypatch.setattr(viewer.cli, "DEFAULT_OPENSEADRAGON", tmp_path / "no-npm-here")
+    assert viewer.cli.openseadragon_location(None) == PINNED_OPENSEADRAGON.url
+    assert "npm ci" in capsys.readouterr().err
+    page = viewer_page("mosaic", osd_url=PINNED_OPENSEADRAGON.url)
+    assert (f'<script src="{PINNED_OPENSEADRAGON.url}/openseadragon.min.js" integrity="{PINNED_OPENSEADRAGON.integrity}" '
+            'crossorigin="anonymous"></script>') in page
+    assert "integrity" not in viewer_page("mosaic", osd_url="/openseadragon")  # a local copy needs none
+    package = json_module.loads((pathlib.Path(viewer.cli.__file__).parent / "static" / "package.json").read_text())
+    assert package["dependencies"]["openseadragon"] == PINNED_OPENSEADRAGON.version
+    assert f"@{PINNED_OPENSEADRAGON.version}/" in PINNED_OPENSEADRAGON.url
+
+
+def test_the_pinned_hash_is_the_npm_packages_file():
+    import base64
+    import hashlib
+
+    import viewer.cli
+    from viewer.page import PINNED_OPENSEADRAGON
+
+    script = pathlib.Path(viewer.cli.DEFAULT_OPENSEADRAGON) / "openseadragon.min.js"
+    if not script.is_file():
+        pytest.skip("no local OpenSeadragon (npm ci --prefix viewer/static)")
+    digest = base64.b64encode(hashlib.sha384(script.read_bytes()).digest()).decode()
+    assert PINNED_OPENSEADRAGON.integrity == f"sha384-{digest}"

@@ -30,6 +30,7 @@ import torch
 
 from famos.errors import UserError
 from famos.files import atomic_output
+from famos.progress import ProgressLines
 from famos.units import duration
 from training.metrics import Quality, evaluate
 from famos.previews import save_png
@@ -74,6 +75,8 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
     _check_budget(trainer, run_dir, progress=progress)
     bar = _progress(trainer, enabled=progress)
     started, first = time.monotonic(), trainer.step
+    # off a terminal tqdm draws nothing: a line every LOG_EVERY_SECONDS instead
+    lines = ProgressLines("famos train", config.steps - first, unit="steps", enabled=progress and bar.disable)
     saved_step = trainer.step
     try:
         with StopRequest() as stop:
@@ -87,6 +90,7 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
                           f"{config.steps - first} steps", file=sys.stderr)
                 log.append(step, losses)
                 bar.update(1)
+                lines.update(step - first, time.monotonic() - started)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k in ("d", "g", "content")}, refresh=False)
                 if step % config.checkpoint_every == 0:
                     _checkpoint(trainer, paths, snapshot=True)

@@ -24,10 +24,20 @@ DEFAULT_OPENSEADRAGON = pathlib.Path(__file__).parent / "static" / "node_modules
 
 
 def openseadragon_location(given: str | None) -> str:
-    """The folder or URL the page loads OpenSeadragon from; UserError with the fix when there is none."""
+    """The folder or URL the page loads OpenSeadragon from. Without a local copy (a pip install,
+    no `npm ci`), the pinned version from its CDN, which the page loads with its integrity hash
+    (``viewer.page.PINNED_OPENSEADRAGON``); the IIIF server runs either way. UserError for a
+    folder named that holds no OpenSeadragon."""
     from famos.errors import UserError
+    from viewer.page import PINNED_OPENSEADRAGON
 
-    location = given or os.environ.get("FAMOS_OPENSEADRAGON") or str(DEFAULT_OPENSEADRAGON)
+    location = given or os.environ.get("FAMOS_OPENSEADRAGON")
+    if location is None:
+        if (DEFAULT_OPENSEADRAGON / "openseadragon.min.js").is_file():
+            return str(DEFAULT_OPENSEADRAGON)
+        print(f"famos view: note: no local OpenSeadragon (`npm ci --prefix viewer/static` installs it); the page "
+              f"loads the pinned {PINNED_OPENSEADRAGON.url}, integrity-checked", file=sys.stderr)
+        return PINNED_OPENSEADRAGON.url
     if "://" in location:
         return location
     if not (pathlib.Path(location) / "openseadragon.min.js").is_file():
@@ -40,7 +50,8 @@ def openseadragon_location(given: str | None) -> str:
 
 def add_viewer_arguments(parser, *, default_port: int, flag: str = "--port") -> None:
     parser.add_argument(flag, type=int, default=default_port, help="HTTP port of the viewer (0: any free port; default %(default)s)")
-    parser.add_argument("--openseadragon", help="folder or URL with openseadragon.min.js (default: viewer/static's npm package)")
+    parser.add_argument("--openseadragon", help="folder or URL with openseadragon.min.js (default: viewer/static's npm package, else the pinned "
+                             "version from its CDN with its integrity hash)")
 
 
 class FileCatalog:
@@ -82,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from famos.errors import InvalidField, UserError
+    from famos.progress import ProgressLines
     from viewer.sources import DamagedImage, TiffImage
 
     if not args.max_level_ratio > 0:
@@ -96,14 +108,24 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise UserError(f"{path}: no such file")
             print(f"famos view: opening {path}", file=sys.stderr)
+            building: list[ProgressLines] = []
+
+            def built(done: int, total: int, seconds: float, name: str = path.name) -> None:
+                if not building:  # only a file without a full pyramid builds its zoom levels
+                    building.append(ProgressLines(f"famos view: zoom levels of {name}", total, unit="MP", scale=1e6))
+                building[0].update(done, seconds)
+
             try:
-                images[path.stem] = TiffImage(path, max_level_ratio=args.max_level_ratio)
+                images[path.stem] = TiffImage(path, max_level_ratio=args.max_level_ratio, progress=built)
             except DamagedImage as err:
                 raise UserError(f"{path}: a damaged TIFF ({err})") from None
             except (ValueError, OSError, EOFError) as err:  # tifffile's errors for what is no TIFF
                 if isinstance(err, FileNotFoundError):
                     raise
                 raise UserError(f"{path}: not a tiled RGB TIFF famos can show ({err})") from None
+            finally:
+                for line in building:
+                    line.close()
         try:
             server = ViewerServer(FileCatalog(images), ViewerConfig(host=args.host, port=args.port, token=args.token,
                                                                      openseadragon=osd, public_url=args.public_url,

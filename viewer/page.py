@@ -7,6 +7,7 @@ OpenSeadragon for the tiles again (a version number in the tile URLs defeats its
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import re
@@ -36,7 +37,7 @@ _PAGE = """<!doctype html>
   <span id="error"></span>
 </header>
 <div id="viewer"></div>
-<script src="__OSD_SCRIPT__"></script>
+<script src="__OSD_SCRIPT__"__OSD_INTEGRITY__></script>
 <script>
 "use strict";
 const config = __CONFIG__;
@@ -178,10 +179,33 @@ def script_json(value: object) -> str:
     return json.dumps(value).translate(_SCRIPT_UNSAFE)
 
 
+@dataclasses.dataclass(frozen=True)
+class PinnedScript:
+    """A script from a CDN, pinned to one version and its Subresource Integrity hash: a browser
+    runs it only if its bytes are those."""
+
+    version: str
+    url: str  # the folder holding openseadragon.min.js and images/
+    integrity: str
+
+
+# viewer/static/package.json's version. The hash is of the npm package's build/openseadragon/
+# openseadragon.min.js, the file jsDelivr serves from the npm registry (tests/test_viewer.py checks
+# it against the npm copy where one is installed).
+PINNED_OPENSEADRAGON = PinnedScript(
+    version="6.1.1",
+    url="https://cdn.jsdelivr.net/npm/openseadragon@6.1.1/build/openseadragon",
+    integrity="sha384-KKly+4vqqBHitr2XfNKWa3+0asIVpzYs2HijkM/zz0X6rgnyLuQEVERX9HqkM5/P",
+)
+
+
 def viewer_page(identifier: str, *, osd_url: str) -> str:
+    pinned = osd_url == PINNED_OPENSEADRAGON.url
+    integrity = f' integrity="{PINNED_OPENSEADRAGON.integrity}" crossorigin="anonymous"' if pinned else ""
     return _fill(_PAGE, {
         "TITLE": html.escape(identifier),
         "OSD_SCRIPT": html.escape(f"{osd_url}/openseadragon.min.js"),
+        "OSD_INTEGRITY": integrity,
         "CONFIG": script_json({"identifier": identifier, "osd": osd_url}),
     })
 

@@ -22,6 +22,7 @@ import pathlib
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -189,10 +190,11 @@ class TiffImage(ImageSource):
 
     ``max_level_ratio`` bounds the levels it builds: their bytes may be at most that many times
     the file's (or ``LEVEL_ALLOWANCE``), and no more than the temporary folder has free
-    (``OverLimit`` otherwise)."""
+    (``OverLimit`` otherwise). ``progress`` hears (pixels read, pixels to read, seconds) while
+    they are built."""
 
     def __init__(self, path: str | os.PathLike[str], *, work: pathlib.Path | None = None,
-                 max_level_ratio: float = MAX_LEVEL_RATIO):
+                 max_level_ratio: float = MAX_LEVEL_RATIO, progress: Callable[[int, int, float], None] | None = None):
         import tifffile
 
         self.path = pathlib.Path(path)
@@ -218,8 +220,12 @@ class TiffImage(ImageSource):
                 self._work = pathlib.Path(tempfile.mkdtemp(prefix="famos-view-", dir=work))
                 self._check_budget(shapes, max_level_ratio)
                 self._levels = _Levels(self._work, shapes, first=len(self.pages))
+                started = time.monotonic()
                 for y in range(0, last.height, last.tile_height):
-                    self._levels.feed(last.read(y, 0, min(last.tile_height, last.height - y), last.width))
+                    rows = min(last.tile_height, last.height - y)
+                    self._levels.feed(last.read(y, 0, rows, last.width))
+                    if progress is not None:
+                        progress((y + rows) * last.width, last.height * last.width, time.monotonic() - started)
                 self._levels.finish()
         except BaseException:
             self.close()

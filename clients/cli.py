@@ -4,7 +4,7 @@
     famos client --server host:50051 render MODEL --out mosaic.tif [--content IMG] [--size WxH | --scale F |
                                             --print-size 60x40cm --dpi 150] [TIFF options]
     famos client --server host:50051 submit MODEL [--name print.tif] [--watch] [same options]
-    famos client --server host:50051 watch JOB | cancel JOB | jobs | download JOB --out FILE
+    famos client --server host:50051 watch JOB | cancel JOB | jobs [--json] | download JOB --out FILE
 
 The token comes from --token or $FAMOS_TOKEN; --tls (system roots) or --tls-ca FILE enable TLS.
 """
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser(name, help=help_).add_argument("job", help="job id")
     jobs = commands.add_parser("jobs", help="list jobs, newest first")
     jobs.add_argument("--limit", type=int, default=0, help="at most this many jobs (default 0: all)")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per job and line instead of a table")
     download = commands.add_parser("download", help="download a finished job's TIFF")
     download.add_argument("job", help="job id")
     download.add_argument("--out", type=pathlib.Path, required=True, help="where to write the job's TIFF")
@@ -99,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             _print_job(client.cancel(args.job))
             return 0
         if args.command == "jobs":
-            for job in client.jobs(args.limit):
-                _print_job(job)
+            listed = client.jobs(args.limit)
+            if args.json:
+                for job in listed:
+                    _print_job(job)
+            else:
+                print(jobs_table(listed))
             return 0
         if args.command == "download":
             job = client.download(args.job, args.out)
@@ -118,6 +123,38 @@ def _print_job(job) -> None:
     record = dataclasses.asdict(job)
     record["state"] = job.state.value
     print(json.dumps(record))
+
+
+JOB_COLUMNS = ("id", "name", "state", "done", "pixels", "MB", "submitted", "finished")
+_RIGHT_ALIGNED = {"done", "pixels", "MB"}
+
+
+def jobs_table(jobs) -> str:
+    """Jobs as a person reads them: a header and one row each, times local. (The Job record has no
+    width and height, only the pixel count, so a job's size is its megapixels.)"""
+    rows = [JOB_COLUMNS, *(_job_row(job) for job in jobs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(JOB_COLUMNS))]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(width) if name in _RIGHT_ALIGNED else cell.ljust(width)
+                 for name, cell, width in zip(JOB_COLUMNS, row, widths)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _job_row(job) -> tuple[str, ...]:
+    done = 100.0 * job.strips_done / job.strips_total if job.strips_total else 0.0
+    return (
+        job.id[:12], job.output_name, job.state.value, f"{done:.0f}%", f"{job.pixels_total / 1e6:,.2f} MP",
+        f"{job.size_bytes / 1e6:,.2f}" if job.size_bytes else "-",
+        _local_time(job.created_at), _local_time(job.updated_at) if job.state.final else "-",
+    )
+
+
+def _local_time(seconds: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(seconds).astimezone().isoformat(timespec="seconds")
 
 
 def _follow(client, job_id: str) -> int:

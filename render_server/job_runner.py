@@ -32,7 +32,8 @@ def render_job(
     on_strip(first, True)
     with TileCodec(tile_format(options), encode_workers=encode_workers) as codec:
         if first < total:
-            strips = prepared.renderer.encoded_strips(task, codec, first_row=first, cancel=cancel)
+            strips = prepared.renderer.encoded_strips(task, codec, first_row=first, cancel=cancel,
+                                                      progress=prepared.meter)
             try:
                 for k, strip in enumerate(strips, start=first):
                     spool.write_strip(k, strip)

@@ -1,6 +1,10 @@
 """`famos serve`: the render server's lifecycle (build, start, graceful stop) and its command line.
 
     famos serve --models MODELS --output STORE --port 50051 [--token T] [--tls-cert C --tls-key K]
+                [--metrics-port 9100]
+
+Every call is logged as one JSON line (logger ``famos.server.calls``, INFO); ``--metrics-port``
+serves Prometheus metrics at http://HOST:PORT/metrics (``render_server.metrics``).
 
 On SIGTERM or SIGINT the server reports NOT_SERVING to health checks, stops accepting calls, gives
 running calls ``--grace`` seconds, and pauses running jobs between two chunks; they resume on the
@@ -66,6 +70,7 @@ class ServerConfig:
     http_port: int | None = None  # the viewer (IIIF + deep-zoom page) over the jobs; 0: any free port
     openseadragon: str = ""  # where the viewer page loads OpenSeadragon from
     public_url: str = ""  # where IIIF clients reach the viewer (behind a proxy, on 0.0.0.0); default http://host:port/
+    metrics_port: int | None = None  # Prometheus metrics over HTTP on host (render_server.metrics); 0: any free port
     grace_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -73,6 +78,12 @@ class ServerConfig:
             raise UserError(f"--port {self.port}: must be 0 to 65535 (0: any free port)")
         if self.http_port is not None and not 0 <= self.http_port <= 65535:
             raise UserError(f"--http {self.http_port}: must be 0 to 65535 (0: any free port)")
+        if self.metrics_port is not None:
+            if not 0 <= self.metrics_port <= 65535:
+                raise UserError(f"--metrics-port {self.metrics_port}: must be 0 to 65535 (0: any free port)")
+            for option, taken in (("--port", self.port), ("--http", self.http_port)):
+                if self.metrics_port and self.metrics_port == taken:
+                    raise UserError(f"--metrics-port {self.metrics_port}: the same port as {option}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise UserError("--tls-cert and --tls-key go together")
         if self.max_memory is not None and self.max_memory < 1 << 20:
@@ -98,7 +109,7 @@ class RenderServer:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
 
-        from render_server.interceptors import BearerToken, CallBudget, ErrorMapping
+        from render_server.interceptors import BearerToken, CallBudget, CallLog, ErrorMapping
         from render_server.stalls import StallWatch
         from famos.cluster import WorkerPool
         from render_server.jobs import JobManager, JobsConfig
@@ -126,10 +137,16 @@ class RenderServer:
             from famos.runners import check_available
 
             check_available(runner)
+        self.metrics = None
+        if config.metrics_port is not None:
+            from render_server.metrics import ServerMetrics
+
+            self.metrics = ServerMetrics(runner=config.runner)
         limits = ServerLimits(
             AdmissionLimits(max_pixels=config.max_pixels, max_content_pixels=config.max_content_pixels,
                             max_chunk=config.max_chunk),
             default_chunk=config.chunk,
+            meter=self.metrics.meter if self.metrics is not None else None,
         )
         # the cluster's workers serve every model; they start with the server and stop with it
         self.pool = WorkerPool(config.cluster, config.runner) if config.cluster is not None else None
@@ -140,10 +157,13 @@ class RenderServer:
             JobsConfig(output=config.output, max_jobs=config.max_jobs, job_workers=config.job_workers, limits=limits),
             models=self.models, budget=self.budget,
         )
+        if self.metrics is not None:
+            self.metrics.watch(slots=self.slots, budget=self.budget, jobs=self.jobs)
         self.stalls = StallWatch(config.stream_idle_timeout)
         interceptors = [CallBudget(f"/{SERVICE_NAME}/", limit=config.max_other_calls), ErrorMapping(f"/{SERVICE_NAME}/")]
         if config.token:
             interceptors.insert(0, BearerToken(config.token))  # refuse before anything else runs
+        interceptors.insert(0, CallLog(f"/{SERVICE_NAME}/", metrics=self.metrics))  # logs the refusals too
         # the service's budgets (render slots and waiters, other calls) refuse first; gRPC's own
         # limit, above their sum, is never what a client meets
         threads = config.workers + config.max_queue + config.max_other_calls + _UNBUDGETED_CALLS
@@ -177,7 +197,9 @@ class RenderServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
-        address = f"{config.host}:{config.port}"
+        # an IPv6 literal takes brackets in a target (::1 -> [::1]:50051)
+        host = f"[{config.host}]" if ":" in config.host and not config.host.startswith("[") else config.host
+        address = f"{host}:{config.port}"
         if config.tls_cert is not None:
             _check_tls_pair(config.tls_cert, config.tls_key)
         _check_port_free(config.host, config.port)
@@ -205,6 +227,18 @@ class RenderServer:
                 ))
             except OSError as err:
                 raise UserError(f"--http {config.http_port}: cannot listen on {config.host} ({err.strerror})") from None
+        self.metrics_server = None
+        self.metrics_port: int | None = None  # the bound one
+        if self.metrics is not None:
+            from render_server.metrics import MetricsServer
+
+            _check_port_free(config.host, config.metrics_port, option="--metrics-port")
+            try:
+                self.metrics_server = MetricsServer(self.metrics, host=config.host, port=config.metrics_port)
+            except OSError as err:
+                raise UserError(f"--metrics-port {config.metrics_port}: cannot listen on {config.host} "
+                                f"({err.strerror or err})") from None
+            self.metrics_port = self.metrics_server.port
 
     def start(self) -> None:
         self.jobs.start()  # resumes what a previous process left unfinished
@@ -212,6 +246,9 @@ class RenderServer:
         if self.viewer is not None:
             self.viewer.start()
             log.info("viewer on %s", self.viewer.url)
+        if self.metrics_server is not None:
+            self.metrics_server.start()
+            log.info("metrics on %s", self.metrics_server.url)
         for service in ("", self._service_name):
             self.health.set(service, self._serving)
         log.info("listening on %s:%d (%s)", self.config.host, self.port, "TLS" if self.config.tls_cert else "plaintext")
@@ -223,6 +260,8 @@ class RenderServer:
         if self.viewer is not None:
             self.viewer.stop()
             self.job_images.close()
+        if self.metrics_server is not None:  # before the job store it reads closes
+            self.metrics_server.stop()
         self.jobs.stop()
         stopped.wait()
         if self.pool is not None:
@@ -240,9 +279,10 @@ def viewer_openseadragon(given: str | None) -> str:
         return given or ""
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """UserError naming the port when another process listens on it: grpcio would log a C-core
-    line and say only that the bind failed. (A port freed or taken in between is grpcio's to report.)"""
+def _check_port_free(host: str, port: int, *, option: str = "--port") -> None:
+    """UserError naming the port (and its ``option``) when another process listens on it: grpcio
+    would log a C-core line and say only that the bind failed. (A port freed or taken in between is
+    the bind's to report.)"""
     import errno
     import socket
 
@@ -259,7 +299,7 @@ def _check_port_free(host: str, port: int) -> None:
             probe.bind(sockaddr)
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
-                raise UserError(f"--port {port}: {host}:{port} is in use by another process") from None
+                raise UserError(f"{option} {port}: {host}:{port} is in use by another process") from None
 
 
 def _check_tls_pair(cert: pathlib.Path, key: pathlib.Path) -> None:
@@ -324,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--openseadragon", help="folder or URL with openseadragon.min.js for the viewer page")
     parser.add_argument("--public-url", default=ServerConfig.public_url,
                         help="the viewer's address as IIIF clients reach it (info.json ids), e.g. behind a proxy")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port; default: none)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -336,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         max_other_calls=args.max_other_calls, stream_idle_timeout=args.stream_idle_timeout,
         runner=runner_options(args), cluster=cluster_options(args), grace_seconds=args.grace,
         http_port=args.http, openseadragon=viewer_openseadragon(args.openseadragon) if args.http is not None else "",
-        public_url=args.public_url,
+        public_url=args.public_url, metrics_port=args.metrics_port,
     )
     server = RenderServer(config)
     stop = threading.Event()
@@ -347,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"famos serve: listening on {config.host}:{server.port}", flush=True)
     if server.viewer is not None:
         print(f"famos serve: viewer on {server.viewer.url}", flush=True)
+    if server.metrics_server is not None:
+        print(f"famos serve: metrics on {server.metrics_server.url}", flush=True)
     while not stop.wait(1.0):
         pass
     log.info("shutting down (grace %.0f s)", config.grace_seconds)

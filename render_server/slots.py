@@ -27,6 +27,12 @@ class RenderSlots:
         self._waiting = 0  # bounded waiters only
 
     @property
+    def waiting(self) -> int:
+        """Renders waiting for a worker (those that may be refused when the queue is full)."""
+        with self._changed:
+            return self._waiting
+
+    @property
     def active(self) -> int:
         with self._changed:
             return self._active

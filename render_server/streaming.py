@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from famos.errors import InvalidField, quoted
+from famos.pipeline import ProgressCallback
 from famos.renderer import Renderer
 from famos.request import AdmissionLimits, Estimate, RenderRequest, ResolvedRender, resolve
 from famos.values import Piece, Progress, Started
@@ -27,12 +28,15 @@ class ServerLimits:
     admission: AdmissionLimits  # pixels, chunks and content pixels of one render
     default_chunk: int | None = None  # None: the device's (famos.request.resolve)
     piece_bytes: int = 1 << 20  # pixel payload of one streamed message
+    # a progress callback for each render, seeing every chunk (the server's metrics); None: none
+    meter: Callable[[], ProgressCallback] | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class PreparedRender:
     renderer: Renderer
     render: ResolvedRender
+    meter: ProgressCallback | None = None  # this render's own (ServerLimits.meter)
 
 
 def prepare(
@@ -45,7 +49,7 @@ def prepare(
     renderer = models.renderer(request.model)
     with models.bundle_errors(request.model):  # e.g. a format-1 bundle asked for another size
         resolved = resolve(request, renderer, limits=limits.admission, default_chunk=limits.default_chunk, admit=admit)
-    return PreparedRender(renderer, resolved)
+    return PreparedRender(renderer, resolved, limits.meter() if limits.meter is not None else None)
 
 
 def stream_render(prepared: PreparedRender, *, cancel: threading.Event, piece_bytes: int) -> Iterator[object]:
@@ -59,7 +63,13 @@ def stream_render(prepared: PreparedRender, *, cancel: threading.Event, piece_by
     plan, model = task.plan, prepared.render.request.model
     yield Started(task.region, len(plan.chunks), plan.n_rows, task.description, prepared.render.trained)
     latest: list[Progress] = []
-    strips = prepared.renderer.strips(task, cancel=cancel, progress=latest.append)
+
+    def progress(done: Progress) -> None:
+        latest.append(done)
+        if prepared.meter is not None:
+            prepared.meter(done)
+
+    strips = prepared.renderer.strips(task, cancel=cancel, progress=progress)
     top = row = 0
     try:
         for strip in strips:

@@ -314,7 +314,7 @@ def test_client_submit_watch_jobs_download(server, bundle, tmp_path, capsys):
     assert final["output_name"] == "watched.tif" and final["strips_done"] == final["strips_total"] == 3
     assert final["sha256"] == sha256(store / "watched.tif")
 
-    rc, out, _ = client(capsys, address, "jobs")
+    rc, out, _ = client(capsys, address, "jobs", "--json")
     listed = {j["id"]: j for j in json_lines(out)}
     assert rc == 0 and listed[job_id]["state"] == "succeeded" and listed[job_id]["output_name"] == "watched.tif"
 
@@ -377,7 +377,7 @@ def test_client_cancel_of_an_unfinished_job(server, tmp_path, capsys):
     assert rc == 2 and not (tmp_path / "x.tif").exists()
     one_line_error(err, "FAILED_PRECONDITION")
     assert not (store / cancelled["output_name"]).exists()
-    rc, out, _ = client(capsys, address, "jobs")
+    rc, out, _ = client(capsys, address, "jobs", "--json")
     assert {j["id"]: j["state"] for j in json_lines(out)}[ids[-1]] == "cancelled"
     # the others were not affected
     for job_id in ids[:-1]:
@@ -394,7 +394,7 @@ def test_client_cancel_of_a_succeeded_job_is_refused(server, capsys):
     rc, out, err = client(capsys, address, "cancel", job["id"])
     assert rc == 2 and out == ""
     one_line_error(err, "FAILED_PRECONDITION", "already succeeded")
-    rc, out, _ = client(capsys, address, "jobs")
+    rc, out, _ = client(capsys, address, "jobs", "--json")
     assert {j["id"]: j["state"] for j in json_lines(out)}[job["id"]] == "succeeded"
     assert sha256(store / "kept.tif") == job["sha256"]  # the file is still there
 

@@ -426,3 +426,20 @@ def test_stop_pauses_a_running_job_and_the_next_start_resumes_it(models, tmp_pat
         second.stop(0)
     assert done.state is JobState.SUCCEEDED and done.attempts == 2
     assert done.strips_rendered == done.strips_total == 6
+
+
+def test_an_ipv6_host_is_bracketed_in_the_address(models, tmp_path):
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    server = RenderServer(ServerConfig(models=models, output=tmp_path, host="::1", port=0))
+    try:
+        server.start()
+        with RenderClient(f"[::1]:{server.port}") as client:
+            assert [m.name for m in client.models()] == [MODEL]
+    finally:
+        server.stop(0)

@@ -18,7 +18,9 @@ once (more are answered 503), and one that sends nothing for ``read_timeout`` se
 
 Every answer is one of 200, 204 (CORS preflight), 303, 400 (malformed, or an output over
 ``limits``), 401, 404, 503 (busy) or 500; an error's body is one line. 500 is a file damaged after it
-was opened (logged in one line) or a bug (logged with its traceback).
+was opened (logged in one line) or a bug (logged with its traceback). Every answer is logged as one
+JSON line on ``famos.viewer.access`` (INFO): method, path (without a token in its query), status,
+bytes of the body, seconds and the client's address.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from viewer import iiif, page
 from viewer.sources import DamagedImage, ImageSource
 
 log = logging.getLogger("famos.viewer")
+access_log = logging.getLogger("famos.viewer.access")
 
 
 class Catalog(Protocol):
@@ -135,6 +138,7 @@ class _BoundedServer(ThreadingHTTPServer):
 
     def _refuse(self, connection: socket.socket) -> None:
         connection.setblocking(False)
+        _log_access(method="-", path="-", status=503, size=len(_BUSY_BODY), seconds=0.0, peer=_peer(connection))
         try:
             connection.sendall(_BUSY)
             connection.shutdown(socket.SHUT_WR)
@@ -184,6 +188,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         log.debug("%s %s", self.address_string(), format % args)
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        pass  # handle_one_request logs the answer, with its size and time
+
+    def handle_one_request(self) -> None:
+        self._answered: int | None = None  # the answer's status, once one is sent
+        self._answered_bytes = 0
+        self.path = "-"  # logged for a request refused before its target is read, not the previous one's
+        started = time.perf_counter()
+        super().handle_one_request()
+        if self._answered is not None:  # None: the connection closed or timed out without a request
+            _log_access(method=self.command or "-", path=_logged_path(self.path), status=self._answered,
+                        size=self._answered_bytes, seconds=time.perf_counter() - started, peer=self.client_address[0])
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._answered = code
+        super().send_response(code, message)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "content-length":  # the body's size, our answers' and send_error's alike
+            self._answered_bytes = int(value)
+        super().send_header(keyword, value)
 
     def do_OPTIONS(self) -> None:  # CORS preflight (a viewer on another origin sending a token)
         self._send(HTTPStatus.NO_CONTENT, b"", "text/plain", {
@@ -312,3 +338,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+
+def _log_access(*, method: str, path: str, status: int, size: int, seconds: float, peer: str) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info("%s", json.dumps({"method": method, "path": path, "status": status, "bytes": size,
+                                          "seconds": round(seconds, 6), "peer": peer}))
+
+
+_LOGGED_PATH = 1000  # characters of a request target in the access log
+
+
+def _logged_path(target: str) -> str:
+    """A request target as logged: a token in its query (a secret) left out, cut short."""
+    path, _, query = target.partition("?")
+    if query:
+        kept = [(k, v) for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True)
+                if k.lower() not in ("token", "access_token")]
+        path += "?" + urllib.parse.urlencode(kept) if kept else ""
+    return path if len(path) <= _LOGGED_PATH else path[:_LOGGED_PATH] + "..."
+
+
+def _peer(connection: socket.socket) -> str:
+    try:
+        return connection.getpeername()[0]
+    except OSError:
+        return "-"

@@ -272,3 +272,34 @@ def test_the_pinned_hash_is_the_npm_packages_file():
         pytest.skip("no local OpenSeadragon (npm ci --prefix viewer/static)")
     digest = base64.b64encode(hashlib.sha384(script.read_bytes()).digest()).decode()
     assert PINNED_OPENSEADRAGON.integrity == f"sha384-{digest}"
+
+
+def test_each_image_has_a_iiif_presentation_manifest_with_its_provenance(serve, tmp_path):
+    """/iiif/3/{id}/manifest.json: one Canvas of the image's size painted by its Image API service,
+    the render's provenance as metadata; validated by the iiif-prezi3 models where they install."""
+    path = tmp_path / "mosaic.tif"
+    description = {"model": "mosaic", "seed": 7, "canvas": {"width": 640, "height": 480}}
+    write_tiled_tiff(path, [smooth(480, 640)], height=480, width=640, options=TiffOptions(dpi=150),
+                     description=description)
+    server = serve({"mosaic": TiffImage(path)})
+    status, headers, body = get(server, "/iiif/3/mosaic/manifest.json")
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
+    document = json.loads(body)
+    base = server.url + "iiif/3/mosaic"
+    assert document["@context"] == "http://iiif.io/api/presentation/3/context.json"
+    assert document["type"] == "Manifest" and document["id"] == f"{base}/manifest.json"
+    (canvas,) = document["items"]
+    assert (canvas["type"], canvas["width"], canvas["height"]) == ("Canvas", 640, 480)
+    (annotation,) = canvas["items"][0]["items"]
+    assert annotation["motivation"] == "painting" and annotation["target"] == canvas["id"]
+    (service,) = annotation["body"]["service"]
+    _, _, info = get(server, "/iiif/3/mosaic/info.json")
+    assert service["id"] == json.loads(info)["id"] and service["type"] == "ImageService3"
+    status, headers, _ = get(server, annotation["body"]["id"][len(server.url.rstrip("/")):])
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    metadata = {m["label"]["en"][0]: m["value"]["none"][0] for m in document["metadata"]}
+    assert metadata["model"] == "mosaic" and metadata["seed"] == "7" and metadata["canvas.width"] == "640"
+    assert metadata["resolution"] == "150 dpi"
+    assert get(server, "/iiif/3/nothing/manifest.json")[0] == 404
+    prezi3 = pytest.importorskip("iiif_prezi3")
+    assert prezi3.Manifest.model_validate(document).id == document["id"]

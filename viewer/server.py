@@ -4,6 +4,7 @@
     GET /view/{identifier}                       the viewer page of one image
     GET /iiif/3/{identifier}                     303 to its info.json
     GET /iiif/3/{identifier}/info.json           what the image offers (IIIF)
+    GET /iiif/3/{identifier}/manifest.json       its IIIF Presentation 3.0 Manifest (provenance as metadata)
     GET /iiif/3/{identifier}/{region}/{size}/{rotation}/{quality}.{format}
     GET /api/images.json                         the catalog's identifiers (the list page fetches it)
     GET /api/{identifier}/status.json            provenance and progress (the page polls it)
@@ -39,7 +40,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from viewer import iiif, page
+from viewer import iiif, page, presentation
 from viewer.sources import DamagedImage, ImageSource
 
 log = logging.getLogger("famos.viewer")
@@ -283,6 +284,11 @@ class _Handler(BaseHTTPRequestHandler):
             ld = "application/ld+json" in self.headers.get("Accept", "")
             media = f'application/ld+json;profile="{iiif.CONTEXT}"' if ld else "application/json"
             return self._send(HTTPStatus.OK, body, media, {"Link": f'<{iiif.CONTEXT}>;rel="http://www.w3.org/ns/json-ld#context";type="application/ld+json"'} if not ld else {})
+        if rest == ["manifest.json"]:  # IIIF Presentation 3.0: what Mirador and Universal Viewer open
+            document = presentation.manifest(self._image(identifier), identifier=identifier, base=base)
+            ld = "application/ld+json" in self.headers.get("Accept", "")
+            media = f'application/ld+json;profile="{presentation.CONTEXT}"' if ld else "application/json"
+            return self._send(HTTPStatus.OK, json.dumps(document).encode(), media, {})
         image = self._image(identifier)  # an unknown identifier is 404 whatever follows it
         if len(rest) != 4:
             raise iiif.IIIFError(400, "expected {region}/{size}/{rotation}/{quality}.{format}")

@@ -64,7 +64,7 @@ def export_random_model(arch: str, folder: pathlib.Path, *, side: int):
     import torch
 
     from famos.bundle import load_bundle
-    from export.writer import ExportOptions, export_bundle
+    from famos.export.writer import ExportOptions, export_bundle
     from famos.checkpoint import generator_tensors, save, spec_of
     from famos.config import CanvasConfig
     from famos.generator import build_generator

@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=pathlib.Path, default=EXAMPLES / "jobs.csv")
     args = parser.parse_args(argv)
 
-    from clients.batch.engines import LocalEngine
-    from clients.batch.jobs_file import BatchSettings, load_jobs
-    from clients.batch.run import run_batch
+    from famos.clients.batch.engines import LocalEngine
+    from famos.clients.batch.jobs_file import BatchSettings, load_jobs
+    from famos.clients.batch.run import run_batch
 
     print(f"# famos batch: {args.jobs.name} on CPU ({platform.processor() or platform.machine()}), "
           f"chunk {args.chunk}, {time.strftime('%Y-%m-%d')}")

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses
 
     from famos.config import GeneratorConfig
-    from training.cli import PRESETS
+    from famos.training.cli import PRESETS
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())

@@ -66,7 +66,7 @@ def start_server(models: pathlib.Path, output: pathlib.Path, config: BenchConfig
 
 def timed_stream(target: str, out: pathlib.Path, chunk: int) -> float:
     """Seconds for one streamed render assembled into a TIFF by the client."""
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
 
     start = time.perf_counter()
     with RenderClient(target) as client:
@@ -76,7 +76,7 @@ def timed_stream(target: str, out: pathlib.Path, chunk: int) -> float:
 
 def first_chunk(target: str, chunk: int) -> float:
     """Seconds from the call to the first pixels; the render is then cancelled."""
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
     from famos.values import Piece
 
     with RenderClient(target) as client:
@@ -93,7 +93,7 @@ def first_chunk(target: str, chunk: int) -> float:
 def run(config: BenchConfig) -> tuple[dict[str, float], list[ConcurrencyRow]]:
     import grpc
 
-    from clients.render_client import ServerError
+    from famos.clients.render_client import ServerError
     from famos.bundle import load_bundle
     from famos.renderer import Renderer, render_tiff
     from famos.chunk_loop import RenderSettings

@@ -52,13 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     import tifffile
 
     from bench_render import build_bundle
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
     from famos.bundle import load_bundle
     from famos.renderer import Renderer, render_tiff
     from famos.chunk_loop import RenderSettings
     from famos.tiff_options import TiffOptions
-    from protos.famos.render.v1 import render_pb2 as pb
-    from protos.famos.render.v1 import render_pb2_grpc
+    from famos.protos.famos.render.v1 import render_pb2 as pb
+    from famos.protos.famos.render.v1 import render_pb2_grpc
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="famos-bench-soak-"))
     models = work / "models"

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{preset:<8} {model:<34} {trainer.config.batch:>4} x {trainer.config.patch:<3} {per_step:>8.3f} {1 / per_step:>8.2f}")
 
     if args.quality_steps:
-        from training.loop import run
-        from training.metrics import evaluate
+        from famos.training.loop import run
+        from famos.training.metrics import evaluate
 
         trainer = _trainer("tiny", device=device, steps=args.quality_steps)
         before = evaluate(trainer.generator, content=trainer.data.contents[0], styles=list(trainer.data.styles))
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _trainer(preset: str, *, device, steps: int, precision: str = "fp32"):
     from famos.canvas import load_rgb
-    from training import cli
-    from training.trainer import Trainer, TrainingData
+    from famos.training import cli
+    from famos.training.trainer import Trainer, TrainingData
 
     args = cli.build_parser().parse_args(["--preset", preset, "--out", "unused", "--steps", str(steps)])
     options, given = cli._resolve(args)

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     download.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args(argv)
 
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
     from famos.errors import UserError
     from famos.request_args import request_from_args
 

@@ -14,7 +14,7 @@ from famos.planning import Rect
 from famos.request import RenderRequest
 from famos.tiff_options import ResolutionUnit, TiffOptions
 from famos.values import Job, JobState, ModelInfo, Piece, Progress, Resolution, Started
-from protos.famos.render.v1 import render_pb2 as pb
+from famos.protos.famos.render.v1 import render_pb2 as pb
 
 
 class ServerError(UserError):

@@ -30,16 +30,16 @@ from typing import Any
 import grpc
 import numpy as np
 
-from clients import convert
-from clients.convert import ServerError
+from famos.clients import convert
+from famos.clients.convert import ServerError
 from famos.files import atomic_output
 from famos.errors import InvalidField
 from famos.planning import Rect
 from famos.request import RenderRequest, file_resolution, output_canvas
 from famos.tiff_writer import TiffReport, write_tiled_tiff
 from famos.values import Job, ModelInfo, Piece, Progress, Started
-from protos.famos.render.v1 import render_pb2 as pb
-from protos.famos.render.v1 import render_pb2_grpc
+from famos.protos.famos.render.v1 import render_pb2 as pb
+from famos.protos.famos.render.v1 import render_pb2_grpc
 
 _MAX_MESSAGE = 64 * 2**20  # a content image travels in one request
 

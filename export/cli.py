@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
 
         raise InvalidField("preview-seed", f"{args.preview_seed}: must be 0 to 2^63 - 1")
 
-    from export.graph import OnnxExporter
-    from export.writer import ExportOptions, export_bundle
+    from famos.export.graph import OnnxExporter
+    from famos.export.writer import ExportOptions, export_bundle
     from famos.canvas import load_rgb
 
     options = ExportOptions(

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from export.graph import OnnxExporter, export_onnx, export_torchscript, inference_graph, interface
-from export.parity import (
+from famos.export.graph import OnnxExporter, export_onnx, export_torchscript, inference_graph, interface
+from famos.export.parity import (
     FP16_TOLERANCE,
     ONNX_TOLERANCE,
     TORCHSCRIPT_TOLERANCE,

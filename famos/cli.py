@@ -11,15 +11,15 @@ import sys
 
 # name -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("training.cli", "train a model for a canvas from style and content images"),
-    "evaluate": ("training.evaluate", "content error and style distance of a trained checkpoint"),
-    "export": ("export.cli", "write a bundle (ONNX, TorchScript, manifest) from a checkpoint or run folder"),
-    "inspect": ("export.inspect_bundle", "print a bundle's summary and validate its checksums and graphs"),
-    "render": ("render_server.cli", "render a bundle's canvas (or a region) to a tiled TIFF in constant memory"),
-    "batch": ("clients.batch.cli", "render a jobs file of prints to print-ready TIFFs (resumable)"),
-    "serve": ("render_server.server", "gRPC render server: models, streamed renders, resumable jobs"),
-    "view": ("viewer.cli", "look at renders in the browser: deep zoom over IIIF (OpenSeadragon)"),
-    "client": ("clients.cli", "talk to a render server: models, render, submit, watch, cancel, jobs, download"),
+    "train": ("famos.training.cli", "train a model for a canvas from style and content images"),
+    "evaluate": ("famos.training.evaluate", "content error and style distance of a trained checkpoint"),
+    "export": ("famos.export.cli", "write a bundle (ONNX, TorchScript, manifest) from a checkpoint or run folder"),
+    "inspect": ("famos.export.inspect_bundle", "print a bundle's summary and validate its checksums and graphs"),
+    "render": ("famos.render_server.cli", "render a bundle's canvas (or a region) to a tiled TIFF in constant memory"),
+    "batch": ("famos.clients.batch.cli", "render a jobs file of prints to print-ready TIFFs (resumable)"),
+    "serve": ("famos.render_server.server", "gRPC render server: models, streamed renders, resumable jobs"),
+    "view": ("famos.viewer.cli", "look at renders in the browser: deep zoom over IIIF (OpenSeadragon)"),
+    "client": ("famos.clients.cli", "talk to a render server: models, render, submit, watch, cancel, jobs, download"),
 }
 
 

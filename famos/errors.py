@@ -1,5 +1,5 @@
 """Errors users see: the CLI prints their message on one line, no traceback, exit code 2; the render
-server maps each to one gRPC status code (``render_server.interceptors``)."""
+server maps each to one gRPC status code (``famos.render_server.interceptors``)."""
 
 
 def quoted(text: str, limit: int = 64) -> str:

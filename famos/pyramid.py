@@ -32,7 +32,7 @@ class ReducedLevel:
     """A level below another, filled row pair by row pair from the rows of the level above (any
     count at a time) and handing its own rows on to the level below it. Where the rows are kept is
     the subclass's ``_store``: a TIFF's pyramid spool here, a viewer's zoom levels
-    (``viewer.sources``)."""
+    (``famos.viewer.sources``)."""
 
     def __init__(self, *, height: int, width: int) -> None:
         self.height = height

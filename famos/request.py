@@ -2,7 +2,7 @@
 
 Every door builds a ``RenderRequest``: `famos render` and `famos client` from their command lines
 (``request_from_args``), the server from a gRPC message and a job from its stored JSON
-(``render_server.convert``, ``render_server.job_store``), the batch from a jobs-file row, the
+(``famos.render_server.convert``, ``famos.render_server.job_store``), the batch from a jobs-file row, the
 Python client from keywords. What the request means on one model and one device is decided here
 and nowhere else:
 

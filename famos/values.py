@@ -1,5 +1,5 @@
 """Value types that the render server and its clients share: one definition each, used on both
-sides of the gRPC seam (``render_server.convert`` and ``clients.convert`` map them to messages).
+sides of the gRPC seam (``famos.render_server.convert`` and ``famos.clients.convert`` map them to messages).
 
 The region of a render is ``famos.planning.Rect``; TIFF options are ``famos.tiff_options.TiffOptions``.
 """

@@ -1,6 +1,6 @@
 """The gRPC contract: .proto sources and the Python code generated from them.
 
 The folder path of each .proto mirrors its Python package (protos/famos/render/v1/render.proto
--> ``protos.famos.render.v1.render_pb2``), because the generated modules import each other by that
-path. Regenerate with ``python -m protos.generate``; never edit the generated files.
+-> ``famos.protos.famos.render.v1.render_pb2``), because the generated modules import each other by that
+path. Regenerate with ``python -m famos.protos.generate``; never edit the generated files.
 """

@@ -14,7 +14,7 @@ from famos.planning import Rect
 from famos.tiff_options import TiffOptions
 from famos.tiff_writer import TiffReport, write_encoded_tiff
 from famos.tiles import TileCodec
-from render_server.spool import JobSpool
+from famos.render_server.spool import JobSpool
 
 
 def assemble(

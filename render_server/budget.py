@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from famos.errors import Cancelled
 from famos.memory import machine_memory
 from famos.request import Estimate
-from render_server.errors import ResourceExhausted
+from famos.render_server.errors import ResourceExhausted
 
 _POLL_SECONDS = 0.1  # how soon a waiting job notices a cancel
 

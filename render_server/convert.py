@@ -13,7 +13,7 @@ from famos.errors import InvalidField
 from famos.planning import Rect
 from famos.tiff_options import BigTiff, Compression, ResolutionUnit, Subsampling, TiffOptions
 from famos.values import Job, ModelInfo, Piece, Progress, Started
-from protos.famos.render.v1 import render_pb2 as pb
+from famos.protos.famos.render.v1 import render_pb2 as pb
 from famos.request import RenderRequest
 
 _TIFF_DEFAULTS = TiffOptions()

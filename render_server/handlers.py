@@ -15,7 +15,7 @@ from google.protobuf import message as protobuf_message
 from google.protobuf import message_factory
 
 from famos.errors import InvalidField
-from protos.famos.render.v1 import render_pb2 as pb
+from famos.protos.famos.render.v1 import render_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RenderService"]
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from famos.errors import BundleError, Cancelled, DiskFull, InvalidField, OverLimit, UserError
-from render_server import errors
+from famos.render_server import errors
 
 if TYPE_CHECKING:
-    from render_server.metrics import ServerMetrics
+    from famos.render_server.metrics import ServerMetrics
 
 log = logging.getLogger("famos.server")
 calls_log = logging.getLogger("famos.server.calls")

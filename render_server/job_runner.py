@@ -1,5 +1,5 @@
 """The job runner: a job's strips rendered into its spool from the first one missing, then the
-spool assembled into the TIFF, in the spool (``render_server.jobs`` publishes it with the state
+spool assembled into the TIFF, in the spool (``famos.render_server.jobs`` publishes it with the state
 change). What a job's state is, and who may change it, is the state machine's, not this module's.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from famos.errors import Cancelled
 from famos.tiff_writer import tile_format
 from famos.tiles import TileCodec
-from render_server.assembly import assemble
-from render_server.spool import JobSpool
-from render_server.streaming import PreparedRender
+from famos.render_server.assembly import assemble
+from famos.render_server.spool import JobSpool
+from famos.render_server.streaming import PreparedRender
 
 ASSEMBLED = "assembled.tif"  # the file being assembled, in the job's spool until it is published
 

@@ -2,7 +2,7 @@
 
 Each row holds a job's state, its progress in strips, its result, and its ``JobSpec`` as JSON:
 everything needed to (re)start it after a crash. The content image is kept in the job's spool
-folder (``render_server.spool``), not in the database.
+folder (``famos.render_server.spool``), not in the database.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from famos.files import disk_full, is_disk_full
 from famos.request import RenderRequest
 from famos.values import Job, JobState
-from render_server.errors import AlreadyExists, ResourceExhausted
+from famos.render_server.errors import AlreadyExists, ResourceExhausted
 
 DATABASE = ".famos-jobs.sqlite3"
 

@@ -28,13 +28,13 @@ from famos.files import disk_full, file_sha256, is_disk_full
 from famos.request import Estimate, RenderRequest
 from famos.tiff_size import needs_bigtiff
 from famos.values import Job, JobState
-from render_server.errors import AlreadyExists, FailedPrecondition, NotFound
-from render_server.budget import MemoryBudget
-from render_server.job_runner import render_job
-from render_server.job_store import DATABASE, JobDatabase, JobSpec
-from render_server.models import ModelStore, checked_name
-from render_server.spool import SPOOL, JobSpool, remove_orphans
-from render_server.streaming import PreparedRender, ServerLimits, prepare
+from famos.render_server.errors import AlreadyExists, FailedPrecondition, NotFound
+from famos.render_server.budget import MemoryBudget
+from famos.render_server.job_runner import render_job
+from famos.render_server.job_store import DATABASE, JobDatabase, JobSpec
+from famos.render_server.models import ModelStore, checked_name
+from famos.render_server.spool import SPOOL, JobSpool, remove_orphans
+from famos.render_server.streaming import PreparedRender, ServerLimits, prepare
 
 log = logging.getLogger("famos.server.jobs")
 

@@ -23,9 +23,9 @@ from famos.values import JobState, Progress
 if TYPE_CHECKING:
     from famos.pipeline import ProgressCallback
     from famos.runners import RunnerOptions
-    from render_server.budget import MemoryBudget
-    from render_server.jobs import JobManager
-    from render_server.slots import RenderSlots
+    from famos.render_server.budget import MemoryBudget
+    from famos.render_server.jobs import JobManager
+    from famos.render_server.slots import RenderSlots
 
 RATE_WINDOW_SECONDS = 30.0  # famos_render_megapixels_per_second averages over this
 # seconds per chunk: milliseconds for a small chunk on a GPU, tens of seconds for a large one on a CPU

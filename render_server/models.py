@@ -23,7 +23,7 @@ from famos.errors import BundleError, InvalidField, UserError, quoted
 from famos.renderer import Renderer
 from famos.runners import RunnerOptions
 from famos.values import ModelInfo
-from render_server.errors import FailedPrecondition, NotFound
+from famos.render_server.errors import FailedPrecondition, NotFound
 
 log = logging.getLogger("famos.server")
 

@@ -4,7 +4,7 @@
                 [--metrics-port 9100]
 
 Every call is logged as one JSON line (logger ``famos.server.calls``, INFO); ``--metrics-port``
-serves Prometheus metrics at http://HOST:PORT/metrics (``render_server.metrics``).
+serves Prometheus metrics at http://HOST:PORT/metrics (``famos.render_server.metrics``).
 
 On SIGTERM or SIGINT the server reports NOT_SERVING to health checks, stops accepting calls, gives
 running calls ``--grace`` seconds, and pauses running jobs between two chunks; they resume on the
@@ -109,17 +109,17 @@ class RenderServer:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
 
-        from render_server.interceptors import BearerToken, CallBudget, CallLog, ErrorMapping
-        from render_server.stalls import StallWatch
+        from famos.render_server.interceptors import BearerToken, CallBudget, CallLog, ErrorMapping
+        from famos.render_server.stalls import StallWatch
         from famos.cluster import WorkerPool
-        from render_server.jobs import JobManager, JobsConfig
-        from render_server.models import ModelStore
-        from render_server.service import SERVICE_NAME, RenderService
-        from render_server.budget import MemoryBudget, default_max_memory
-        from render_server.handlers import render_service_handler
-        from render_server.slots import RenderSlots
+        from famos.render_server.jobs import JobManager, JobsConfig
+        from famos.render_server.models import ModelStore
+        from famos.render_server.service import SERVICE_NAME, RenderService
+        from famos.render_server.budget import MemoryBudget, default_max_memory
+        from famos.render_server.handlers import render_service_handler
+        from famos.render_server.slots import RenderSlots
         from famos.request import AdmissionLimits
-        from render_server.streaming import ServerLimits
+        from famos.render_server.streaming import ServerLimits
 
         if not config.models.is_dir():
             raise UserError(f"--models {config.models}: no such folder")
@@ -139,7 +139,7 @@ class RenderServer:
             check_available(runner)
         self.metrics = None
         if config.metrics_port is not None:
-            from render_server.metrics import ServerMetrics
+            from famos.render_server.metrics import ServerMetrics
 
             self.metrics = ServerMetrics(runner=config.runner)
         limits = ServerLimits(
@@ -216,8 +216,8 @@ class RenderServer:
         self._service_name = SERVICE_NAME
         self.viewer = None
         if config.http_port is not None:
-            from render_server.viewing import JobImages
-            from viewer.server import ViewerConfig, ViewerServer
+            from famos.render_server.viewing import JobImages
+            from famos.viewer.server import ViewerConfig, ViewerServer
 
             self.job_images = JobImages(self.jobs)
             try:
@@ -230,7 +230,7 @@ class RenderServer:
         self.metrics_server = None
         self.metrics_port: int | None = None  # the bound one
         if self.metrics is not None:
-            from render_server.metrics import MetricsServer
+            from famos.render_server.metrics import MetricsServer
 
             _check_port_free(config.host, config.metrics_port, option="--metrics-port")
             try:
@@ -270,7 +270,7 @@ class RenderServer:
 
 def viewer_openseadragon(given: str | None) -> str:
     """The viewer page's OpenSeadragon; without one the IIIF service still runs (with a warning)."""
-    from viewer.cli import openseadragon_location
+    from famos.viewer.cli import openseadragon_location
 
     try:
         return openseadragon_location(given)

@@ -9,15 +9,15 @@ import os
 import threading
 
 from famos.errors import InvalidField
-from protos.famos.render.v1 import render_pb2 as pb
-from protos.famos.render.v1 import render_pb2_grpc
-from render_server.convert import job_message, model_message, render_event, render_request
-from render_server.budget import MemoryBudget
-from render_server.jobs import JobManager
-from render_server.models import ModelStore
-from render_server.slots import RenderSlots
-from render_server.stalls import StallWatch
-from render_server.streaming import ServerLimits, prepare, stream_render
+from famos.protos.famos.render.v1 import render_pb2 as pb
+from famos.protos.famos.render.v1 import render_pb2_grpc
+from famos.render_server.convert import job_message, model_message, render_event, render_request
+from famos.render_server.budget import MemoryBudget
+from famos.render_server.jobs import JobManager
+from famos.render_server.models import ModelStore
+from famos.render_server.slots import RenderSlots
+from famos.render_server.stalls import StallWatch
+from famos.render_server.streaming import ServerLimits, prepare, stream_render
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenderService"].full_name
 DOWNLOAD_PIECE = 1 << 20

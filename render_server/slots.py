@@ -10,7 +10,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from render_server.errors import ResourceExhausted
+from famos.render_server.errors import ResourceExhausted
 from famos.errors import Cancelled
 
 _POLL_SECONDS = 0.1  # how soon a waiter notices that its client went away

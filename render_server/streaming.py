@@ -19,8 +19,8 @@ from famos.pipeline import ProgressCallback
 from famos.renderer import Renderer
 from famos.request import AdmissionLimits, Estimate, RenderRequest, ResolvedRender, resolve
 from famos.values import Piece, Progress, Started
-from render_server.errors import FailedPrecondition
-from render_server.models import ModelStore
+from famos.render_server.errors import FailedPrecondition
+from famos.render_server.models import ModelStore
 
 
 @dataclasses.dataclass(frozen=True)

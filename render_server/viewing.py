@@ -12,9 +12,9 @@ import threading
 
 from famos.values import JobState
 from famos.tiff_writer import tile_format
-from render_server.errors import FailedPrecondition, NotFound
-from render_server.jobs import JobManager
-from viewer.sources import ImageSource, LiveImage, TiffImage
+from famos.render_server.errors import FailedPrecondition, NotFound
+from famos.render_server.jobs import JobManager
+from famos.viewer.sources import ImageSource, LiveImage, TiffImage
 
 _STATES = {JobState.SUCCEEDED: "finished", JobState.RUNNING: "rendering", JobState.QUEUED: "queued"}
 _LISTED = 200  # jobs on the index page

@@ -148,8 +148,8 @@ def models(tmp_path_factory):
 def serve_viewer():
     """Starts viewers over ``images`` (identifier -> image source) on free loopback ports; stops
     them and closes their images after the test."""
-    from viewer.cli import FileCatalog
-    from viewer.server import ViewerConfig, ViewerServer
+    from famos.viewer.cli import FileCatalog
+    from famos.viewer.server import ViewerConfig, ViewerServer
 
     started = []
 
@@ -170,7 +170,7 @@ def serve_viewer():
 def start_render_server(tmp_path):
     """Starts in-process render servers (each with an output store of its own) on free loopback
     ports; stops them after the test."""
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
 
     servers = []
 

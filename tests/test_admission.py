@@ -10,7 +10,7 @@ from conftest import SERVER_MODEL
 
 @pytest.fixture
 def server(models, tmp_path):
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
 
     running = RenderServer(ServerConfig(models=models, output=tmp_path, port=0, max_chunk=256))
     running.start()
@@ -20,8 +20,8 @@ def server(models, tmp_path):
 
 def test_a_named_chunk_over_the_servers_bound_is_refused_before_planning(server):
     """chunk 4096 on a 4096² render once took 7 GB; a window's memory grows with the chunk's square."""
-    from clients.convert import ServerError
-    from clients.render_client import RenderClient
+    from famos.clients.convert import ServerError
+    from famos.clients.render_client import RenderClient
 
     with RenderClient(server) as client:
         with pytest.raises(ServerError) as err:

@@ -78,7 +78,7 @@ def test_a_checkpoint_made_before_exports_again_with_its_head(tmp_path, capsys):
 
 
 def test_train_takes_the_head_as_an_option():
-    from training.cli import _resolve, build_parser, configs
+    from famos.training.cli import _resolve, build_parser, configs
 
     for argv, head in (([], False), (["--full-resolution-head"], True)):
         options, given = _resolve(build_parser().parse_args(["--preset", "tiny", "--out", "x", *argv]))

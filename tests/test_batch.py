@@ -11,8 +11,8 @@ import pathlib
 import pytest
 
 from famos.planning import Rect
-from clients.batch.fields import ModelRef, check_output_name
-from clients.batch.jobs_file import BatchSettings, JobsFileError, load_jobs
+from famos.clients.batch.fields import ModelRef, check_output_name
+from famos.clients.batch.jobs_file import BatchSettings, JobsFileError, load_jobs
 from famos.units import Length, LengthUnit, dpi_for_print_size, panel_grid, panel_spans, parse_length
 from famos.tiff_options import Compression, TiffOptions
 

@@ -150,9 +150,9 @@ def test_resume_skips_verified_outputs_and_rerenders_a_corrupted_one(bundles, tm
 
 
 def test_an_interrupted_job_leaves_no_file_and_the_rerun_finishes(bundles, tmp_path):
-    from clients.batch.engines import LocalEngine
-    from clients.batch.jobs_file import BatchSettings, load_jobs
-    from clients.batch.run import run_batch
+    from famos.clients.batch.engines import LocalEngine
+    from famos.clients.batch.jobs_file import BatchSettings, load_jobs
+    from famos.clients.batch.run import run_batch
     from famos.chunk_loop import RenderSettings
 
     jobs_file = tmp_path / "jobs.csv"
@@ -229,8 +229,8 @@ def test_panels_equal_crops_of_the_full_render(bundles, tmp_path):
 
 
 def test_toml_example_matches_the_csv_example(bundles, tmp_path):
-    from clients.batch.engines import LocalEngine
-    from clients.batch.jobs_file import BatchSettings, load_jobs
+    from famos.clients.batch.engines import LocalEngine
+    from famos.clients.batch.jobs_file import BatchSettings, load_jobs
 
     engine = LocalEngine()
     settings = BatchSettings(out=tmp_path, bundles=bundles)
@@ -250,7 +250,7 @@ def test_bundle_copied_next_to_the_jobs_file_resolves_by_relative_path(bundles, 
 
 def test_server_mode_writes_the_same_prints(bundles, tmp_path):
     pytest.importorskip("grpc")
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
 
     (tmp_path / "jobs").mkdir()
     jobs = tmp_path / "jobs" / "jobs.csv"

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import CanvasConfig, GeneratorConfig, make_bundle
-from export.inspect_bundle import summary
+from famos.export.inspect_bundle import summary
 from famos.bundle import load_bundle
 from famos.config import NoiseConfig
 from famos.errors import BundleError

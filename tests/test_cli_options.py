@@ -570,7 +570,7 @@ def test_a_busy_port_is_named_on_one_line(tmp_path, capsys, models):
 
 
 def test_serve_creates_its_output_store(tmp_path, models):
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
 
     store = tmp_path / "new" / "store"
     server = RenderServer(ServerConfig(models=models, output=store, port=0))

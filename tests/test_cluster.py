@@ -126,10 +126,10 @@ def test_cancel_and_interrupt_stop_the_workers_and_leave_no_file(pool, bundle, l
 
 
 def test_famos_render_and_serve_on_the_cluster(cluster, models, local_file, tmp_path, capsys):
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
     from famos.cli import main
     from famos.values import JobState
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
 
     size = ["--size", "480x288", "--seed", "4", "--chunk", "48", "--tile", "32", "--pyramid", "--dpi", "150"]
     capsys.readouterr()
@@ -168,9 +168,9 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster):
 
 
 def test_a_cluster_server_stopped_mid_job_resumes_it_from_the_spool(cluster, models, tmp_path):
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
     from famos.values import JobState
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
 
     store = tmp_path / "store"
     store.mkdir()

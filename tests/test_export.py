@@ -22,14 +22,14 @@ from conftest import write_checkpoint as save_checkpoint  # noqa: E402
 from famos.bundle import load_bundle  # noqa: E402
 from famos.errors import BundleError  # noqa: E402
 from famos.runners import Backend, RunnerOptions, open_runner  # noqa: E402
-from export.parity import (  # noqa: E402
+from famos.export.parity import (  # noqa: E402
     FP16_TOLERANCE,
     ONNX_TOLERANCE,
     TORCHSCRIPT_TOLERANCE,
     max_differences,
     parity_windows,
 )
-from export.writer import ExportOptions, export_bundle  # noqa: E402
+from famos.export.writer import ExportOptions, export_bundle  # noqa: E402
 from famos.canvas import to_unit_range  # noqa: E402
 from famos.cli import main as famos_main  # noqa: E402
 from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig, NoisePlacement, Precision  # noqa: E402

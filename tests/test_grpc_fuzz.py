@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SERVER_MODEL
-from protos.famos.render.v1 import render_pb2 as pb
-from protos.famos.render.v1 import render_pb2_grpc
-from render_server.server import RenderServer, ServerConfig
+from famos.protos.famos.render.v1 import render_pb2 as pb
+from famos.protos.famos.render.v1 import render_pb2_grpc
+from famos.render_server.server import RenderServer, ServerConfig
 
 DOCUMENTED = {
     grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,

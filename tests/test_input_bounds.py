@@ -83,7 +83,7 @@ def test_the_batch_report_never_holds_a_formula(models, tmp_path):
 
 def test_famos_serve_names_its_viewer_by_the_public_url(models, tmp_path):
     """Behind a proxy (or bound to 0.0.0.0) IIIF ids carry the address clients use, never a Host header."""
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
 
     server = RenderServer(ServerConfig(models=models, output=tmp_path, port=0, http_port=0,
                                        public_url="https://prints.example/viewer/"))

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clients.batch.fields import ModelRef
-from clients.batch.jobs_file import FIELDS, BatchSettings, JobsFileError, load_jobs
+from famos.clients.batch.fields import ModelRef
+from famos.clients.batch.jobs_file import FIELDS, BatchSettings, JobsFileError, load_jobs
 from famos.errors import UserError
 
 EXAMPLES = dict(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)

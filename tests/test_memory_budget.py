@@ -44,8 +44,8 @@ def serve(models, tmp_path):
 def test_eight_huge_content_images_at_once_stay_within_the_budget(serve):
     """8 concurrent 8192² PNGs of zeros (196 KB each) once took the server to 12.4 GB: each needs
     about 1.2 GB decoded, so the budget admits one at a time and refuses the others at once."""
-    from clients.convert import ServerError
-    from clients.render_client import RenderClient
+    from famos.clients.convert import ServerError
+    from famos.clients.render_client import RenderClient
 
     process, address = serve
     buffer = io.BytesIO()
@@ -73,8 +73,8 @@ def test_eight_huge_content_images_at_once_stay_within_the_budget(serve):
 
 
 def test_a_render_that_could_never_fit_is_refused_with_the_budget_named(serve):
-    from clients.convert import ServerError
-    from clients.render_client import RenderClient
+    from famos.clients.convert import ServerError
+    from famos.clients.render_client import RenderClient
 
     _, address = serve
     with RenderClient(address) as client:

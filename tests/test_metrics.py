@@ -17,7 +17,7 @@ import pytest
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("prometheus_client")
 
-from clients.render_client import RenderClient, ServerError  # noqa: E402
+from famos.clients.render_client import RenderClient, ServerError  # noqa: E402
 from conftest import SERVER_MODEL  # noqa: E402
 from famos.errors import UserError  # noqa: E402
 from famos.values import JobState, Progress, Started  # noqa: E402
@@ -119,8 +119,8 @@ def test_metrics_count_calls_pixels_chunks_and_jobs(start, caplog):
 
 
 def test_request_id_travels_back_in_the_trailing_metadata(start, caplog):
-    from protos.famos.render.v1 import render_pb2 as pb
-    from protos.famos.render.v1 import render_pb2_grpc
+    from famos.protos.famos.render.v1 import render_pb2 as pb
+    from famos.protos.famos.render.v1 import render_pb2_grpc
 
     server = start(token="s3cret")  # without metrics: calls are logged all the same
     assert server.metrics_port is None
@@ -164,7 +164,7 @@ def test_a_cancelled_stream_is_logged_and_counted(start, caplog):
 
 def test_a_metrics_port_in_use_is_named(start, models, tmp_path, capsys):
     from famos.cli import main
-    from render_server.server import ServerConfig
+    from famos.render_server.server import ServerConfig
 
     with busy_port() as listener:
         port = listener.getsockname()[1]

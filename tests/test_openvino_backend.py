@@ -188,7 +188,7 @@ def test_famos_batch_renders_with_openvino(models, tmp_path):
 
 
 def test_the_server_renders_with_openvino_as_famos_render_does(models, start_render_server, tmp_path):
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
     from famos.tiff_options import Compression, TiffOptions
 
     options = RunnerOptions(backend=Backend.OPENVINO, precision=Precision.FP32)

@@ -126,6 +126,6 @@ def test_default_chunk_overhead_is_what_the_readme_says(side, expected):
 
 def test_planning_and_the_onnx_path_import_no_torch():
     code = ("import famos.planning, famos.canvas, famos.chunk_loop, famos.renderer, famos.bundle, famos.runners, "
-            "clients.batch.engines, sys; assert 'torch' not in sys.modules, 'torch imported'")
+            "famos.clients.batch.engines, sys; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -107,7 +107,7 @@ def test_a_terminal_gets_one_redrawn_line(capsys):
 def test_the_viewer_reports_building_zoom_levels(tmp_path):
     import tifffile
 
-    from viewer.sources import TiffImage
+    from famos.viewer.sources import TiffImage
 
     path = tmp_path / "flat.tif"  # no pyramid: the viewer builds its levels
     tifffile.imwrite(path, np.zeros((1024, 768, 3), np.uint8), tile=(128, 128), photometric="rgb")

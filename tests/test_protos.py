@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("grpc_tools")
 
-from protos import generate  # noqa: E402
+from famos.protos import generate  # noqa: E402
 
 
 def test_generated_code_is_current(tmp_path):
@@ -16,14 +16,14 @@ def test_generated_code_is_current(tmp_path):
     assert written, "no .proto files found"
     for fresh in written:
         committed = generate.ROOT / fresh.relative_to(tmp_path)
-        assert committed.exists(), f"{committed} is missing: run `python -m protos.generate`"
+        assert committed.exists(), f"{committed} is missing: run `python -m famos.protos.generate`"
         assert committed.read_bytes() == fresh.read_bytes(), (
-            f"{committed.relative_to(generate.ROOT)} is stale: run `python -m protos.generate`"
+            f"{committed.relative_to(generate.ROOT)} is stale: run `python -m famos.protos.generate`"
         )
 
 
 def test_proto_folder_mirrors_the_python_package():
-    from protos.famos.render.v1 import render_pb2
+    from famos.protos.famos.render.v1 import render_pb2
 
     proto = pathlib.Path(render_pb2.DESCRIPTOR.name)
     assert proto == pathlib.Path(*render_pb2.__name__.removesuffix("_pb2").split(".")).with_suffix(".proto")

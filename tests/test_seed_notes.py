@@ -39,7 +39,7 @@ def test_famos_client_says_it_from_the_servers_model(noiseless, start_render_ser
                  "--seed", "5", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert NOTE in err and "seed 5" in err
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
 
     with RenderClient(address) as client:
         (model,) = client.models()

@@ -18,12 +18,12 @@ import tifffile
 
 grpc = pytest.importorskip("grpc")
 
-from clients.render_client import RenderClient, ServerError  # noqa: E402
+from famos.clients.render_client import RenderClient, ServerError  # noqa: E402
 from famos.planning import Rect  # noqa: E402
 from famos.values import JobState  # noqa: E402
 from conftest import SERVER_MODEL, bomb_png  # noqa: E402
-from render_server.server import RenderServer, ServerConfig  # noqa: E402
-from render_server.streaming import pieces  # noqa: E402
+from famos.render_server.server import RenderServer, ServerConfig  # noqa: E402
+from famos.render_server.streaming import pieces  # noqa: E402
 from famos.tiff_options import Compression, TiffOptions  # noqa: E402
 
 MODEL = SERVER_MODEL  # the bundle in the `models` fixture (conftest), shared by the server tests
@@ -41,7 +41,7 @@ def client_of(server: RenderServer, **kw) -> RenderClient:
 
 
 def local_render(models: pathlib.Path, out: pathlib.Path, *args: str) -> np.ndarray:
-    from render_server.cli import main  # `famos render`
+    from famos.render_server.cli import main  # `famos render`
 
     assert main([str(models / MODEL), "--out", str(out), "--quiet", *args]) == 0
     return tifffile.imread(out)
@@ -135,7 +135,7 @@ def test_other_output_sizes_stream_and_run_as_jobs_like_local_renders(start, mod
 def test_absurd_output_sizes_are_refused_before_any_planning(start):
     """A scale of 1e300 once planned a terapixel canvas before the pixel limit and got the server
     OOM-killed; now the limit comes first, and an empty or double size is INVALID_ARGUMENT."""
-    from protos.famos.render.v1 import render_pb2 as pb
+    from famos.protos.famos.render.v1 import render_pb2 as pb
 
     server = start()
     with client_of(server) as client:

@@ -15,13 +15,13 @@ import time
 import grpc
 import pytest
 
-from clients.render_client import RenderClient
+from famos.clients.render_client import RenderClient
 from conftest import SERVER_MODEL
 from famos.tiff_options import Compression, TiffOptions
 from famos.values import JobState
-from protos.famos.render.v1 import render_pb2 as pb
-from protos.famos.render.v1 import render_pb2_grpc
-from render_server.server import RenderServer, ServerConfig
+from famos.protos.famos.render.v1 import render_pb2 as pb
+from famos.protos.famos.render.v1 import render_pb2_grpc
+from famos.render_server.server import RenderServer, ServerConfig
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -218,7 +218,7 @@ def test_overload_is_answered_by_the_service_not_by_grpc(models, tmp_path):
 
 
 def test_cancel_during_assembly_leaves_no_file_and_frees_the_name(models, tmp_path, monkeypatch):
-    from render_server import job_runner as jobs_module
+    from famos.render_server import job_runner as jobs_module
 
     store = tmp_path / "store"
     store.mkdir()

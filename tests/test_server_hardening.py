@@ -15,9 +15,9 @@ import pytest
 
 grpc = pytest.importorskip("grpc")
 
-from clients.render_client import RenderClient, ServerError  # noqa: E402
+from famos.clients.render_client import RenderClient, ServerError  # noqa: E402
 from conftest import SERVER_MODEL  # noqa: E402
-from render_server.server import RenderServer  # noqa: E402
+from famos.render_server.server import RenderServer  # noqa: E402
 
 MODEL = SERVER_MODEL
 

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("grpc")
 
-from clients.render_client import RenderClient  # noqa: E402
+from famos.clients.render_client import RenderClient  # noqa: E402
 from famos.values import JobState  # noqa: E402
 from test_server import MODEL, REPO, local_render  # noqa: E402
 
@@ -27,7 +27,7 @@ KILLED_AFTER = 2  # strips 0..2 are on disk when the first server dies
 # `famos serve`, but the process dies by SIGKILL right after spooling strip KILLED_AFTER
 _DIES_MID_JOB = f"""
 import os, signal, sys
-from render_server import spool
+from famos.render_server import spool
 write = spool.JobSpool.write_strip
 def write_then_die(self, index, strip):
     write(self, index, strip)
@@ -121,7 +121,7 @@ def test_a_job_stored_before_the_request_had_one_home_still_reads():
 
     from famos.planning import Rect
     from famos.tiff_options import Compression
-    from render_server.job_store import JobSpec
+    from famos.render_server.job_store import JobSpec
 
     old = {"model": "tiny", "seed": 7, "region": {"y": 0, "x": 8, "height": 16, "width": 32}, "chunk": 16,
            "size": [96, 160], "scale": None, "output_name": "a.tif", "bundle_sha256": "ab" * 32,

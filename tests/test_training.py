@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from famos.config import BlendMode, CanvasConfig, Fold, GeneratorConfig, NoiseConfig
 from famos.errors import UserError
-from training.config import (
+from famos.training.config import (
     AdversarialLoss,
     CorrespondenceMap,
     CropMode,
@@ -23,8 +23,8 @@ from training.config import (
     TrainConfig,
 )
 from famos.units import parse_canvas, parse_print_size, print_pixels
-from training.data import WindowSampler
-from training.losses import (
+from famos.training.data import WindowSampler
+from famos.training.losses import (
     Vgg19Features,
     entropy_weight,
     gradient_penalty,
@@ -33,8 +33,8 @@ from training.losses import (
     template_diversity,
     total_variation,
 )
-from training.metrics import content_error, sliced_wasserstein
-from training.trainer import Trainer, TrainingData
+from famos.training.metrics import content_error, sliced_wasserstein
+from famos.training.trainer import Trainer, TrainingData
 
 TINY_G = GeneratorConfig(depth=2, width=4, kernel=3, n_templates=3)
 TINY = TrainConfig(steps=2, patch=32, batch=2, discriminator=DiscriminatorConfig(depth=2, width=8, kernel=3))
@@ -138,7 +138,7 @@ def promised_gradient(quantity, at: torch.Tensor) -> tuple[float, torch.Tensor]:
 def test_each_adversarial_loss_has_its_promised_gradients(kind, monkeypatch):
     """D's loss raises its logits on real patches and lowers them on fakes; G's loss raises D's
     logits on fakes; each with the gradient of its textbook formula, through D into the image."""
-    import training.trainer as trainer_module
+    import famos.training.trainer as trainer_module
 
     d_calls, g_calls = [], []
 

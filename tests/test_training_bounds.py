@@ -11,8 +11,8 @@ from famos import checkpoint
 from famos.cli import main as famos
 from famos.config import GeneratorConfig, NoiseConfig
 from test_training_cli import TINY_ARGS, _one_line_error, images, keep_threads, train  # noqa: F401
-from training.config import DiscriminatorConfig, TrainConfig
-from training.trainer import Trainer
+from famos.training.config import DiscriminatorConfig, TrainConfig
+from famos.training.trainer import Trainer
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ from PIL import Image
 
 from famos import checkpoint
 from famos.cli import main as famos
-from training.trainer import Trainer
+from famos.training.trainer import Trainer
 
 TINY_ARGS = [
     "--depth", "2", "--width", "4", "--kernel", "3", "--templates", "2", "--patch", "32", "--batch", "2",
@@ -213,8 +213,8 @@ def test_bounded_preview_crops_are_the_real_canvas_at_100_percent():
     from conftest import tiny_model
     from famos.config import CanvasConfig, GeneratorConfig
     from famos.planning import Rect
-    from training.metrics import render_region
-    from training.previews import canvas_preview
+    from famos.training.metrics import render_region
+    from famos.training.previews import canvas_preview
 
     model = tiny_model(GeneratorConfig(depth=2, width=4, n_templates=2), CanvasConfig(1200, 1800))
     content = np.random.default_rng(2).integers(0, 256, (60, 90, 3), dtype=np.uint8)
@@ -230,7 +230,7 @@ def test_bounded_preview_crops_are_the_real_canvas_at_100_percent():
 def test_the_quick_start_preset_trains_a_2_megapixel_canvas_of_the_bundled_samples():
     """README's first command: `--preset mosaic` is the tiny architecture on the bundled samples
     for an 1800x1200 canvas; an explicit size or scale replaces that canvas."""
-    from training.cli import EXAMPLES, _resolve, build_parser
+    from famos.training.cli import EXAMPLES, _resolve, build_parser
 
     options, _ = _resolve(build_parser().parse_args(["--preset", "mosaic", "--out", "x"]))
     assert options["canvas"] == "1800x1200" and 1800 * 1200 >= 2_000_000
@@ -245,7 +245,7 @@ def test_the_quick_start_preset_serves_every_variant(mode):
     """bench/bench_variants.py trains `--preset mosaic --mode M`: the preset's template options
     (entropy) quietly do not apply to the parametric U-Net, while the same flag given by hand is refused."""
     from famos.errors import UserError
-    from training.cli import _resolve, build_parser, configs
+    from famos.training.cli import _resolve, build_parser, configs
 
     args = build_parser().parse_args(["--preset", "mosaic", "--mode", mode, "--out", "x"])
     options, given = _resolve(args)
@@ -267,8 +267,8 @@ def test_the_default_preset_without_images_names_the_missing_option(tmp_path, ca
 def test_no_preset_trains_the_dataclasses_defaults_and_presets_hold_only_differences():
     """One source of defaults: the options left out are the config dataclasses' own defaults."""
     from famos.config import CanvasConfig, GeneratorConfig
-    from training.cli import DEFAULTS, PRESETS, _resolve, build_parser, configs
-    from training.config import TrainConfig
+    from famos.training.cli import DEFAULTS, PRESETS, _resolve, build_parser, configs
+    from famos.training.config import TrainConfig
 
     for argv in ([], ["--preset", "default"]):
         options, given = _resolve(build_parser().parse_args(["--out", "x", *argv]))

@@ -17,9 +17,9 @@ from PIL import Image
 from famos.canvas import to_uint8
 from famos.cli import main as famos
 from famos.config import BlendMode
-from training.metrics import Quality
-from training.plots import PALETTE, nice_ticks, plot_losses, plot_quality, running_mean, tick_labels
-from training.previews import DIVERGENCE_RISES, QualityLog, divergence_warning, grid_rows, patch_grid
+from famos.training.metrics import Quality
+from famos.training.plots import PALETTE, nice_ticks, plot_losses, plot_quality, running_mean, tick_labels
+from famos.training.previews import DIVERGENCE_RISES, QualityLog, divergence_warning, grid_rows, patch_grid
 
 
 @pytest.fixture(autouse=True)
@@ -202,10 +202,10 @@ def test_quality_log_replaces_a_step_measured_again_and_drops_rows_past_a_resume
 
 def test_the_run_prints_the_warning_once_on_stderr(tmp_path, monkeypatch, capsys):
     """The loop's hook, with the measurement replaced by a style distance rising at every preview."""
-    import training.loop
+    from famos.training import loop
 
     distances = iter([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
-    monkeypatch.setattr(training.loop, "_quality", lambda trainer: Quality(0.01, next(distances)))
+    monkeypatch.setattr(loop, "_quality", lambda trainer: Quality(0.01, next(distances)))
     assert famos(["train", "--preset", "tiny", "--steps", "5", "--preview-every", "1", "--checkpoint-every", "100",
                   "--out", str(tmp_path / "run"), "--threads", "1", "--quiet"]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]

@@ -21,9 +21,9 @@ from conftest import SERVER_MODEL
 from headless import Browser
 from famos.tiff_options import Compression, TiffOptions
 from famos.tiff_writer import write_tiled_tiff
-from viewer.cli import DEFAULT_OPENSEADRAGON
-from viewer.server import ViewerServer
-from viewer.sources import TiffImage
+from famos.viewer.cli import DEFAULT_OPENSEADRAGON
+from famos.viewer.server import ViewerServer
+from famos.viewer.sources import TiffImage
 
 VALIDATOR_ID = "67352ccc-d1b0-11e1-89ae-279075081939"  # the image the validator's tests expect
 
@@ -154,9 +154,9 @@ def test_iiif_and_status_need_the_token_the_page_does_not(serve, tmp_path):
 
 
 def test_a_running_job_is_watched_live_then_shown_from_its_file(models, tmp_path):
-    from clients.render_client import RenderClient
+    from famos.clients.render_client import RenderClient
     from famos.values import JobState
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
     from test_server import slow_down
 
     store = tmp_path / "store"
@@ -244,18 +244,18 @@ def test_without_a_local_openseadragon_the_page_loads_the_pinned_one_with_its_ha
     library) and the page loads the pinned OpenSeadragon from its CDN, integrity-checked."""
     import json as json_module
 
-    import viewer.cli
-    from viewer.page import PINNED_OPENSEADRAGON, viewer_page
+    from famos.viewer import cli as viewer_cli
+    from famos.viewer.page import PINNED_OPENSEADRAGON, viewer_page
 
     monkeypatch.delenv("FAMOS_OPENSEADRAGON", raising=False)
-    monkeypatch.setattr(viewer.cli, "DEFAULT_OPENSEADRAGON", tmp_path / "no-npm-here")
-    assert viewer.cli.openseadragon_location(None) == PINNED_OPENSEADRAGON.url
+    monkeypatch.setattr(viewer_cli, "DEFAULT_OPENSEADRAGON", tmp_path / "no-npm-here")
+    assert viewer_cli.openseadragon_location(None) == PINNED_OPENSEADRAGON.url
     assert "npm ci" in capsys.readouterr().err
     page = viewer_page("mosaic", osd_url=PINNED_OPENSEADRAGON.url)
     assert (f'<script src="{PINNED_OPENSEADRAGON.url}/openseadragon.min.js" integrity="{PINNED_OPENSEADRAGON.integrity}" '
             'crossorigin="anonymous"></script>') in page
     assert "integrity" not in viewer_page("mosaic", osd_url="/openseadragon")  # a local copy needs none
-    package = json_module.loads((pathlib.Path(viewer.cli.__file__).parent / "static" / "package.json").read_text())
+    package = json_module.loads((pathlib.Path(viewer_cli.__file__).parent / "static" / "package.json").read_text())
     assert package["dependencies"]["openseadragon"] == PINNED_OPENSEADRAGON.version
     assert f"@{PINNED_OPENSEADRAGON.version}/" in PINNED_OPENSEADRAGON.url
 
@@ -264,10 +264,10 @@ def test_the_pinned_hash_is_the_npm_packages_file():
     import base64
     import hashlib
 
-    import viewer.cli
-    from viewer.page import PINNED_OPENSEADRAGON
+    from famos.viewer import cli as viewer_cli
+    from famos.viewer.page import PINNED_OPENSEADRAGON
 
-    script = pathlib.Path(viewer.cli.DEFAULT_OPENSEADRAGON) / "openseadragon.min.js"
+    script = pathlib.Path(viewer_cli.DEFAULT_OPENSEADRAGON) / "openseadragon.min.js"
     if not script.is_file():
         pytest.skip("no local OpenSeadragon (npm ci --prefix viewer/static)")
     digest = base64.b64encode(hashlib.sha384(script.read_bytes()).digest()).decode()

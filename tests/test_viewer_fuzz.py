@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from famos.tiff_options import TiffOptions
 from famos.tiff_writer import write_tiled_tiff
-from viewer.cli import FileCatalog
-from viewer.server import ViewerConfig, ViewerServer
-from viewer.sources import TiffImage
+from famos.viewer.cli import FileCatalog
+from famos.viewer.server import ViewerConfig, ViewerServer
+from famos.viewer.sources import TiffImage
 
 DOCUMENTED = {200, 204, 303, 400, 401, 404, 413, 503}
 EXAMPLES = dict(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,

@@ -21,9 +21,9 @@ import pytest
 
 from famos.tiff_options import TiffOptions
 from famos.tiff_writer import write_tiled_tiff
-from viewer.cli import FileCatalog
-from viewer.server import ViewerConfig, ViewerServer
-from viewer.sources import TiffImage
+from famos.viewer.cli import FileCatalog
+from famos.viewer.server import ViewerConfig, ViewerServer
+from famos.viewer.sources import TiffImage
 
 HOSTILE = [
     "<img src=x onerror=alert(1)>",
@@ -342,7 +342,7 @@ def test_a_tile_damaged_while_serving_is_an_answered_error_without_a_traceback(t
 
 
 def test_an_output_over_the_configured_limit_is_refused_before_decoding(tmp_path):
-    from viewer.iiif import OutputLimits
+    from famos.viewer.iiif import OutputLimits
 
     path = tmp_path / "big.tif"
     write_tiled_tiff(path, [np.full((1000, 1200, 3), 90, np.uint8)], height=1000, width=1200, options=TiffOptions())

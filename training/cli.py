@@ -23,7 +23,7 @@ from typing import Any
 from famos.cli_parser import Parser
 from famos.config import BlendMode, CanvasConfig, GeneratorConfig, NoiseConfig, from_dict
 from famos.errors import UserError
-from training.config import DiscriminatorConfig, LossConfig, RegularizerConfig, TrainConfig
+from famos.training.config import DiscriminatorConfig, LossConfig, RegularizerConfig, TrainConfig
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from training.loop import run
-    from training.trainer import Trainer
+    from famos.training.loop import run
+    from famos.training.trainer import Trainer
 
     if args.threads is not None:
         if args.threads < 1:
@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
     options, given = _resolve(args)
     from famos.canvas import load_rgb
-    from training.losses import load_vgg_weights
-    from training.trainer import TrainingData
+    from famos.training.losses import load_vgg_weights
+    from famos.training.trainer import TrainingData
 
     if not options.get("style"):
         raise UserError("--style is required (one or more style images)")
@@ -347,7 +347,7 @@ MAX_SCALED_STYLE_PIXELS = 2**26
 
 
 def _check_style_size(path: pathlib.Path, size: tuple[int, int], *, style_scale: float) -> None:
-    from training.metrics import STYLE_PATCH
+    from famos.training.metrics import STYLE_PATCH
 
     height, width = size
     scaled = (round(height / style_scale), round(width / style_scale))

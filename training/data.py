@@ -18,7 +18,7 @@ from famos.canvas import content_window, to_unit_range, window_noise
 from famos.config import CanvasConfig, GeneratorConfig
 from famos.generator import fold
 from famos.planning import Rect
-from training.config import CropMode
+from famos.training.config import CropMode
 
 _SEED_LIMIT = 2**31
 

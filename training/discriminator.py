@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from training.config import DiscriminatorConfig
+from famos.training.config import DiscriminatorConfig
 
 
 class PatchDiscriminator(nn.Module):

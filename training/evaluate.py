@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from famos.canvas import load_rgb
     from famos.checkpoint import load_generator
-    from training.metrics import evaluate
+    from famos.training.metrics import evaluate
 
     model, header, tensors = load_generator(args.checkpoint)
     content = load_rgb(args.content) if args.content else _tensor_image(tensors, "content_image", args.checkpoint)

@@ -32,11 +32,11 @@ from famos.errors import UserError
 from famos.files import atomic_output
 from famos.progress import ProgressLines
 from famos.units import duration
-from training.metrics import Quality, evaluate
+from famos.training.metrics import Quality, evaluate
 from famos.previews import save_png
-from training.plots import plot_losses, plot_quality
-from training.previews import LossLog, QualityLog, canvas_preview, patch_grid, read_log
-from training.trainer import Trainer
+from famos.training.plots import plot_losses, plot_quality
+from famos.training.previews import LossLog, QualityLog, canvas_preview, patch_grid, read_log
+from famos.training.trainer import Trainer
 
 INTERRUPTED = 130
 PREVIEW_SEED = 0  # fixed preview windows, drawn from their own generator: training RNG untouched

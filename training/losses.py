@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from famos.errors import UserError
-from training.config import AdversarialLoss, CorrespondenceMap, EntropySchedule, LossConfig, RegularizerConfig
+from famos.training.config import AdversarialLoss, CorrespondenceMap, EntropySchedule, LossConfig, RegularizerConfig
 
 _LUMA = (0.299, 0.587, 0.114)
 

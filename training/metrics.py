@@ -23,7 +23,7 @@ from famos.config import CanvasConfig
 from famos.generator import FamosGenerator
 from famos.planning import Rect
 from famos.chunk_loop import WindowInputs, plan_for, render_strips
-from training.losses import blur, gaussian_kernel, grey
+from famos.training.losses import blur, gaussian_kernel, grey
 
 CONTENT_BLUR_SIGMA = 3.0
 STYLE_PATCH = 7  # side of the style distance's patches

@@ -18,8 +18,8 @@ from famos.canvas import to_uint8
 from famos.config import BlendMode
 from famos.generator import FamosGenerator
 from famos.planning import Rect
-from training.metrics import Quality, region_strips, render_region
-from training.plots import font
+from famos.training.metrics import Quality, region_strips, render_region
+from famos.training.plots import font
 
 
 def template_palette(n_templates: int) -> torch.Tensor:

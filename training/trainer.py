@@ -30,10 +30,10 @@ from famos.checkpoint import CheckpointError, empty_generator, generator_tensors
 from famos.config import CanvasConfig, GeneratorConfig, ModelSpec, from_dict, to_dict
 from famos.errors import UserError
 from famos.generator import FamosGenerator, build_generator
-from training.config import AdversarialLoss, CorrespondenceMap, Precision, TrainConfig
-from training.data import Batch, WindowSampler
-from training.discriminator import PatchDiscriminator, dcgan_init
-from training.losses import (
+from famos.training.config import AdversarialLoss, CorrespondenceMap, Precision, TrainConfig
+from famos.training.data import Batch, WindowSampler
+from famos.training.discriminator import PatchDiscriminator, dcgan_init
+from famos.training.losses import (
     ContentMap,
     discriminator_loss,
     entropy_weight,

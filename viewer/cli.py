@@ -26,10 +26,10 @@ DEFAULT_OPENSEADRAGON = pathlib.Path(__file__).parent / "static" / "node_modules
 def openseadragon_location(given: str | None) -> str:
     """The folder or URL the page loads OpenSeadragon from. Without a local copy (a pip install,
     no `npm ci`), the pinned version from its CDN, which the page loads with its integrity hash
-    (``viewer.page.PINNED_OPENSEADRAGON``); the IIIF server runs either way. UserError for a
+    (``famos.viewer.page.PINNED_OPENSEADRAGON``); the IIIF server runs either way. UserError for a
     folder named that holds no OpenSeadragon."""
     from famos.errors import UserError
-    from viewer.page import PINNED_OPENSEADRAGON
+    from famos.viewer.page import PINNED_OPENSEADRAGON
 
     location = given or os.environ.get("FAMOS_OPENSEADRAGON")
     if location is None:
@@ -71,9 +71,9 @@ class FileCatalog:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from viewer.iiif import OutputLimits
-    from viewer.server import ViewerConfig, ViewerServer
-    from viewer.sources import MAX_LEVEL_RATIO
+    from famos.viewer.iiif import OutputLimits
+    from famos.viewer.server import ViewerConfig, ViewerServer
+    from famos.viewer.sources import MAX_LEVEL_RATIO
 
     parser = Parser(prog="famos view", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", type=pathlib.Path, nargs="+", help="tiled TIFFs written by famos")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from famos.errors import InvalidField, UserError
     from famos.progress import ProgressLines
-    from viewer.sources import DamagedImage, TiffImage
+    from famos.viewer.sources import DamagedImage, TiffImage
 
     if not args.max_level_ratio > 0:
         raise InvalidField("--max-level-ratio", f"must be above 0, got {args.max_level_ratio}")

@@ -24,7 +24,7 @@ import re
 from typing import Any
 
 
-from viewer.sources import ImageSource
+from famos.viewer.sources import ImageSource
 
 CONTEXT = "http://iiif.io/api/image/3/context.json"
 PROFILE = "level2"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from viewer.iiif import PROFILE
-from viewer.sources import ImageSource
+from famos.viewer.iiif import PROFILE
+from famos.viewer.sources import ImageSource
 
 CONTEXT = "http://iiif.io/api/presentation/3/context.json"
 # Provenance is the render's own JSON; a manifest shows it whole, but bounded: a value past this is

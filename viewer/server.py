@@ -40,8 +40,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from viewer import iiif, page, presentation
-from viewer.sources import DamagedImage, ImageSource
+from famos.viewer import iiif, page, presentation
+from famos.viewer.sources import DamagedImage, ImageSource
 
 log = logging.getLogger("famos.viewer")
 access_log = logging.getLogger("famos.viewer.access")

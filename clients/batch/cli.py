@@ -16,7 +16,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clients.batch.jobs_file import DEFAULT_MIN_DPI
+    from famos.clients.batch.jobs_file import DEFAULT_MIN_DPI
     from famos.chunk_loop import MIN_CHUNK
     from famos.cli_parser import Parser
     from famos.memory import DEFAULT_CHUNK_HELP
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     add_tiff_arguments(parser)
     args = parser.parse_args(argv)
 
-    from clients.batch.engines import LocalEngine, ServerEngine
+    from famos.clients.batch.engines import LocalEngine, ServerEngine
     from famos.errors import UserError
     from famos.runners import runner_options
 
@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, engine) -> int:
-    from clients.batch.jobs_file import BatchSettings, load_jobs
-    from clients.batch.planning import unvaried_rows
-    from clients.batch.report import format_summary
-    from clients.batch.run import run_batch
+    from famos.clients.batch.jobs_file import BatchSettings, load_jobs
+    from famos.clients.batch.planning import unvaried_rows
+    from famos.clients.batch.report import format_summary
+    from famos.clients.batch.run import run_batch
     from famos.tiff_cli import tiff_options_from_args
 
     settings = BatchSettings(out=args.out, tiff=tiff_options_from_args(args), min_dpi=args.min_dpi, bundles=args.bundles,

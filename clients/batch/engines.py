@@ -9,8 +9,8 @@ import pathlib
 from typing import Protocol
 
 
-from clients.batch.fields import ModelRef
-from clients.batch.planning import Canvases, Output, PrintJob
+from famos.clients.batch.fields import ModelRef
+from famos.clients.batch.planning import Canvases, Output, PrintJob
 from famos.bundle import Bundle, load_bundle
 from famos.errors import UserError
 from famos.renderer import Renderer, render_tiff_task
@@ -82,12 +82,12 @@ class LocalEngine:
 
 
 class ServerEngine:
-    """Renders through a render server with ``clients.render_client.RenderClient``: the model
+    """Renders through a render server with ``famos.clients.render_client.RenderClient``: the model
     column's name is the server's model name, content images travel as their encoded bytes, and
     the TIFF is assembled here from the streamed chunks (so the same print conventions apply)."""
 
     def __init__(self, target: str, *, token: str | None = None, root_certificates: bytes | None = None):
-        from clients.render_client import RenderClient  # grpc: only for batches through a server
+        from famos.clients.render_client import RenderClient  # grpc: only for batches through a server
 
         self.client = RenderClient(target, token=token, root_certificates=root_certificates)
         self._models: dict[str, ModelInfo] | None = None

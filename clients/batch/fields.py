@@ -1,6 +1,6 @@
 """The fields of a jobs-file row, each parsed into its value, and the row into a ``JobRequest``.
 
-What each field means is the jobs file's documentation (``clients.batch.jobs_file``). Every bad
+What each field means is the jobs file's documentation (``famos.clients.batch.jobs_file``). Every bad
 field becomes a ``FieldError`` that names its row and field, so a row reports all its errors at once.
 """
 

@@ -52,8 +52,8 @@ import json
 import pathlib
 from collections.abc import Sequence
 
-from clients.batch.fields import FieldError, parse_request
-from clients.batch.planning import Canvases, PrintJob, plan_jobs
+from famos.clients.batch.fields import FieldError, parse_request
+from famos.clients.batch.planning import Canvases, PrintJob, plan_jobs
 from famos.errors import UserError
 from famos.tiff_options import TiffOptions
 

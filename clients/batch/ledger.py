@@ -9,7 +9,7 @@ import json
 import pathlib
 from collections.abc import Callable
 
-from clients.batch.planning import Output, PrintJob
+from famos.clients.batch.planning import Output, PrintJob
 from famos.files import file_sha256, write_atomically
 from famos.tiff_options import TiffOptions
 

@@ -13,7 +13,7 @@ import pathlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from clients.batch.fields import FieldError, JobRequest, ModelRef, unreadable_image
+from famos.clients.batch.fields import FieldError, JobRequest, ModelRef, unreadable_image
 from famos.errors import UserError
 from famos.planning import Rect
 from famos.request import RenderRequest

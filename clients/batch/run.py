@@ -6,11 +6,11 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from clients.batch.engines import Engine
-from clients.batch.jobs_file import BatchSettings
-from clients.batch.ledger import LEDGER_NAME, Ledger, LedgerEntry, output_fingerprint
-from clients.batch.planning import PrintJob
-from clients.batch.report import BatchReport, JobResult, JobStatus, write_reports
+from famos.clients.batch.engines import Engine
+from famos.clients.batch.jobs_file import BatchSettings
+from famos.clients.batch.ledger import LEDGER_NAME, Ledger, LedgerEntry, output_fingerprint
+from famos.clients.batch.planning import PrintJob
+from famos.clients.batch.report import BatchReport, JobResult, JobStatus, write_reports
 from famos.files import file_sha256
 from famos.outputs import check_output
 

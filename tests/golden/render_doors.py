@@ -94,7 +94,7 @@ def build_model(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
 
 @contextlib.contextmanager
 def server(models: pathlib.Path, store: pathlib.Path):
-    from render_server.server import RenderServer, ServerConfig
+    from famos.render_server.server import RenderServer, ServerConfig
 
     store.mkdir()
     from famos.runners import Backend, RunnerOptions

@@ -1,1 +1,1 @@
-"""Generated gRPC code (python -m protos.generate); the .proto beside it is the source."""
+"""Generated gRPC code (python -m famos.protos.generate); the .proto beside it is the source."""

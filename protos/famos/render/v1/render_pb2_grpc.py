@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos.famos.render.v1 import render_pb2 as protos_dot_famos_dot_render_dot_v1_dot_render__pb2
+from famos.protos.famos.render.v1 import render_pb2 as famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/famos/render/v1/render_pb2_grpc.py depends on'
+        + ' but the generated code in famos/protos/famos/render/v1/render_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,43 +37,43 @@ class RenderServiceStub:
         """
         self.ListModels = channel.unary_unary(
                 '/famos.render.v1.RenderService/ListModels',
-                request_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsResponse.FromString,
+                request_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
         self.GetModel = channel.unary_unary(
                 '/famos.render.v1.RenderService/GetModel',
-                request_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.GetModelRequest.SerializeToString,
-                response_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Model.FromString,
+                request_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Model.FromString,
                 _registered_method=True)
         self.Render = channel.unary_stream(
                 '/famos.render.v1.RenderService/Render',
-                request_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderRequest.SerializeToString,
-                response_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderResponse.FromString,
+                request_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderRequest.SerializeToString,
+                response_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderResponse.FromString,
                 _registered_method=True)
         self.SubmitJob = channel.unary_unary(
                 '/famos.render.v1.RenderService/SubmitJob',
-                request_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.SubmitJobRequest.SerializeToString,
-                response_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
+                request_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
                 _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/famos.render.v1.RenderService/WatchJob',
-                request_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
-                response_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
+                request_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
+                response_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
                 _registered_method=True)
         self.CancelJob = channel.unary_unary(
                 '/famos.render.v1.RenderService/CancelJob',
-                request_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
-                response_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
+                request_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
+                response_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/famos.render.v1.RenderService/ListJobs',
-                request_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsRequest.SerializeToString,
-                response_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsResponse.FromString,
+                request_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
         self.DownloadJob = channel.unary_stream(
                 '/famos.render.v1.RenderService/DownloadJob',
-                request_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
-                response_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.FileChunk.FromString,
+                request_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
+                response_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.FileChunk.FromString,
                 _registered_method=True)
 
 
@@ -155,43 +155,43 @@ def add_RenderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsRequest.FromString,
-                    response_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsResponse.SerializeToString,
+                    request_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsRequest.FromString,
+                    response_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsResponse.SerializeToString,
             ),
             'GetModel': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModel,
-                    request_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.GetModelRequest.FromString,
-                    response_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Model.SerializeToString,
+                    request_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.GetModelRequest.FromString,
+                    response_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Model.SerializeToString,
             ),
             'Render': grpc.unary_stream_rpc_method_handler(
                     servicer.Render,
-                    request_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderRequest.FromString,
-                    response_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderResponse.SerializeToString,
+                    request_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderRequest.FromString,
+                    response_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderResponse.SerializeToString,
             ),
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
-                    request_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.SubmitJobRequest.FromString,
-                    response_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.SerializeToString,
+                    request_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.SubmitJobRequest.FromString,
+                    response_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
-                    request_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.FromString,
-                    response_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.SerializeToString,
+                    request_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.FromString,
+                    response_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.SerializeToString,
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
-                    request_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.FromString,
-                    response_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.SerializeToString,
+                    request_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.FromString,
+                    response_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
-                    request_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsRequest.FromString,
-                    response_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsResponse.SerializeToString,
+                    request_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsRequest.FromString,
+                    response_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsResponse.SerializeToString,
             ),
             'DownloadJob': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadJob,
-                    request_deserializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.FromString,
-                    response_serializer=protos_dot_famos_dot_render_dot_v1_dot_render__pb2.FileChunk.SerializeToString,
+                    request_deserializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.FromString,
+                    response_serializer=famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.FileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,8 +220,8 @@ class RenderService:
             request,
             target,
             '/famos.render.v1.RenderService/ListModels',
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsRequest.SerializeToString,
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsResponse.FromString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsRequest.SerializeToString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -247,8 +247,8 @@ class RenderService:
             request,
             target,
             '/famos.render.v1.RenderService/GetModel',
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.GetModelRequest.SerializeToString,
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Model.FromString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.GetModelRequest.SerializeToString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Model.FromString,
             options,
             channel_credentials,
             insecure,
@@ -274,8 +274,8 @@ class RenderService:
             request,
             target,
             '/famos.render.v1.RenderService/Render',
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderRequest.SerializeToString,
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderResponse.FromString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderRequest.SerializeToString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.RenderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -301,8 +301,8 @@ class RenderService:
             request,
             target,
             '/famos.render.v1.RenderService/SubmitJob',
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.SubmitJobRequest.SerializeToString,
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.SubmitJobRequest.SerializeToString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
@@ -328,8 +328,8 @@ class RenderService:
             request,
             target,
             '/famos.render.v1.RenderService/WatchJob',
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
@@ -355,8 +355,8 @@ class RenderService:
             request,
             target,
             '/famos.render.v1.RenderService/CancelJob',
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
@@ -382,8 +382,8 @@ class RenderService:
             request,
             target,
             '/famos.render.v1.RenderService/ListJobs',
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsRequest.SerializeToString,
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsResponse.FromString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsRequest.SerializeToString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.ListJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -409,8 +409,8 @@ class RenderService:
             request,
             target,
             '/famos.render.v1.RenderService/DownloadJob',
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
-            protos_dot_famos_dot_render_dot_v1_dot_render__pb2.FileChunk.FromString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.JobRequest.SerializeToString,
+            famos_dot_protos_dot_famos_dot_render_dot_v1_dot_render__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,8 @@
 """Errors users see: the CLI prints their message on one line, no traceback, exit code 2; the render
 server maps each to one gRPC status code (``famos.render_server.interceptors``)."""
 
+import re
+
 
 def quoted(text: str, limit: int = 64) -> str:
     """User input inside an error message: escaped (repr) and at most ``limit`` characters of it, so a
@@ -34,6 +36,36 @@ class OverLimit(UserError):
 
 class BundleError(UserError, ValueError):
     """A bundle is missing, incomplete, truncated, modified or of another format; names the file."""
+
+
+class GraphFailed(BundleError):
+    """A bundle's graph loaded but failed while computing a window (a graph that does not compute
+    what its manifest describes, or the backend ran out of something): the backend's own first
+    line follows, without the server's paths."""
+
+    def __init__(self, backend: str, shape: tuple[int, ...], err: BaseException):
+        said = _backend_message(str(err)) or type(err).__name__
+        where = f"a {shape[-1]}x{shape[-2]} window" if len(shape) >= 2 else "a window"
+        super().__init__(f"the model's graph failed on {where} ({backend}: {said[:400]})")
+        self.backend, self.shape, self.first = backend, shape, said
+
+    def __reduce__(self):  # errors travel back from cluster workers
+        return _graph_failed, (self.backend, self.shape, self.first)
+
+
+def _backend_message(text: str) -> str:
+    """A backend's error on one line, without its status prefix, its C++ source locations and
+    function signatures, or any other absolute path (they name the build machine's files, and a
+    server must not echo paths)."""
+    text = " ".join(text.split())
+    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"\S*/\S+:\d+ (\w+::)+~?\w+\(.*?\)( const)? ?", "", text)
+    text = re.sub(r"Exception from \S+:\d+: ?| at \S+\.(?:cpp|cc|hpp|h):\d+", "", text)  # OpenVINO's locations
+    return re.sub(r"(?<![\w.])/\S+", "<path>", text).strip()
+
+
+def _graph_failed(backend: str, shape: tuple[int, ...], first: str) -> GraphFailed:
+    return GraphFailed(backend, shape, RuntimeError(first))
 
 
 class BackendUnavailable(UserError, RuntimeError):

@@ -27,7 +27,7 @@ import numpy as np
 
 from famos.bundle import IMAGE_OUTPUT, GraphInputs
 from famos.config import Precision
-from famos.errors import BackendUnavailable
+from famos.errors import BackendUnavailable, GraphFailed
 
 INSTALL = 'pip install "famos[openvino]"'
 # OpenVINO's names for the precisions it runs a graph in (its INFERENCE_PRECISION_HINT)
@@ -91,7 +91,10 @@ class OpenVinoRunner:
     ) -> np.ndarray:
         feeds = self.inputs(content, origin, noise, canvas)
         with self._turn:
-            results = self.request.infer(feeds)  # copies the outputs out of the request
+            try:
+                results = self.request.infer(feeds)  # copies the outputs out of the request
+            except RuntimeError as err:  # OpenVINO's one exception type: the graph failed on this window
+                raise GraphFailed("openvino", content.shape, err) from None
         return np.asarray(results[self.image], dtype=np.float32)
 
 

@@ -28,7 +28,7 @@ from famos.config import CanvasConfig
 from famos.errors import BundleError
 from famos.pipeline import ProgressCallback, pipelined_strips
 from famos.memory import cpu_default_chunk
-from famos.planning import Rect
+from famos.planning import ChunkPlan, Rect
 from famos.chunk_loop import DEFAULT_CHUNK, RenderSettings, RenderTask, WindowInputs, plan_for
 from famos.runners import RunnerOptions, open_runner
 from famos.tiff_options import TiffOptions
@@ -69,15 +69,20 @@ class Renderer:
             )
         return dataclasses.replace(trained, height=size[0], width=size[1])
 
-    def task(self, settings: RenderSettings, content: np.ndarray | None = None) -> RenderTask:
-        """``settings`` on this model, with ``content`` (uint8 RGB; None: the bundle's own)."""
+    def plan(self, settings: RenderSettings) -> ChunkPlan:
+        """The chunks of ``settings`` on this model: geometry only, nothing decoded."""
         canvas = self.canvas(settings.size)
         region = (settings.region or Rect(0, 0, canvas.height, canvas.width)).check_inside(
             height=canvas.height, width=canvas.width
         )
-        plan = plan_for(self.spec.generator, canvas, chunk_size=settings.chunk, region=region, halo=self.halo)
+        return plan_for(self.spec.generator, canvas, chunk_size=settings.chunk, region=region, halo=self.halo)
+
+    def task(self, settings: RenderSettings, content: np.ndarray | None = None) -> RenderTask:
+        """``settings`` on this model, with ``content`` (uint8 RGB; None: the bundle's own)."""
+        canvas = self.canvas(settings.size)
+        plan = self.plan(settings)
         inputs = self._inputs(canvas, content, seed=settings.seed)
-        return RenderTask(settings, plan, inputs, self._provenance(settings, canvas, region, content))
+        return RenderTask(settings, plan, inputs, self._provenance(settings, canvas, plan.region, content))
 
     def default_chunk(self, size: tuple[int, int] | None) -> int:
         """The chunk side at output ``size`` when none is asked for: on a GPU (torch backends)

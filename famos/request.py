@@ -9,9 +9,10 @@ and nowhere else:
 - ``output_canvas``: the output size (pixels, a scale of the trained canvas, or a print size at a DPI);
 - ``file_resolution``: the DPI policy (an exact DPI for a print size; the model's trained print
   resolution when no DPI is asked for);
-- ``resolve``: the region (default: the whole output canvas), the device-aware chunk and input
-  threads, the admission estimate checked against the limits before the content is decoded or
-  anything is planned, and the task itself, built once.
+- ``admission``: the region (default: the whole output canvas), the device-aware chunk and input
+  threads, and the cost estimate checked against the limits from the content image's header,
+  before anything is decoded or planned; ``Admission.resolved`` then decodes and builds the task
+  once (``resolve`` does both, with a door's reservation between them).
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from famos.config import from_dict, to_dict
 from famos.chunk_loop import RenderSettings, RenderTask
 from famos.errors import InvalidField, OverLimit
 from famos.memory import WINDOW_BYTES_PER_PIXEL, window_bytes_per_pixel
-from famos.planning import Rect
+from famos.planning import ChunkPlan, Rect
 from famos.tiff_options import ResolutionUnit, TiffOptions
 from famos.tiff_size import expected_bytes
 from famos.units import dpi_for_print_size, is_metric, output_size, parse_print_size
 from famos.values import Resolution
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from famos.bundle import Bundle
     from famos.renderer import Renderer
 
@@ -192,15 +195,49 @@ def default_prepare_workers(device: str) -> int:
     return max(2, (os.cpu_count() or 1) // 4) if device.startswith("cuda") else 2
 
 
-def resolve(
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    """A request checked on one model and device and its cost estimated, nothing decoded or
+    allocated yet: a server reserves ``estimate`` (or waits for a worker) before ``resolved()``
+    decodes the content and builds the task."""
+
+    request: RenderRequest
+    renderer: Renderer
+    settings: RenderSettings
+    tiff: TiffOptions
+    estimate: Estimate
+    trained: Resolution | None
+    max_content_pixels: int | None
+    content_pixels: int  # from the content image's header; 0 without one
+
+    @property
+    def plan(self) -> ChunkPlan:
+        return self.renderer.plan(self.settings)
+
+    @property
+    def content_bytes(self) -> int:
+        """What decoding the content holds at its peak (part of ``estimate.memory_bytes``)."""
+        return self.content_pixels * CONTENT_BYTES_PER_PIXEL
+
+    def decoded_content(self) -> np.ndarray | None:
+        if not self.request.content:
+            return None
+        return decode_rgb(self.request.content, name=self.request.content_name, max_pixels=self.max_content_pixels)
+
+    def resolved(self, content: np.ndarray | None = None) -> ResolvedRender:
+        """The task, with ``content`` the request's content image already decoded (a mural's panels
+        share one decode) or decoded now."""
+        task = self.renderer.task(self.settings, content if content is not None else self.decoded_content())
+        return ResolvedRender(self.request, task, self.tiff, self.estimate, self.trained)
+
+
+def admission(
     request: RenderRequest, renderer: Renderer, *, limits: AdmissionLimits = AdmissionLimits(),
     prepare_workers: int | None = None, default_chunk: int | None = None,
-    admit: Callable[[Estimate], None] | None = None,
-) -> ResolvedRender:
-    """``request`` on ``renderer``'s model and device, admitted against ``limits`` before its content
-    is decoded or a chunk is planned; ``admit`` sees the estimate then too (a server reserves its
-    memory there, or refuses). ``default_chunk`` (a server's setting) stands in for a chunk the
-    request does not name; without either, the device's (``Renderer.default_chunk``)."""
+) -> Admission:
+    """``request`` on ``renderer``'s model and device, checked against ``limits`` from the content
+    image's header alone. ``default_chunk`` (a server's setting) stands in for a chunk the request
+    does not name; without either, the device's (``Renderer.default_chunk``)."""
     trained = renderer.spec.canvas
     size = output_canvas(request, (trained.height, trained.width))
     canvas = renderer.canvas(size)
@@ -228,9 +265,18 @@ def resolve(
         content_pixels = width * height
     estimate = Estimate(region.width, region.height, chunks, expected_bytes(region.height, region.width, tiff),
                         render_memory(renderer, settings, region=region, content_pixels=content_pixels))
+    return Admission(request, renderer, settings, tiff, estimate, trained_print, limits.max_content_pixels,
+                     content_pixels)
+
+
+def resolve(
+    request: RenderRequest, renderer: Renderer, *, limits: AdmissionLimits = AdmissionLimits(),
+    prepare_workers: int | None = None, default_chunk: int | None = None,
+    admit: Callable[[Estimate], None] | None = None,
+) -> ResolvedRender:
+    """``admission``, then ``admit`` sees the estimate (a door's own reservation or refusal), then
+    the content is decoded and the task planned once."""
+    admitted = admission(request, renderer, limits=limits, prepare_workers=prepare_workers, default_chunk=default_chunk)
     if admit is not None:
-        admit(estimate)
-    content = None
-    if request.content:
-        content = decode_rgb(request.content, name=request.content_name, max_pixels=limits.max_content_pixels)
-    return ResolvedRender(request, renderer.task(settings, content), tiff, estimate, trained_print)
+        admit(admitted.estimate)
+    return admitted.resolved()

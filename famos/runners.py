@@ -24,7 +24,7 @@ import numpy as np
 
 from famos.bundle import IMAGE_OUTPUT, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, Bundle, GraphInputs
 from famos.config import Precision
-from famos.errors import BackendUnavailable, BundleError, UserError
+from famos.errors import BackendUnavailable, BundleError, GraphFailed, UserError
 from famos.window import WindowRunner
 
 
@@ -219,6 +219,9 @@ class OnnxRunner:
         self.inputs = inputs
         self.device_id = device_id
         self._ort = ort
+        # a failing window is raised as GraphFailed, said once: not also logged by onnxruntime
+        self._quiet = ort.RunOptions()
+        self._quiet.log_severity_level = 4
 
     @property
     def providers(self) -> list[str]:
@@ -228,14 +231,19 @@ class OnnxRunner:
         self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None, canvas: np.ndarray | None = None
     ) -> np.ndarray:
         feeds = self.inputs(content, origin, noise, canvas)
-        if self.device_id is None:
-            return self.session.run([IMAGE_OUTPUT], feeds)[0]
-        binding = self.session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_ortvalue_input(name, self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id))
-        binding.bind_output(IMAGE_OUTPUT, "cuda", self.device_id)
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        state = self._ort.capi.onnxruntime_pybind11_state
+        try:
+            if self.device_id is None:
+                return self.session.run([IMAGE_OUTPUT], feeds, self._quiet)[0]
+            binding = self.session.io_binding()
+            for name, array in feeds.items():
+                binding.bind_ortvalue_input(name, self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id))
+            binding.bind_output(IMAGE_OUTPUT, "cuda", self.device_id)
+            self.session.run_with_iobinding(binding, self._quiet)
+            return binding.copy_outputs_to_cpu()[0]
+        except (state.Fail, state.InvalidArgument, state.RuntimeException, state.NotImplemented) as err:
+            # a graph that loaded but cannot compute this window: the bundle's problem, said as such
+            raise GraphFailed("onnxruntime", content.shape, err) from None
 
 
 def check_available(options: RunnerOptions) -> None:

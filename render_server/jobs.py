@@ -34,7 +34,7 @@ from famos.render_server.job_runner import render_job
 from famos.render_server.job_store import DATABASE, JobDatabase, JobSpec
 from famos.render_server.models import ModelStore, checked_name
 from famos.render_server.spool import SPOOL, JobSpool, remove_orphans
-from famos.render_server.streaming import PreparedRender, ServerLimits, prepare
+from famos.render_server.streaming import PreparedRender, ServerLimits, admitted, prepare
 
 log = logging.getLogger("famos.server.jobs")
 
@@ -112,16 +112,20 @@ class JobManager:
         if (self.output / name).exists():
             raise AlreadyExists(f"output_name: {quoted(name)} already exists in the output store")
         # validated before queuing; a job that could never fit the memory budget is refused now
-        prepared = prepare(self.models, request, self.config.limits, admit=self.budget.check_fits)
-        plan = prepared.render.task.plan
+        admission = admitted(self.models, request, self.config.limits)
+        self.budget.check_fits(admission.estimate)
+        if admission.content_pixels:  # a broken content image is refused now, decoded within the budget
+            with self.budget.holding(wait=False) as memory:
+                memory.take(dataclasses.replace(admission.estimate, memory_bytes=admission.content_bytes))
+                admission.decoded_content()
+        plan = admission.plan
         # a classic TIFF that cannot hold the result must fail now, not after rendering
-        needs_bigtiff(plan.region.height, plan.region.width, options=prepared.render.tiff)
+        needs_bigtiff(plan.region.height, plan.region.width, options=admission.tiff)
         # resolved once, at submission: a resumed job writes the same resolution and DateTime, and
         # renders the same chunks (a default chunk follows free memory, and the spool's strips are
         # rows of chunks; a backend that is not chunk-exact, openvino, gives the same bytes only so)
-        resolved = dataclasses.replace(request, tiff=prepared.render.tiff.stamped(),
-                                       chunk=prepared.render.task.settings.chunk)
-        spec = JobSpec(resolved, name, prepared.renderer.bundle.sha256)
+        resolved = dataclasses.replace(request, tiff=admission.tiff.stamped(), chunk=admission.settings.chunk)
+        spec = JobSpec(resolved, name, admission.renderer.bundle.sha256)
         self._record_unrecorded()
         spool = JobSpool(self.spool, job_id)
         try:

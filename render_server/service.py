@@ -17,7 +17,7 @@ from famos.render_server.jobs import JobManager
 from famos.render_server.models import ModelStore
 from famos.render_server.slots import RenderSlots
 from famos.render_server.stalls import StallWatch
-from famos.render_server.streaming import ServerLimits, prepare, stream_render
+from famos.render_server.streaming import ServerLimits, admitted, prepared, stream_render
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenderService"].full_name
 DOWNLOAD_PIECE = 1 << 20
@@ -41,14 +41,18 @@ class RenderService(render_pb2_grpc.RenderServiceServicer):
         return model_message(self.models.info(request.name))
 
     def Render(self, request, context):
-        # the memory is reserved before the content is decoded, and given back however the call ends
-        with self.budget.holding(wait=False) as memory:
-            prepared = prepare(self.models, render_request(request), self.limits, admit=memory.take)
-            cancel = threading.Event()
-            # fires on cancel, disconnect, deadline and normal completion alike
-            context.add_callback(cancel.set)
-            with self.slots.slot(cancel=cancel):
-                events = stream_render(prepared, cancel=cancel, piece_bytes=self.limits.piece_bytes)
+        cancel = threading.Event()
+        # fires on cancel, disconnect, deadline and normal completion alike
+        context.add_callback(cancel.set)
+        # a mistake, or a render that could never fit, is answered before the call waits for a worker
+        admission = admitted(self.models, render_request(request), self.limits)
+        self.budget.check_fits(admission.estimate)
+        with self.slots.slot(cancel=cancel):
+            # a waiting stream holds no memory: it reserves once it has a worker, before the content is
+            # decoded, and gives it back however the call ends
+            with self.budget.holding(wait=False) as memory:
+                memory.take(admission.estimate)
+                events = stream_render(prepared(admission, self.limits), cancel=cancel, piece_bytes=self.limits.piece_bytes)
                 for event in self.stalls.guarded(events, context=context, cancel=cancel):
                     yield render_event(event)
 

@@ -1,9 +1,10 @@
 """A render request resolved on a served model, and a streamed render as events.
 
-Shared by streamed renders and jobs: ``prepare`` resolves a ``famos.request.RenderRequest`` on the
-model it names, within the server's limits (``famos.request.resolve``: the same resolution, checks
-and defaults as `famos render`); ``stream_render`` yields ``Started``, then each strip as
-``Piece``s of bounded size and a ``Progress``.
+Shared by streamed renders and jobs: ``admitted`` checks a ``famos.request.RenderRequest`` on the
+model it names, within the server's limits (``famos.request.admission``: the same resolution,
+checks and defaults as `famos render`), and estimates its cost before anything is decoded;
+``prepared`` then decodes it (``prepare`` does both); ``stream_render`` yields ``Started``, then
+each strip as ``Piece``s of bounded size and a ``Progress``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from famos.errors import InvalidField, quoted
 from famos.pipeline import ProgressCallback
 from famos.renderer import Renderer
-from famos.request import AdmissionLimits, Estimate, RenderRequest, ResolvedRender, resolve
+from famos.request import Admission, AdmissionLimits, Estimate, RenderRequest, ResolvedRender, admission
 from famos.values import Piece, Progress, Started
 from famos.render_server.errors import FailedPrecondition
 from famos.render_server.models import ModelStore
@@ -39,17 +40,31 @@ class PreparedRender:
     meter: ProgressCallback | None = None  # this render's own (ServerLimits.meter)
 
 
-def prepare(
-    models: ModelStore, request: RenderRequest, limits: ServerLimits, *, admit: Callable[[Estimate], None] | None = None
-) -> PreparedRender:
-    """``request`` resolved on its model; ``admit`` sees its estimate before any content is decoded
-    (the memory budget reserves there)."""
+def admitted(models: ModelStore, request: RenderRequest, limits: ServerLimits) -> Admission:
+    """``request`` checked on its model within the server's limits, its cost estimated from the
+    content image's header: nothing decoded yet."""
     if not request.model:
         raise InvalidField("model", "is empty")
     renderer = models.renderer(request.model)
     with models.bundle_errors(request.model):  # e.g. a format-1 bundle asked for another size
-        resolved = resolve(request, renderer, limits=limits.admission, default_chunk=limits.default_chunk, admit=admit)
-    return PreparedRender(renderer, resolved, limits.meter() if limits.meter is not None else None)
+        return admission(request, renderer, limits=limits.admission, default_chunk=limits.default_chunk)
+
+
+def prepared(checked: Admission, limits: ServerLimits) -> PreparedRender:
+    """The admitted request with its content decoded and its task planned: call it holding the
+    memory ``checked.estimate`` names."""
+    return PreparedRender(checked.renderer, checked.resolved(), limits.meter() if limits.meter is not None else None)
+
+
+def prepare(
+    models: ModelStore, request: RenderRequest, limits: ServerLimits, *, admit: Callable[[Estimate], None] | None = None
+) -> PreparedRender:
+    """``admitted`` then ``prepared``, with ``admit`` seeing the estimate between them (a job
+    reserves its memory there)."""
+    checked = admitted(models, request, limits)
+    if admit is not None:
+        admit(checked.estimate)
+    return prepared(checked, limits)
 
 
 def stream_render(prepared: PreparedRender, *, cancel: threading.Event, piece_bytes: int) -> Iterator[object]:

@@ -110,3 +110,58 @@ def test_a_cpu_render_takes_the_memory_chunk(tmp_path):
     renderer = Renderer(load_bundle(make_bundle(tmp_path, config, CanvasConfig(64, 64))))
     halo = renderer.halo
     assert renderer.default_chunk(None) == cpu_default_chunk(config, halo.top + halo.bottom)
+
+
+def test_a_stream_waiting_for_a_worker_holds_no_memory(models, start_render_server):
+    """One worker busy with a slow render: a second stream waits for it without reserving its
+    memory (which a job could use meanwhile), reserves once it runs, and both finish."""
+    import time
+
+    from famos.clients.render_client import RenderClient
+    from test_server import slow_down
+
+    server = start_render_server(models, workers=1, max_queue=1)
+    slow_down(server, 0.3)
+    held: list[int] = []
+
+    def render() -> None:
+        with RenderClient(f"127.0.0.1:{server.port}") as client:
+            list(client.render(SERVER_MODEL, chunk=32))
+
+    first = threading.Thread(target=render)
+    first.start()
+    while not server.budget.held:
+        time.sleep(0.01)
+    one = server.budget.held
+    second = threading.Thread(target=render)
+    second.start()
+    while not server.slots.waiting:
+        time.sleep(0.01)
+    held.append(server.budget.held)  # the second is waiting now
+    first.join()
+    second.join()
+    assert held == [one], "a waiting stream reserved memory"
+    assert server.budget.held == 0
+
+
+def test_a_job_submission_decodes_its_content_within_the_budget(models, start_render_server):
+    """SubmitJob checks its content image by decoding it, inside a reservation of what decoding
+    holds: with the budget full, the submission is told to retry instead of decoding beside it."""
+    from famos.clients.convert import ServerError
+    from famos.clients.render_client import RenderClient
+    from famos.request import Estimate
+
+    server = start_render_server(models)
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((512, 512, 3), np.uint8)).save(buffer, format="PNG")
+    with server.budget.holding(wait=False) as everything:
+        everything.take(Estimate(1, 1, 1, 0, server.budget.total))
+        with RenderClient(f"127.0.0.1:{server.port}") as client, pytest.raises(ServerError) as err:
+            client.submit(SERVER_MODEL, output_name="busy.tif", content=buffer.getvalue())
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry" in err.value.details, err.value
+    with RenderClient(f"127.0.0.1:{server.port}") as client:
+        with pytest.raises(ServerError) as err:
+            client.submit(SERVER_MODEL, output_name="broken.tif", content=buffer.getvalue()[:-200])
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, err.value  # still refused at submission
+        job = client.submit(SERVER_MODEL, output_name="fine.tif", content=buffer.getvalue())
+        assert client.wait(job.id).state.value == "succeeded"

@@ -158,6 +158,53 @@ def test_a_graph_that_fails_to_load_is_failed_precondition_without_paths(folder,
         client.render_to_tiff(MODEL, tmp_path / "still.tif")
 
 
+def failing_graph(bundle) -> bytes:
+    """The bundle's graph with its image output reshaped to a fixed 17x17: it loads and compiles
+    (the window's size is dynamic), and fails on every real window."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(bundle / "model.onnx"))
+    image = next(o for o in model.graph.output if o.name == "image")
+    image.name = "image_before"
+    for node in model.graph.node:
+        node.output[:] = ["image_before" if n == "image" else n for n in node.output]
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 3, 17, 17], np.int64), "fixed_shape"))
+    model.graph.node.append(onnx.helper.make_node("Reshape", ["image_before", "fixed_shape"], ["image"]))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, None))
+    model.graph.output.remove(image)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_graph_that_fails_mid_render_is_failed_precondition(folder, start_render_server, tmp_path, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    shutil.copytree(folder / MODEL, folder / "fails")
+    rehashed(folder, "fails", "model.onnx", failing_graph(folder / MODEL))
+    from famos.runners import Backend, RunnerOptions
+
+    server = start_render_server(folder, runner=RunnerOptions(backend=Backend(backend)))
+    with RenderClient(f"127.0.0.1:{server.port}") as client:
+        with pytest.raises(ServerError) as err:
+            list(client.render("fails"))
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, err.value
+        assert "the model's graph failed on a " in err.value.details, err.value.details
+        assert ("(onnxruntime: " if backend == "onnx" else "(openvino: ") in err.value.details, err.value.details
+        no_server_paths(err.value.details, folder, tmp_path)
+        client.render_to_tiff(MODEL, tmp_path / "still.tif")  # the server goes on
+
+
+def test_famos_render_says_a_failing_graph_in_one_line_and_leaves_no_file(folder, tmp_path, capsys):
+    from famos.cli import main as famos
+
+    shutil.copytree(folder / MODEL, folder / "fails")
+    rehashed(folder, "fails", "model.onnx", failing_graph(folder / MODEL))
+    assert famos(["render", str(folder / "fails"), "--out", str(tmp_path / "x.tif"), "--backend", "onnx", "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("famos render: error: the model's graph failed on a 160x96 window (onnxruntime: "), lines
+    assert "cannot be reshaped" in lines[-1] and "Traceback" not in "".join(lines)
+    assert not list(tmp_path.glob("x.tif*"))
+
+
 @pytest.mark.parametrize("scale", [1e308, 1.7976931348623157e308, 1e300])
 def test_scales_that_overflow_are_invalid_argument(models, serve, scale):
     server = serve(models)

@@ -92,6 +92,16 @@ def test_a_one_pixel_style_image_names_the_file_and_the_minimum(images, tmp_path
     _one_line_error(capsys, rc, "dot.png: 1x1 px at --style-scale 1 covers 1x1 canvas px; style images must cover at least 7x7")
 
 
+def test_evaluate_checks_its_style_images_as_train_does(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(images, out, "--steps", "1", "--checkpoint-every", "10", "--preview-every", "10") == 0
+    capsys.readouterr()
+    dot = tmp_path / "dot.png"
+    Image.fromarray(np.zeros((1, 1, 3), dtype=np.uint8)).save(dot)
+    rc = famos(["evaluate", str(out / "checkpoint.safetensors"), "--style", str(dot)])
+    _one_line_error(capsys, rc, "dot.png: 1x1 px at --style-scale 1 covers 1x1 canvas px; style images must cover at least 7x7")
+
+
 def test_a_checkpoint_out_of_bounds_is_refused_on_resume(images, tmp_path, capsys):
     """The bounds live in the config dataclasses, so the checkpoint door gets them too."""
     out = tmp_path / "run"

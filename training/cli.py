@@ -231,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     contents = [load_rgb(p) for p in options["content"]]
     styles = [load_rgb(p) for p in options["style"]]
     generator_config, canvas, config = configs(options, given=given, content_size=(contents[0].shape[1], contents[0].shape[0]))
+    from famos.training.metrics import check_style_size
+
     for path, style in zip(options["style"], styles):
-        _check_style_size(path, style.shape[:2], style_scale=canvas.style_scale)
+        check_style_size(path, style.shape[:2], style_scale=canvas.style_scale)
     device = _device(options["device"])
     if config.precision.value == "fp16" and device.type != "cuda":
         raise UserError("--precision fp16 needs a CUDA device (use bf16 or fp32 on CPU)")
@@ -338,26 +340,6 @@ def _config(config: type, options: dict[str, Any], **fields: Any) -> Any:
     """``config`` from the options FIELDS maps to its fields (Enums from their values), ``fields`` over them."""
     mapped = {name: options[dest] for dest, (owner, name) in FIELDS.items() if owner is config}
     return from_dict(config, {**mapped, **fields})
-
-
-# The style images at canvas scale (style_at_canvas_scale) are the style distance's references: an
-# image scaled to fewer pixels than its patches has no patch, and a tiny --style-scale of a photo
-# would allocate gigapixels for them.
-MAX_SCALED_STYLE_PIXELS = 2**26
-
-
-def _check_style_size(path: pathlib.Path, size: tuple[int, int], *, style_scale: float) -> None:
-    from famos.training.metrics import STYLE_PATCH
-
-    height, width = size
-    scaled = (round(height / style_scale), round(width / style_scale))
-    at_scale = f"at --style-scale {style_scale:g}"
-    if min(scaled) < STYLE_PATCH:
-        raise UserError(f"{path}: {width}x{height} px {at_scale} covers {scaled[1]}x{scaled[0]} canvas px; "
-                        f"style images must cover at least {STYLE_PATCH}x{STYLE_PATCH}")
-    if scaled[0] * scaled[1] > MAX_SCALED_STYLE_PIXELS:
-        raise UserError(f"{path}: {width}x{height} px {at_scale} covers {scaled[1]}x{scaled[0]} canvas px, over the "
-                        f"limit of {MAX_SCALED_STYLE_PIXELS / 1e6:,.0f} MP; raise --style-scale or downscale the image")
 
 
 def _canvas_size(options: dict[str, Any], *, content_size: tuple[int, int]) -> tuple[int, int]:

@@ -36,12 +36,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from famos.canvas import load_rgb
     from famos.checkpoint import load_generator
-    from famos.training.metrics import evaluate
+    from famos.training.metrics import check_style_size, evaluate
 
     model, header, tensors = load_generator(args.checkpoint)
     content = load_rgb(args.content) if args.content else _tensor_image(tensors, "content_image", args.checkpoint)
     if args.style:
         styles = [load_rgb(p) for p in args.style]
+        for path, style in zip(args.style, styles):  # as `famos train` checks them
+            check_style_size(path, style.shape[:2], style_scale=model.canvas.style_scale)
     else:
         styles = [tensors[k].numpy() for k in sorted((k for k in tensors if k.startswith("data.style.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
         if not styles:

@@ -12,6 +12,7 @@ user would get, with the generator in eval mode.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from famos.canvas import content_window, to_uint8, to_unit_range
 from famos.torch_runners import DeviceSettings, EagerRunner
 from famos.config import CanvasConfig
+from famos.errors import UserError
 from famos.generator import FamosGenerator
 from famos.planning import Rect
 from famos.chunk_loop import WindowInputs, plan_for, render_strips
@@ -109,6 +111,27 @@ def style_at_canvas_scale(style: np.ndarray, style_scale: float) -> np.ndarray:
     height, width = style.shape[:2]
     size = (max(1, round(width / style_scale)), max(1, round(height / style_scale)))
     return np.asarray(Image.fromarray(style).resize(size, Image.NEAREST))
+
+
+# The style images at canvas scale (style_at_canvas_scale) are the style distance's references: an
+# image scaled to fewer pixels than its patches has no patch, and a tiny --style-scale of a photo
+# would allocate gigapixels for them.
+MAX_SCALED_STYLE_PIXELS = 2**26
+
+
+def check_style_size(path: pathlib.Path, size: tuple[int, int], *, style_scale: float) -> None:
+    """A style image of ``size`` (height, width) at ``style_scale``: enough for the style distance's
+    patches, and not so many canvas pixels that scaling it would allocate gigapixels. Both `famos
+    train` and `famos evaluate --style` check it before anything is scaled."""
+    height, width = size
+    scaled = (round(height / style_scale), round(width / style_scale))
+    at_scale = f"at --style-scale {style_scale:g}"
+    if min(scaled) < STYLE_PATCH:
+        raise UserError(f"{path}: {width}x{height} px {at_scale} covers {scaled[1]}x{scaled[0]} canvas px; "
+                        f"style images must cover at least {STYLE_PATCH}x{STYLE_PATCH}")
+    if scaled[0] * scaled[1] > MAX_SCALED_STYLE_PIXELS:
+        raise UserError(f"{path}: {width}x{height} px {at_scale} covers {scaled[1]}x{scaled[0]} canvas px, over the "
+                        f"limit of {MAX_SCALED_STYLE_PIXELS / 1e6:,.0f} MP; raise --style-scale or downscale the image")
 
 
 def evaluate(

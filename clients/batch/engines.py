@@ -5,16 +5,18 @@ Both write with the same TIFF writer and options, so a print is the same file ei
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 from typing import Protocol
 
+import numpy as np
 
 from famos.clients.batch.fields import ModelRef
 from famos.clients.batch.planning import Canvases, Output, PrintJob
 from famos.bundle import Bundle, load_bundle
 from famos.errors import UserError
 from famos.renderer import Renderer, render_tiff_task
-from famos.request import resolve
+from famos.request import Admission, admission
 from famos.runners import RunnerOptions
 from famos.tiff_options import TiffOptions
 from famos.values import ModelInfo
@@ -39,15 +41,16 @@ class LocalEngine:
 
     def __init__(self, *, runner: RunnerOptions = RunnerOptions(), chunk: int | None = None,
                  prepare_workers: int | None = None):
-        """``chunk`` and ``prepare_workers`` None: the device's defaults (``famos.request.resolve``)."""
+        """``chunk`` and ``prepare_workers`` None: the device's defaults (``famos.request.admission``)."""
         self.runner = runner
         self.chunk = chunk
         self.prepare_workers = prepare_workers
         self._bundles: dict[pathlib.Path, Bundle] = {}
         self._renderers: dict[pathlib.Path, Renderer] = {}
+        self._content: tuple[bytes, np.ndarray] | None = None  # (digest, decoded): see _decoded
 
     def close(self) -> None:
-        pass
+        self._content = None
 
     def bundle(self, model: ModelRef) -> Bundle:
         key = model.path.resolve()
@@ -76,9 +79,22 @@ class LocalEngine:
 
     def render(self, job: PrintJob, output: Output, path: pathlib.Path, *, options: TiffOptions) -> None:
         renderer = self.renderer(job.model)
-        render = resolve(job.request(output, options), renderer, prepare_workers=self.prepare_workers,
-                         default_chunk=self.chunk)
+        admitted = admission(job.request(output, options), renderer, prepare_workers=self.prepare_workers,
+                             default_chunk=self.chunk)
+        render = admitted.resolved(self._decoded(admitted))
         render_tiff_task(renderer, path, render.task, render.tiff)
+
+    def _decoded(self, admitted: Admission) -> np.ndarray | None:
+        """The request's content image, decoded once for the rows and panels in a row that share it
+        (a mural's panels are one content image): the last one is kept, keyed by its bytes' digest."""
+        data = admitted.request.content
+        if not data:
+            return None
+        key = hashlib.sha256(data).digest()
+        if self._content is None or self._content[0] != key:
+            self._content = None  # the old image is let go before the new one is decoded
+            self._content = (key, admitted.decoded_content())
+        return self._content[1]
 
 
 class ServerEngine:

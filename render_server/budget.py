@@ -1,6 +1,7 @@
 """The server's memory budget (``--max-memory``): every streamed render and job reserves what its
 estimate says it will hold (``famos.request.render_memory``: window, pipeline, decoded content)
-before its content is decoded or a window allocated, and gives it back when it ends.
+before its content is decoded or a window allocated, and gives it back when it ends; so does each
+image answer of the viewer (``--http``), before it reads a tile.
 
 A streamed render that does not fit now is refused at once (RESOURCE_EXHAUSTED: the client
 retries); a job waits for its memory, since it is queued anyway. A request that could never fit
@@ -59,12 +60,25 @@ class MemoryBudget:
         finally:
             reservation.release()
 
-    def _take(self, n: int, *, wait: bool, cancel: threading.Event | None) -> None:
+    @contextlib.contextmanager
+    def reserved(self, n: int) -> Iterator[None]:
+        """``n`` bytes for the ``with`` body, or ResourceExhausted at once: the viewer's answers
+        (``famos.viewer.server.ViewerConfig.reserve``) draw from the budget the renders do."""
+        if n > self.total:
+            raise ResourceExhausted(f"the answer needs about {_mb(n)} of memory, over the server's budget of "
+                                    f"{_mb(self.total)} (--max-memory): ask for fewer pixels")
+        self._take(n, wait=False, cancel=None, what="the answer")
+        try:
+            yield
+        finally:
+            self._give_back(n)
+
+    def _take(self, n: int, *, wait: bool, cancel: threading.Event | None, what: str = "the render") -> None:
         with self._changed:
             while self._held + n > self.total:
                 if not wait:
                     raise ResourceExhausted(
-                        f"server busy: the render needs about {_mb(n)} of memory and {_mb(self._held)} of the "
+                        f"server busy: {what} needs about {_mb(n)} of memory and {_mb(self._held)} of the "
                         f"{_mb(self.total)} budget are held by running renders; retry"
                     )
                 if cancel is not None and cancel.is_set():

@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from famos.errors import UserError
 from famos.chunk_loop import DEFAULT_CHUNK, MIN_CHUNK
@@ -70,6 +71,8 @@ class ServerConfig:
     http_port: int | None = None  # the viewer (IIIF + deep-zoom page) over the jobs; 0: any free port
     openseadragon: str = ""  # where the viewer page loads OpenSeadragon from
     public_url: str = ""  # where IIIF clients reach the viewer (behind a proxy, on 0.0.0.0); default http://host:port/
+    # the viewer's limits: ViewerConfig fields (famos.viewer.cli.limit_settings); empty: its defaults
+    viewer_limits: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics_port: int | None = None  # Prometheus metrics over HTTP on host (render_server.metrics); 0: any free port
     grace_seconds: float = 10.0
 
@@ -223,7 +226,7 @@ class RenderServer:
             try:
                 self.viewer = ViewerServer(self.job_images, ViewerConfig(
                     host=config.host, port=config.http_port, token=config.token, openseadragon=config.openseadragon,
-                    public_url=config.public_url,
+                    public_url=config.public_url, reserve=self.budget.reserved, **config.viewer_limits,
                 ))
             except OSError as err:
                 raise UserError(f"--http {config.http_port}: cannot listen on {config.host} ({err.strerror})") from None
@@ -327,6 +330,7 @@ def memory_size(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from famos.memory import DEFAULT_CHUNK_HELP
+    from famos.viewer.cli import add_limit_arguments, limit_settings
 
     parser = Parser(prog="famos serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=pathlib.Path, required=True, help="folder of bundle folders (model name = folder name)")
@@ -364,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--openseadragon", help="folder or URL with openseadragon.min.js for the viewer page")
     parser.add_argument("--public-url", default=ServerConfig.public_url,
                         help="the viewer's address as IIIF clients reach it (info.json ids), e.g. behind a proxy")
+    add_limit_arguments(parser, prefix="--viewer-")
     parser.add_argument("--metrics-port", type=int, metavar="PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port; default: none)")
     args = parser.parse_args(argv)
@@ -379,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         runner=runner_options(args), cluster=cluster_options(args), grace_seconds=args.grace,
         http_port=args.http, openseadragon=viewer_openseadragon(args.openseadragon) if args.http is not None else "",
         public_url=args.public_url, metrics_port=args.metrics_port,
+        viewer_limits=limit_settings(args, prefix="--viewer-"),
     )
     server = RenderServer(config)
     stop = threading.Event()

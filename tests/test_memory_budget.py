@@ -165,3 +165,47 @@ def test_a_job_submission_decodes_its_content_within_the_budget(models, start_re
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, err.value  # still refused at submission
         job = client.submit(SERVER_MODEL, output_name="fine.tif", content=buffer.getvalue())
         assert client.wait(job.id).state.value == "succeeded"
+
+
+def test_the_servers_viewer_draws_from_the_render_budget_with_its_own_limits(models, start_render_server):
+    """`famos serve --http` with --viewer-max-size: info.json states the limit, and an image answer
+    reserves its memory from the renders' budget (503 while renders hold it all)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from famos.clients.render_client import RenderClient
+    from famos.request import Estimate
+    from famos.viewer.iiif import OutputLimits
+
+    server = start_render_server(models, http_port=0, viewer_limits={
+        "limits": OutputLimits(max_width=64, max_height=64, max_area=64 * 64), "max_connections": 4, "read_timeout": 5.0})
+    with RenderClient(f"127.0.0.1:{server.port}") as client:
+        job = client.submit(SERVER_MODEL, output_name="seen.tif")
+        client.wait(job.id)
+    base = f"{server.viewer.url}iiif/3/{job.id}"
+    info = json.loads(urllib.request.urlopen(f"{base}/info.json", timeout=10).read())
+    assert (info["maxWidth"], info["maxArea"]) == (64, 64 * 64)
+    tile = f"{base}/0,0,32,32/32,/0/default.png"
+    with server.budget.holding(wait=False) as everything:
+        everything.take(Estimate(1, 1, 1, 0, server.budget.total))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(tile, timeout=10)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+        assert "server busy" in refused.value.read().decode()
+    assert urllib.request.urlopen(tile, timeout=10).status == 200
+    assert server.budget.held == 0
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--viewer-max-size", "0", "--viewer-max-size: must be a whole number of pixels from 1"),
+    ("--viewer-max-connections", "0", "--viewer-max-connections: must be at least 1"),
+    ("--viewer-read-timeout", "nan", "--viewer-read-timeout: must be above 0"),
+])
+def test_the_viewer_limits_of_famos_serve_are_checked_in_one_line(tmp_path, capsys, option, value, needle):
+    from famos.cli import main
+
+    assert main(["serve", "--models", str(tmp_path), "--output", str(tmp_path / "out"), "--port", "0",
+                 "--http", "0", option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err

@@ -254,6 +254,59 @@ def test_connections_are_capped_and_half_sent_ones_time_out(serve):
     assert status == 200 and json.loads(body)["width"] == 400
 
 
+def test_a_request_trickling_in_a_byte_at_a_time_is_closed_at_the_read_timeout(serve):
+    """A socket timeout bounds each wait for bytes, so a client sending one byte a quarter second
+    once held a connection (and its thread) for as long as it liked; the request as a whole must
+    now arrive within read_timeout."""
+    server = serve(read_timeout=1.0)
+    connection = _half_sent(server)
+    started = time.monotonic()
+    closed = None
+    while time.monotonic() - started < 6:
+        try:
+            connection.sendall(b"X")
+            connection.settimeout(0.25)
+            if connection.recv(4096) == b"":
+                closed = time.monotonic() - started
+                break
+        except TimeoutError:
+            continue
+        except OSError:  # reset by the server
+            closed = time.monotonic() - started
+            break
+    connection.close()
+    assert closed is not None and closed < 2.5, closed
+    status, _, body = request(server, "/iiif/3/img/info.json")  # whole requests are served as before
+    assert status == 200 and json.loads(body)["width"] == 400
+
+
+def test_an_answer_over_the_reserved_memory_is_503_and_holds_nothing_after(serve):
+    """With a memory pool (a render server's budget), an image answer reserves what it will hold
+    before reading: refused while the pool is held by renders, served after, and given back."""
+    import contextlib
+
+    from famos.errors import OverLimit
+
+    held, asked = [False], []
+
+    @contextlib.contextmanager
+    def pool(n: int):
+        asked.append(n)
+        if held[0]:
+            raise OverLimit("server busy: the answer needs about 1 MB of memory; retry")
+        yield
+
+    server = serve(reserve=pool)
+    held[0] = True
+    status, headers, body = request(server, "/iiif/3/img/full/max/0/default.png")
+    assert status == 503 and dict(headers)["Retry-After"] == "1" and b"server busy" in body
+    held[0] = False
+    status, _, body = request(server, "/iiif/3/img/full/max/0/default.png")
+    assert status == 200
+    assert asked[-1] >= 400 * 300 * 3  # at least the pixels it reads
+    assert request(server, "/iiif/3/img/info.json")[0] == 200  # info.json reads no pixels: never refused
+
+
 def _famos_view(argv: list[str], capsys) -> str:
     """The one error line `famos view` prints for ``argv`` (it must fail with exit code 2)."""
     from famos.cli import main

@@ -54,6 +54,42 @@ def add_viewer_arguments(parser, *, default_port: int, flag: str = "--port") -> 
                              "version from its CDN with its integrity hash)")
 
 
+def add_limit_arguments(parser, *, prefix: str = "--") -> None:
+    """The viewer's limits as options: `famos view --max-size ...`, `famos serve --viewer-max-size ...`
+    (``prefix`` "--viewer-"). ``limit_settings`` reads them back."""
+    from famos.viewer.iiif import OutputLimits
+    from famos.viewer.server import ViewerConfig
+
+    parser.add_argument(f"{prefix}max-size", type=int, default=OutputLimits.max_width,
+                        help="widest and tallest answer in pixels, as info.json states (default %(default)s)")
+    parser.add_argument(f"{prefix}max-area", type=int, default=OutputLimits.max_area,
+                        help="most pixels of one answer, as info.json states (default %(default)s)")
+    parser.add_argument(f"{prefix}max-connections", type=int, default=ViewerConfig.max_connections,
+                        help="connections served at once; more are answered 503 (default %(default)s)")
+    parser.add_argument(f"{prefix}read-timeout", type=float, default=ViewerConfig.read_timeout,
+                        help="seconds a request may take to arrive whole, and a connection may stay idle "
+                             "(default %(default)g)")
+
+
+def limit_settings(args, *, prefix: str = "--") -> dict:
+    """The ``ViewerConfig`` fields of ``add_limit_arguments``'s options, checked (one-line errors)."""
+    from famos.errors import InvalidField
+    from famos.viewer.iiif import OutputLimits
+
+    def value(name: str):
+        return getattr(args, (prefix[2:] + name).replace("-", "_"))
+
+    for name in ("max-size", "max-area"):
+        if value(name) < 1:
+            raise InvalidField(f"{prefix}{name}", f"must be a whole number of pixels from 1, got {value(name)}")
+    limits = OutputLimits(max_width=value("max-size"), max_height=value("max-size"), max_area=value("max-area"))
+    if value("max-connections") < 1:
+        raise InvalidField(f"{prefix}max-connections", f"must be at least 1, got {value('max-connections')}")
+    if not 0 < value("read-timeout") <= 3600:
+        raise InvalidField(f"{prefix}read-timeout", f"must be above 0 and at most 3600 seconds, got {value('read-timeout')}")
+    return {"limits": limits, "max_connections": value("max-connections"), "read_timeout": value("read-timeout")}
+
+
 class FileCatalog:
     """Finished TIFFs by file stem."""
 
@@ -71,7 +107,6 @@ class FileCatalog:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from famos.viewer.iiif import OutputLimits
     from famos.viewer.server import ViewerConfig, ViewerServer
     from famos.viewer.sources import MAX_LEVEL_RATIO
 
@@ -85,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-level-ratio", type=float, default=MAX_LEVEL_RATIO,
                         help="zoom levels built for a file without a pyramid may take this many times "
                              "its size on disk (default %(default)g)")
-    parser.add_argument("--max-size", type=int, default=OutputLimits.max_width,
-                        help="widest and tallest answer in pixels, as info.json states (default %(default)s)")
-    parser.add_argument("--max-area", type=int, default=OutputLimits.max_area,
-                        help="most pixels of one answer, as info.json states (default %(default)s)")
+    add_limit_arguments(parser)
     add_viewer_arguments(parser, default_port=ViewerConfig.port)
     args = parser.parse_args(argv)
 
@@ -98,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.max_level_ratio > 0:
         raise InvalidField("--max-level-ratio", f"must be above 0, got {args.max_level_ratio}")
-    limits = OutputLimits(max_width=args.max_size, max_height=args.max_size, max_area=args.max_area)
+    settings = limit_settings(args)
     osd = openseadragon_location(args.openseadragon)
     images = {}
     try:
@@ -129,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server = ViewerServer(FileCatalog(images), ViewerConfig(host=args.host, port=args.port, token=args.token,
                                                                      openseadragon=osd, public_url=args.public_url,
-                                                                     limits=limits))
+                                                                     **settings))
         except OSError as err:  # the port is taken, or the host is not an address of this machine
             raise UserError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
     except BaseException:

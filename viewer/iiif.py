@@ -172,10 +172,9 @@ def _rotation(text: str) -> tuple[int, bool]:
     return int(degrees) % 360, mirror
 
 
-def render(source: ImageSource, request: ImageRequest) -> tuple[bytes, str]:
-    """The answer's bytes and media type."""
-    from PIL import Image
-
+def _window(source: ImageSource, request: ImageRequest) -> tuple[int, int, int, int, int]:
+    """The zoom level an answer is read from (the coarsest with the pixels asked for), and the
+    rectangle of it: level, y0, x0, y1, x1."""
     scale = min(request.width / request.out_width, request.height / request.out_height)
     level = max(0, min(len(source.levels) - 1, int(math.floor(math.log2(scale))) if scale >= 1 else 0))
     factor = 2**level
@@ -183,6 +182,26 @@ def render(source: ImageSource, request: ImageRequest) -> tuple[bytes, str]:
     x0, y0 = request.x // factor, request.y // factor
     x1 = min(level_w, -(-(request.x + request.width) // factor))
     y1 = min(level_h, -(-(request.y + request.height) // factor))
+    return level, y0, x0, y1, x1
+
+
+# Read pixels are held twice at the peak (the tiles decoded, the rectangle cut from them), and the
+# output twice (resampled, then encoded), at 3 bytes a pixel.
+_HELD_COPIES = 2
+
+
+def answer_bytes(source: ImageSource, request: ImageRequest) -> int:
+    """The memory answering ``request`` holds at its peak, known before anything is read: what a
+    server's memory budget reserves for it."""
+    _, y0, x0, y1, x1 = _window(source, request)
+    return _HELD_COPIES * 3 * ((y1 - y0) * (x1 - x0) + request.out_width * request.out_height)
+
+
+def render(source: ImageSource, request: ImageRequest) -> tuple[bytes, str]:
+    """The answer's bytes and media type."""
+    from PIL import Image
+
+    level, y0, x0, y1, x1 = _window(source, request)
     pixels = source.read(level, y0, x0, y1 - y0, x1 - x0)
     image = Image.fromarray(pixels)
     if image.size != (request.out_width, request.out_height):

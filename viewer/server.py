@@ -15,7 +15,10 @@ Identifiers name catalog entries (a file's stem, a job id), never paths. With a 
 fragment, which browsers never send to the server, so the pages themselves name no image but the
 one in their URL). IIIF answers carry CORS headers. Absolute URLs are built from the server's own
 address, never from a request's Host header. At most ``max_connections`` connections are served at
-once (more are answered 503), and one that sends nothing for ``read_timeout`` seconds is closed.
+once (more are answered 503); a request must arrive whole within ``read_timeout`` seconds, and a
+connection idle that long is closed. With ``reserve`` (a render server's memory budget), an image
+answer reserves the memory it will hold before it reads anything, and is answered 503 when the
+budget is held by renders.
 
 Every answer is one of 200, 204 (CORS preflight), 303, 400 (malformed, or an output over
 ``limits``), 401, 404, 503 (busy) or 500; an error's body is one line. 500 is a file damaged after it
@@ -38,8 +41,11 @@ import time
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
+from famos.errors import OverLimit
 from famos.viewer import iiif, page, presentation
 from famos.viewer.sources import DamagedImage, ImageSource
 
@@ -67,8 +73,14 @@ class ViewerConfig:
     openseadragon: str = ""  # a folder with openseadragon.min.js, or a URL prefix serving it
     public_url: str = ""  # where clients reach the server (behind a proxy, on 0.0.0.0); default http://host:port/
     max_connections: int = 64  # served at once, each on its own thread; a browser opens about 6
-    read_timeout: float = 30.0  # seconds a connection may send nothing before it is closed
+    # seconds a request may take to arrive whole (one sending a byte now and then is closed too),
+    # and a kept-alive connection may stay idle
+    read_timeout: float = 30.0
     limits: iiif.OutputLimits = iiif.OutputLimits()  # of one IIIF answer
+    # the memory an image answer holds (iiif.answer_bytes), reserved before it is read, e.g. from a
+    # render server's budget: a context manager for the bytes that raises OverLimit when none is
+    # free (answered 503); None: only the limits above bound it
+    reserve: Callable[[int], AbstractContextManager[None]] | None = dataclasses.field(default=None, compare=False)
 
 
 class ViewerServer:
@@ -120,7 +132,31 @@ class _BoundedServer(ThreadingHTTPServer):
         # before binding: a failed bind calls server_close, which reads them
         self.slots = threading.BoundedSemaphore(max_connections)
         self.lingering: list[tuple[float, socket.socket]] = []  # touched by the accepting thread only
+        # connections whose request has not arrived whole yet, with the time it must have by
+        self.heads: dict[socket.socket, float] = {}
+        self.heads_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def awaiting_head(self, connection: socket.socket, seconds: float) -> None:
+        with self.heads_lock:
+            self.heads[connection] = time.monotonic() + seconds
+
+    def head_arrived(self, connection: socket.socket) -> None:
+        with self.heads_lock:
+            self.heads.pop(connection, None)
+
+    def _close_late_heads(self, now: float) -> None:
+        """A socket timeout bounds each wait for bytes, not a request that trickles in a byte at a
+        time; this bounds the whole request (and a kept-alive connection's idle time)."""
+        with self.heads_lock:
+            late = [c for c, deadline in self.heads.items() if deadline <= now]
+            for connection in late:
+                del self.heads[connection]
+        for connection in late:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # the handler's read returns, and it closes
+            except OSError:
+                pass
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -155,6 +191,7 @@ class _BoundedServer(ThreadingHTTPServer):
     def service_actions(self) -> None:  # between requests, at least every poll interval
         super().service_actions()
         now = time.monotonic()
+        self._close_late_heads(now)
         kept = []
         for deadline, connection in self.lingering:
             if deadline > now and not _read_to_end(connection):
@@ -198,10 +235,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._answered_bytes = 0
         self.path = "-"  # logged for a request refused before its target is read, not the previous one's
         started = time.perf_counter()
-        super().handle_one_request()
+        self.server.awaiting_head(self.connection, self.viewer.config.read_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.head_arrived(self.connection)
         if self._answered is not None:  # None: the connection closed or timed out without a request
             _log_access(method=self.command or "-", path=_logged_path(self.path), status=self._answered,
                         size=self._answered_bytes, seconds=time.perf_counter() - started, peer=self.client_address[0])
+
+    def parse_request(self) -> bool:  # the request line and the headers, read
+        parsed = super().parse_request()
+        self.server.head_arrived(self.connection)
+        return parsed
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._answered = code
@@ -223,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._route()
         except iiif.IIIFError as err:
             self._text(err.status, str(err))
+        except OverLimit as err:  # the server's memory is held by its renders: a moment later it may not be
+            self._text(503, str(err), {"Retry-After": "1"})
         except DamagedImage as err:  # the file changed under the server: its fault, not the client's
             log.warning("GET %s: %s", self.path, err)
             self._text(500, f"the image's file is damaged: {err}")
@@ -293,7 +341,9 @@ class _Handler(BaseHTTPRequestHandler):
         if len(rest) != 4:
             raise iiif.IIIFError(400, "expected {region}/{size}/{rotation}/{quality}.{format}")
         request = iiif.parse(image, *(urllib.parse.unquote(p) for p in rest), limits=self.viewer.config.limits)
-        body, media = iiif.render(image, request)
+        reserve = self.viewer.config.reserve
+        with reserve(iiif.answer_bytes(image, request)) if reserve is not None else nullcontext():
+            body, media = iiif.render(image, request)
         self.viewer.requests += 1
         self._send(HTTPStatus.OK, body, media, {"Link": f'<http://iiif.io/api/image/3/{iiif.PROFILE}.json>;rel="profile"'})
 
@@ -331,9 +381,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _html(self, text: str) -> None:
         self._send(HTTPStatus.OK, text.encode(), "text/html; charset=utf-8", {"Cache-Control": "no-store"})
 
-    def _text(self, status: int, text: str) -> None:
+    def _text(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, (text + "\n").encode(), "text/plain; charset=utf-8",
-                   {"WWW-Authenticate": "Bearer"} if status == 401 else {})
+                   {"WWW-Authenticate": "Bearer"} if status == 401 else headers or {})
 
     def _send(self, status: int, body: bytes, media: str, headers: dict[str, str]) -> None:
         self.send_response(status)

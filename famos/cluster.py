@@ -8,20 +8,23 @@
       -> TIFF writer (or raw strips for a stream)
 
 Ray is optional (``pip install famos[cluster]``) and imported inside this module's functions only,
-when a command is given ``--ray``. Strips are idempotent, so faults cost time, not correctness: a
-worker that dies is restarted by Ray, which runs its strips again; past its restarts the driver
-replaces the worker and hands the strip to the replacement. Cancel and Ctrl-C reach every worker,
-which stops between two chunks. The bytes equal a local render's: the same pipeline computes the
-pixels, the same codec (``famos.tiles.TileCodec``) encodes the tiles.
+when a command is given ``--ray``. The bundle travels as bytes, never as a path, so a worker's
+machine needs no copy of it; a worker unpacks it into a scratch folder of its own machine, opens
+its runner (which reads the graph whole) and removes the folder at once: a worker killed later (by
+Ray, with a driver that died, by ``ray stop``) leaves nothing on disk. Strips are idempotent, so
+faults cost time, not correctness: a worker that dies is restarted by Ray, which runs its strips
+again; past its restarts the driver replaces the worker and hands the strip to the replacement.
+Cancel and Ctrl-C reach every worker, which stops between two chunks. The bytes equal a local
+render's: the same pipeline computes the pixels, the same codec (``famos.tiles.TileCodec``) encodes
+the tiles.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
+import math
 import os
-import pathlib
 import shutil
 import threading
 import time
@@ -30,7 +33,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from famos.bundle import MANIFEST, Bundle, load_bundle
-from famos.errors import BackendUnavailable, Cancelled, InvalidField, UserError, quoted
+from famos.errors import BackendUnavailable, BundleError, Cancelled, InvalidField, UserError, quoted
 from famos.files import scratch_folder
 from famos.pipeline import ProgressCallback, pipelined_strips
 from famos.runners import RunnerOptions, open_runner
@@ -54,6 +57,9 @@ class ClusterOptions:
     cpus_per_worker: int = 1  # cores each worker reserves: its runner's threads and its tile encoders
     max_restarts: int = 2  # per worker: Ray restarts it and runs its strips again
     strips_per_worker: int = 2  # strips queued on each worker: keeps it busy, bounds the driver's memory
+    # custom Ray resources (name, amount) each worker also reserves: workers go only to the nodes
+    # started with them (``ray start --resources '{"render": 4}'``), e.g. not to the head
+    resources: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.address:
@@ -64,10 +70,23 @@ class ClusterOptions:
             raise InvalidField("ray-workers", f"{self.workers}: must be 0 (one per GPU or CPU slot) or more")
         if self.cpus_per_worker < 1:
             raise InvalidField("ray-cpus-per-worker", f"{self.cpus_per_worker}: must be at least 1")
+        names = [name for name, _ in self.resources]
+        for name, amount in self.resources:
+            if not name or name in ("CPU", "GPU"):
+                raise InvalidField("ray-resource", f"{quoted(name)}: name a custom resource (CPUs per worker: "
+                                   "--ray-cpus-per-worker; a GPU each comes with --device cuda)")
+            if names.count(name) > 1:
+                raise InvalidField("ray-resource", f"{quoted(name)} is given twice")
+            if not (math.isfinite(amount) and amount >= _RESOURCE_UNIT):
+                raise InvalidField("ray-resource", f"{quoted(name)}={amount}: must be at least {_RESOURCE_UNIT}")
+
+
+_RESOURCE_UNIT = 0.0001  # Ray counts resources in ten-thousandths
 
 
 def add_cluster_arguments(parser) -> None:
-    """``--ray ADDRESS --ray-workers N --ray-cpus-per-worker N``, read back with ``cluster_options``."""
+    """``--ray ADDRESS --ray-workers N --ray-cpus-per-worker N --ray-resource NAME[=AMOUNT]``, read
+    back with ``cluster_options``."""
     group = parser.add_argument_group("cluster (Ray; pip install famos[cluster])")
     group.add_argument("--ray", metavar="ADDRESS",
                        help="render on a Ray cluster: auto (start or join a local one) or the head's HOST:PORT")
@@ -75,12 +94,26 @@ def add_cluster_arguments(parser) -> None:
                        help="worker actors (default: one per GPU for cuda devices, else one per CPU slot)")
     group.add_argument("--ray-cpus-per-worker", type=int, default=ClusterOptions.cpus_per_worker,
                        help="cores per worker: its runner's threads and tile encoders (default 1)")
+    group.add_argument("--ray-resource", metavar="NAME[=AMOUNT]", action="append", default=[],
+                       help="a custom Ray resource each worker also reserves (AMOUNT 1 unless given; repeatable): "
+                            "workers go only to the nodes started with it, e.g. ray start --resources "
+                            "'{\"render\": 4}' on the machines that should render")
 
 
 def cluster_options(args) -> ClusterOptions | None:
     if args.ray is None:
         return None
-    return ClusterOptions(address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker)
+    return ClusterOptions(address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker,
+                          resources=tuple(_resource(text) for text in args.ray_resource))
+
+
+def _resource(text: str) -> tuple[str, float]:
+    """``NAME`` or ``NAME=AMOUNT`` of ``--ray-resource``."""
+    name, given, amount = text.partition("=")
+    try:
+        return name.strip(), float(amount) if given else 1.0
+    except ValueError:
+        raise InvalidField("ray-resource", f"{quoted(text)}: use NAME or NAME=AMOUNT (a number)") from None
 
 
 def _ray():
@@ -128,16 +161,21 @@ def connect(address: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class BundleFiles:
-    """A bundle as it travels to workers on machines that do not share the driver's folders."""
+    """A bundle as it travels to workers: its bytes, and no path (a worker's machine need not have
+    the driver's folders, nor a folder of that name holding something else)."""
 
     sha256: str
-    path: str  # the driver's folder: used in place where a worker sees the same bundle there
     files: dict[str, bytes]
 
     @classmethod
     def of(cls, bundle: Bundle) -> BundleFiles:
+        import hashlib
+
         names = [MANIFEST, *bundle.manifest.files]
-        return cls(bundle.sha256, str(bundle.path), {name: (bundle.path / name).read_bytes() for name in names})
+        files = {name: (bundle.path / name).read_bytes() for name in names}
+        if hashlib.sha256(files[MANIFEST]).hexdigest() != bundle.sha256:  # workers would render another model
+            raise BundleError(f"{bundle.path}: the bundle changed since it was loaded (exported again?)")
+        return cls(bundle.sha256, files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,19 +192,14 @@ class StripWorker:
     def __init__(self, runner: RunnerOptions, encode_threads: int):
         self.runner = runner
         self.encode_threads = encode_threads
-        self._models: collections.OrderedDict[str, tuple[Bundle, Any]] = collections.OrderedDict()
+        self._models: collections.OrderedDict[str, Any] = collections.OrderedDict()  # runners
         self._tasks: collections.OrderedDict[str, RenderTask] = collections.OrderedDict()
         self._cancels: collections.OrderedDict[str, threading.Event] = collections.OrderedDict()
         self._codecs: dict[TileFormat, TileCodec] = {}
-        self._folder = scratch_folder("worker")  # a killed worker's is removed by the next one to start
         self.strips_rendered = self.chunks_rendered = 0
 
     def stats(self) -> WorkerStats:
         return WorkerStats(os.getpid(), self.strips_rendered, self.chunks_rendered)
-
-    def shutdown(self) -> None:
-        """Before the pool kills this actor: the unpacked bundles go with it."""
-        shutil.rmtree(self._folder, ignore_errors=True)
 
     def cancel(self, render_id: str) -> None:
         self._cancel_event(render_id).set()
@@ -205,22 +238,25 @@ class StripWorker:
 
     def _runner(self, bundle_box: list) -> Any:
         ref = bundle_box[0]
-        key = ref.hex()
-        return _cached(self._models, key, lambda: self._load(_ray().get(ref)), keep=2)[1]
+        return _cached(self._models, ref.hex(), lambda: self._open(_ray().get(ref)), keep=2)
 
-    def _load(self, shipped: BundleFiles) -> tuple[Bundle, Any]:
-        local = pathlib.Path(shipped.path)
+    def _open(self, shipped: BundleFiles) -> Any:
+        """The runner of the shipped bundle. Its files exist only while it opens: every runner reads
+        its graph whole when it starts, so nothing is left on disk for a killed worker to leak (one
+        killed right here leaves its folder to the next worker of its machine: the name has its pid)."""
+        folder = scratch_folder("worker")
         try:
-            bundle = load_bundle(local)
-        except UserError:
-            bundle = None
-        if bundle is None or bundle.sha256 != shipped.sha256:  # another machine: unpack the shipped copy
-            folder = self._folder / shipped.sha256[:16]
-            folder.mkdir(exist_ok=True)
             for name, data in shipped.files.items():
                 (folder / name).write_bytes(data)
-            bundle = load_bundle(folder)  # verifies every file against the manifest
-        return bundle, open_runner(bundle, self.runner)
+            return open_runner(load_bundle(folder), self.runner)  # load_bundle verifies every file
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _slots(node: dict[str, float], needs: dict[str, float]) -> int:
+    """How many workers needing ``needs`` fit on a node with ``node`` resources (in Ray's units)."""
+    return min(round(node.get(name, 0) / _RESOURCE_UNIT) // round(amount / _RESOURCE_UNIT)
+               for name, amount in needs.items())
 
 
 def _cached(cache: collections.OrderedDict, key: str, make, *, keep: int):
@@ -249,12 +285,15 @@ class WorkerPool:
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
         if self.gpu and not gpus:
             raise BackendUnavailable(f"--ray --device {runner.device}: the cluster has no GPU")
-        workers = options.workers or (gpus if self.gpu else max(1, cpus // options.cpus_per_worker))
-        if workers * options.cpus_per_worker > cpus or (self.gpu and workers > gpus):
-            raise UserError(
-                f"--ray-workers {workers} x {options.cpus_per_worker} CPU{'+ 1 GPU' if self.gpu else ''} each: "
-                f"the cluster has {cpus} CPUs and {gpus} GPUs"
-            )
+        # counted node by node: 2 nodes of 3 CPUs hold two 2-CPU workers, not three
+        needs = {"CPU": options.cpus_per_worker, **({"GPU": 1} if self.gpu else {}), **dict(options.resources)}
+        slots = sum(_slots(node["Resources"], needs) for node in ray.nodes() if node["Alive"])
+        workers = options.workers or slots
+        if not slots or workers > slots:  # the workers past the room would wait for it forever
+            asked = f"--ray-workers {workers}" if options.workers else "a worker"
+            each = " + ".join(f"{amount:g} {name}" for name, amount in needs.items())
+            raise UserError(f"{asked} x ({each}): the cluster has {cpus} CPUs and {gpus} GPUs, "
+                            f"room for {slots} such workers on its nodes")
         # each worker sees its own GPU as cuda:0 (Ray sets CUDA_VISIBLE_DEVICES per actor)
         self._worker_runner = dataclasses.replace(
             runner, device="cuda" if self.gpu else "cpu", threads=options.cpus_per_worker
@@ -268,6 +307,7 @@ class WorkerPool:
         return self._actor_class.options(
             num_cpus=self.options.cpus_per_worker,
             num_gpus=1 if self.gpu else 0,
+            resources=dict(self.options.resources),
             max_restarts=self.options.max_restarts,
             max_task_retries=self.options.max_restarts,
             max_concurrency=1,
@@ -281,10 +321,9 @@ class WorkerPool:
         return [s.pid for s in self.stats()]
 
     def close(self) -> None:
+        """Kills the workers (they keep nothing on disk). A driver that dies without closing its
+        pool loses them as well: Ray ends the actors of a driver that is gone."""
         ray = _ray()
-        cleaned = [w.shutdown.options(concurrency_group="control").remote() for w in self.workers]
-        with contextlib.suppress(Exception):  # a dead or stuck worker is killed all the same
-            ray.wait(cleaned, num_returns=len(cleaned), timeout=10)
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers = []

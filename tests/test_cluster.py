@@ -4,8 +4,8 @@ local render, byte for byte; workers killed mid-render; cancel and interrupt; th
 from __future__ import annotations
 
 import json
-
 import os
+import pathlib
 import signal
 import threading
 import time
@@ -165,6 +165,32 @@ def test_a_pool_the_cluster_cannot_hold_is_refused_at_once(cluster):
         WorkerPool(ClusterOptions(address=cluster, workers=3))  # would wait forever for a third slot
     with pytest.raises(BackendUnavailable, match="the cluster has no GPU"):
         WorkerPool(ClusterOptions(address=cluster), RunnerOptions(device="cuda"))
+    with pytest.raises(UserError, match="room for 0 such workers"):  # no node has that resource
+        WorkerPool(ClusterOptions(address=cluster, resources=(("worker_node", 1.0),)))
+
+
+def test_workers_are_counted_node_by_node():
+    from famos.cluster import _slots
+
+    nodes = [{"CPU": 3.0, "render": 1.0}, {"CPU": 3.0}]
+    assert sum(_slots(node, {"CPU": 2}) for node in nodes) == 2  # not 6 CPUs // 2: a third would wait forever
+    assert sum(_slots(node, {"CPU": 1, "render": 0.3}) for node in nodes) == 3
+
+
+@pytest.mark.parametrize("given", ["CPU", "=2", "render=0", "render=x", "render=inf"])
+def test_a_worker_resource_is_checked_where_it_is_given(given):
+    import argparse
+
+    from famos.cluster import add_cluster_arguments, cluster_options
+    from famos.errors import InvalidField
+
+    parser = argparse.ArgumentParser()
+    add_cluster_arguments(parser)
+    options = cluster_options(parser.parse_args(["--ray", "auto", "--ray-resource", "render=2",
+                                                 "--ray-resource", "gpu_a100"]))
+    assert options.resources == (("render", 2.0), ("gpu_a100", 1.0))
+    with pytest.raises(InvalidField, match="^ray-resource: "):
+        cluster_options(parser.parse_args(["--ray", "auto", "--ray-resource", given]))
 
 
 def test_a_cluster_server_stopped_mid_job_resumes_it_from_the_spool(cluster, models, tmp_path):
@@ -198,8 +224,9 @@ def test_a_cluster_server_stopped_mid_job_resumes_it_from_the_spool(cluster, mod
 
 
 def test_workers_leave_no_temporary_folder(models, tmp_path):
-    """A closed pool's workers remove the bundles they unpacked; a killed worker's folder is removed
-    by the next process that starts one (its pid is in the name)."""
+    """Workers remove a bundle's unpacked files once its runner is open, so they keep none while they
+    live; one killed while unpacking leaves its folder to the next process that starts one (its pid
+    is in the name)."""
     import pathlib
     import tempfile
 
@@ -217,6 +244,141 @@ def test_workers_leave_no_temporary_folder(models, tmp_path):
     try:
         render_tiff(Renderer(load_bundle(models / SERVER_MODEL), cluster=pool), tmp_path / "r.tif",
                     settings=RenderSettings(chunk=48))
+        assert set(root.glob("famos-worker-*")) <= before  # the live workers hold nothing on disk
     finally:
         pool.close()
     assert set(root.glob("famos-worker-*")) <= before
+
+
+# --- two nodes, as a cluster really runs --------------------------------------------------------
+
+# Run inside a live cluster as a driver of its own: which nodes there are, where the StripWorker
+# actors of past drivers ran (Ray's actor table, a debugging API: the actors are gone by then), and
+# the folder and temp folder a process of the worker node runs in.
+_CLUSTER_PROBE = """
+import json, os, sys, tempfile, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+
+@ray.remote(num_cpus=0, resources={"worker_node": 0.01})
+def folders():
+    return os.getcwd(), tempfile.gettempdir()
+
+nodes = {node["NodeID"]: sorted(set(node["Resources"]) & {"head", "worker_node"}) for node in ray.nodes()}
+workers = [(a["Address"]["NodeID"], a["State"], a["NumRestarts"])
+           for a in ray._private.state.actors().values() if a["ActorClassName"] == "StripWorker"]
+print(json.dumps({"nodes": nodes, "workers": workers, "folders": ray.get(folders.remote())}))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_nodes(tmp_path):
+    """A Ray cluster of two nodes (two raylets) on this machine, each a `ray start --block` of its
+    own, as an operator starts them: a head with 1 CPU and {"head": 1}, and a worker node with 2 CPUs
+    and {"worker_node": 2} that runs in an empty folder of its own with a temp folder (TMPDIR) of its
+    own. Yields (address, env for its drivers, {"head" | "head-tmp" | "node" | "node-tmp": folder});
+    both are stopped (SIGTERM: Ray's own shutdown of a node) on the way out, whatever the test did."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    import uuid
+
+    # Ray's session folder is short-named in /tmp: its Unix socket paths must stay under 108 bytes
+    ray_temp = pathlib.Path(tempfile.mkdtemp(prefix="famos-ray-"))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+           # token authentication, Ray's default for `ray start --head`: one token for every process
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex * 2}
+    env.pop("RAY_ADDRESS", None)  # this cluster, not one the test process may be connected to
+    folders = {name: tmp_path / name for name in ("head", "head-tmp", "node", "node-tmp")}
+    for folder in folders.values():
+        folder.mkdir()
+    address = f"127.0.0.1:{_free_port()}"
+    nodes = []
+
+    def start(name: str, *options: str) -> None:
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--node-ip-address=127.0.0.1",
+                 "--object-store-memory=100000000", "--disable-usage-stats", *options],
+                cwd=folders[name], env={**env, "TMPDIR": str(folders[f"{name}-tmp"])},
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        nodes.append(process)
+        deadline = time.monotonic() + 90
+        while "Ray runtime started" not in log.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start ({name}) did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    try:
+        start("head", "--head", f"--port={address.rsplit(':', 1)[1]}", "--num-cpus=1", '--resources={"head": 1}',
+              "--include-dashboard=false", f"--temp-dir={ray_temp}")
+        start("node", f"--address={address}", "--num-cpus=2", '--resources={"worker_node": 2}')
+        yield address, env, folders
+    finally:
+        for process in reversed(nodes):  # the worker node first, then the head
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()  # its Ray processes share its fate (Ray's reaper)
+                process.wait()
+        shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def test_famos_render_on_two_nodes_workers_on_the_node_without_the_bundle(two_nodes, models, tmp_path):
+    """`famos render --ray HEAD:PORT` as users run it, against a head and a worker node: the workers go
+    only to the node that --ray-resource names (not to the head, which has a CPU free), whose folder
+    holds no bundle; they render from the bytes shipped to them, not from the driver's path (which
+    this machine could read); the file is the local render's, and no worker temp folder is left."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from famos.cli import main
+
+    address, env, folders = two_nodes
+    # what a worker killed while unpacking would leave (no process has that pid): the first worker
+    # to unpack a bundle on a node removes it, so where it goes tells where bundles were unpacked
+    for temp in ("head-tmp", "node-tmp"):
+        (folders[temp] / "famos-worker-999999999-killed").mkdir()
+    driver = tmp_path / "driver"
+    shutil.copytree(models / SERVER_MODEL, driver / SERVER_MODEL)
+    size = ["--size", "480x288", "--seed", "4", "--chunk", "48", "--tile", "32", "--pyramid", "--dpi", "150"]
+    assert main(["render", str(driver / SERVER_MODEL), "--out", str(tmp_path / "local.tif"), "--quiet", *size]) == 0
+
+    rendered = subprocess.run(
+        [sys.executable, "-m", "famos.cli", "render", str(driver / SERVER_MODEL), "--out", "ray.tif", "--quiet",
+         "--ray", address, "--ray-resource", "worker_node", *size],
+        cwd=driver, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    assert json.loads(rendered.stdout.strip().splitlines()[-1])["chunks"] == 60
+    assert np.array_equal(tifffile.imread(driver / "ray.tif"), tifffile.imread(tmp_path / "local.tif"))
+    assert (driver / "ray.tif").read_bytes() == (tmp_path / "local.tif").read_bytes()
+
+    probe = subprocess.run([sys.executable, "-c", _CLUSTER_PROBE, address], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    (worker_node,) = [node for node, names in seen["nodes"].items() if names == ["worker_node"]]
+    assert len(seen["nodes"]) == 2
+    # one worker per slot of the worker node (2 CPUs, 2 worker_node), none on the head; all closed
+    assert seen["workers"] == [[worker_node, "DEAD", 0]] * 2
+    # that node's processes run in its own folder, which holds no bundle, and use its temp folder
+    assert seen["folders"] == [str(folders["node"]), str(folders["node-tmp"])]
+    assert list(folders["node"].iterdir()) == [] and list(folders["head"].iterdir()) == []
+    # the workers unpacked the bundle there (the planted folder went) and removed it: nothing is
+    # left; nothing was unpacked on the head
+    assert list(folders["node-tmp"].iterdir()) == []
+    assert [p.name for p in folders["head-tmp"].iterdir()] == ["famos-worker-999999999-killed"]

@@ -3,7 +3,8 @@
 The renderer yields row strips of arbitrary height; the writer re-slices them into rows of tiles
 (``famos.tiles``) and hands tifffile a generator of tiles (its "generator of tiles" pattern), so
 host memory stays O(one strip + one tile row) whatever the canvas height. The pyramid levels
-(``famos.pyramid``) are spooled to disk meanwhile and written as SubIFDs. Output goes to a
+(``famos.pyramid``) are spooled to disk meanwhile and written as SubIFDs, each reached once, from
+the SubIFDs tag, as libtiff writes them (``_link_levels_once``). Output goes to a
 temporary name and is renamed only when complete: a crash, cancel or full disk never leaves a
 truncated file at the final path.
 
@@ -20,7 +21,7 @@ import os
 import pathlib
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from famos import __version__
 from famos.errors import Cancelled
@@ -131,7 +132,7 @@ def write_encoded_tiff(
                 yield from tiles
 
         page = _page_kwargs(options, codec)
-        with open(partial, "wb") as fh:
+        with open(partial, "w+b") as fh:  # read back by _link_levels_once
             with tifffile.TiffWriter(fh, bigtiff=bigtiff, byteorder="<") as tif:
                 extratags = _extratags(options, codec)
                 # every level: a reader of one level alone learns what made it and when
@@ -164,6 +165,8 @@ def write_encoded_tiff(
                         **_resolution(options, spool.width, width),
                         **page,
                     )
+            if spools:
+                _link_levels_once(fh, bigtiff=bigtiff)
     return TiffReport(
         path=path, bytes_written=path.stat().st_size, bigtiff=bigtiff, levels=1 + len(spools)
     )
@@ -235,8 +238,16 @@ def _resolution(options: TiffOptions, level_width: int, full_width: int) -> dict
 
 
 def _extratags(options: TiffOptions, codec: TileCodec, *, level: bool = False) -> list[tuple]:
-    """ICC profile (every level: readers of one level must not guess either), Artist, Copyright.
-    The output profile is the one ``codec`` converts into, read once with the options."""
+    """ICC profile, Artist, Copyright. The output profile is the one ``codec`` converts into, read
+    once with the options.
+
+    The profile goes into every level, each level its own copy. TIFF lets no tag of IFD0 stand for
+    its SubIFDs, and readers of one level are common: a viewer zoomed out, GDAL's overviews, a RIP's
+    preview, ``vips`` with ``subifd=``. A level without the profile reads as untagged, sRGB at best,
+    which is wrong for a shop's RGB or CMYK profile. One copy that every level points at would save
+    bytes, but exiftool takes data that two directories share for a loop and warns. A copy costs
+    2.5 KB for sRGB, a shop's profile its size per level (default_cmyk.icc: 183 KB): small beside a
+    print's tiles."""
     tags: list[tuple] = []
     output = codec.format.output
     if options.icc_profile or output is not None:  # a converted file always says into what
@@ -249,6 +260,45 @@ def _extratags(options: TiffOptions, codec: TileCodec, *, level: bool = False) -
             if text:
                 tags.append((code, 2, 0, text, True))
     return tags
+
+
+def _link_levels_once(fh: BinaryIO, *, bigtiff: bool) -> None:
+    """Make the SubIFDs tag of the first IFD the one way to the pyramid levels, as libtiff writes
+    them (TIFF Technical Note 1). tifffile also chains each level to the next through its next-IFD
+    offset, so a reader that follows both (exiftool) meets every level below the first twice and
+    warns "ICC_Profile pointer references previous ICC_Profile directory": each level's profile is
+    its own copy, but it reads that copy a second time. The tag's type becomes LONG (LONG8 in
+    BigTIFF), which Technical Note 1 allows beside IFD and which TIFF/EP, DNG, exiftool and
+    checkit_tiff expect; libtiff (libvips, GDAL), tifffile and exiftool read either. A few small
+    reads and writes in the file's directories: nothing of the image is read back."""
+    import struct
+
+    count_format, entry_size, value_format = ("<Q", 20, "<HHQQ") if bigtiff else ("<H", 12, "<HHII")
+    offset_format = "<Q" if bigtiff else "<I"
+
+    def read(position: int, fmt: str) -> tuple:
+        fh.seek(position)
+        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))
+
+    (first,) = read(8 if bigtiff else 4, offset_format)
+    (entries,) = read(first, count_format)
+    for k in range(entries):
+        position = first + struct.calcsize(count_format) + k * entry_size
+        tag, kind, count, value = read(position, value_format)
+        if tag == 330:
+            break
+    else:
+        raise RuntimeError("a pyramid without a SubIFDs tag")
+    if kind not in (13, 18):  # IFD, IFD8: what tifffile writes; anything else is a tifffile change to read first
+        raise RuntimeError(f"tifffile wrote the SubIFDs tag with type {kind}, not IFD")
+    fh.seek(position + 2)
+    fh.write(struct.pack("<H", 16 if bigtiff else 4))  # LONG8, LONG
+    # one offset sits in the entry itself; more sit where the entry points
+    levels = read(value, f"<{count}{offset_format[1]}") if count > 1 else (value,)
+    for level in levels:
+        (level_entries,) = read(level, count_format)
+        fh.seek(level + struct.calcsize(count_format) + level_entries * entry_size)
+        fh.write(struct.pack(offset_format, 0))  # the last level of a chain, each one
 
 
 def _level_tiles(spool: LevelSpool, codec: TileCodec, cancel: threading.Event | None) -> Iterator[bytes]:

@@ -39,7 +39,7 @@ from famos.bundle import (
     TensorInfo,
 )
 from famos.config import ModelSpec, NoisePlacement
-from famos.generator import CastUNet, FamosGenerator
+from famos.generator import FamosGenerator, cast_unets
 
 OPSET = 17  # the tracer's default; TensorRT 8.6+ parses it
 DYNAMO_OPSET = 18  # the torch.export-based exporter starts at 18
@@ -95,7 +95,7 @@ def inference_graph(generator: FamosGenerator, *, fp16: bool, diagnostics: bool)
     frozen = copy.deepcopy(generator).eval().float()
     fold_batchnorm(frozen)
     if fp16:
-        frozen.unet = CastUNet(frozen.unet, torch.float16)
+        cast_unets(frozen, torch.float16)
     return InferenceGraph(frozen, diagnostics=diagnostics).eval()
 
 

@@ -107,6 +107,14 @@ class GeneratorConfig:
     # maps them to N + 4: a second full-resolution layer, 1.4x the compute of the default U-Net.
     # Models made before the field existed have the head (``ModelSpec.from_json``).
     full_resolution_head: bool = False
+    # The seed's multi-scale mixing (its NetU_MultiScale, the paper's outlook): every decoder level
+    # but the last predicts mixing weights from its first N channels and mixes the templates,
+    # average-pooled to that level, into 3 more channels for the next up block.
+    multi_scale: bool = False
+    # The seed's refine: a second U-Net (this architecture, N = 0) takes the content, ψ, the copied
+    # image, the first blend and its painted image, and predicts a new painted image and blend mask
+    # over the same copied image (the chain of the paper's Figure 8). Twice the compute.
+    refine: bool = False
 
     def __post_init__(self) -> None:
         _require(1 <= self.depth <= MAX_DEPTH, "depth", self.depth, f"must be from 1 to {MAX_DEPTH}")
@@ -129,6 +137,16 @@ class GeneratorConfig:
         _require(oversized is None, "width", self.width, str(oversized))
         if self.n_templates == 0 and self.blend is not BlendMode.PAINT:
             raise ValueError("n_templates = 0 (parametric U-Net) needs blend mode 'paint'")
+        if self.multi_scale:
+            _require(self.n_templates > 0, "multi_scale", True, "needs memory templates (n_templates > 0)")
+            _require(self.depth >= 2, "multi_scale", True, "needs depth >= 2 (a decoder level above the output)")
+            # the up blocks' narrowest output (width channels) holds the N mixing logits
+            _require(self.width >= self.n_templates, "multi_scale", True,
+                     f"needs width >= n_templates: the decoder's {self.width} channels hold the "
+                     f"{self.n_templates} mixing logits of each level")
+        if self.refine:
+            _require(self.blend is BlendMode.BLEND, "refine", True,
+                     "needs blend mode 'blend' (it repaints and reblends over the copied image)")
 
     @property
     def alignment(self) -> int:

@@ -21,6 +21,7 @@ emits ``width`` channels instead, concatenated with x0 and mapped to N + 4 by a 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -91,20 +92,23 @@ class OutputUpBlock(nn.Module):
 
 
 class FamosUNet(nn.Module):
-    """The U-Net of the paper; outputs N + 4 channels: mixing logits A, blend logit, painted image."""
+    """The U-Net of the paper; outputs N + 4 channels: mixing logits A, blend logit, painted image.
+    ``extra_inputs`` channels more at the input (the refine U-Net's copied and first images)."""
 
-    def __init__(self, config: GeneratorConfig):
+    def __init__(self, config: GeneratorConfig, extra_inputs: int = 0):
         super().__init__()
         self.config = config
         # Plain attributes for forward: TorchScript cannot read the config dataclass.
         self.depth, self.skip, self.coord_copy = config.depth, config.skip, config.coord_copy
         self.full_resolution_head = config.full_resolution_head
+        self.multi_scale, self.n_templates = config.multi_scale, config.n_templates
+        mixed = RGB if config.multi_scale else 0  # the templates mixed at a decoder level
         outputs = config.n_templates + 4
         depth, k = config.depth, config.kernel
         psi = 2 if config.coord_copy else 0
         input_noise = config.noise.channels if config.noise.placement is NoisePlacement.INPUT else 0
         bottleneck_noise = config.noise.channels - input_noise
-        self.in_channels = RGB + psi + input_noise
+        self.in_channels = RGB + psi + input_noise + extra_inputs
 
         widths = [self.in_channels] + [config.level_width(level) for level in range(1, depth + 1)]
         self.down = nn.ModuleList()
@@ -121,7 +125,7 @@ class FamosUNet(nn.Module):
             out = config.width * 2 ** max(level - 2, 0)
             self.up.append(UpBlock(state, out, k, config.n_res_blocks))
             if level - 1 > 0:
-                state = out + (widths[level - 1] if config.skip else 0) + psi
+                state = out + (widths[level - 1] if config.skip else 0) + psi + mixed
             else:
                 state = out + (self.in_channels if config.skip else psi)
         self.head = nn.Conv2d(state, outputs, k, padding=k // 2) if self.full_resolution_head else nn.Identity()
@@ -130,8 +134,11 @@ class FamosUNet(nn.Module):
         """The convolution whose channels are the N + 4 outputs, whichever decoder the model has."""
         return self.head if self.full_resolution_head else self.up[-1].conv
 
-    def forward(self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor]) -> torch.Tensor:
-        # x0: (B, in_channels, h, w); psi[level]: (B, 2, h/2^level, w/2^level); noise at the bottleneck.
+    def forward(
+        self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor], pooled: List[torch.Tensor]
+    ) -> torch.Tensor:
+        # x0: (B, in_channels, h, w); psi[level]: (B, 2, h/2^level, w/2^level); noise at the bottleneck;
+        # pooled[level - 1]: the templates (B, N, 3, h/2^level, w/2^level), multi-scale only (else []).
         coord = self.coord_copy
         skips: List[torch.Tensor] = [x0]
         x = x0
@@ -153,6 +160,9 @@ class FamosUNet(nn.Module):
                     parts.append(skips[level])
                 if coord and (level > 0 or not self.skip):
                     parts.append(psi[level])
+                if self.multi_scale and level > 0:  # copy at this scale: mix from the first N channels
+                    weights = torch.softmax(x[:, : self.n_templates], dim=1)
+                    parts.append((weights[:, :, None] * pooled[level - 1]).sum(dim=1))
                 x = torch.cat(parts, dim=1)
         return self.head(x)  # (B, N + 4, h, w); Identity without the full-resolution head
 
@@ -299,6 +309,9 @@ class FamosGenerator(nn.Module):
         self.input_noise = config.noise.placement is NoisePlacement.INPUT and config.noise.channels > 0
         self.coordinates = CanvasCoordinates(aligned_h, aligned_w, config.depth)
         self.unet = FamosUNet(config)
+        self.multi_scale, self.depth = config.multi_scale, config.depth
+        # zero or one: a ModuleList so that TorchScript compiles no refine code for a model without it
+        self.refiners = nn.ModuleList([FamosUNet(refine_config(config), extra_inputs=3 * RGB)] if config.refine else [])
         self.sampler = TemplateSampler(styles, offsets, canvas)
         self.mixer = TemplateMixer()
         self.blend = Blend(config.blend)
@@ -325,17 +338,40 @@ class FamosGenerator(nn.Module):
         if self.input_noise and noise is not None:
             parts.append(noise)
             bottleneck_noise = None
-        out = self.unet(torch.cat(parts, dim=1), psi, bottleneck_noise)
         n = self.n_templates
+        templates = self.sampler(origin, height, width) if n > 0 else content[:, :0, None]
+        pooled: List[torch.Tensor] = []
+        if self.multi_scale:
+            pooled = [pool_templates(templates, 1 << level) for level in range(1, self.depth)]
+        x0 = torch.cat(parts, dim=1)
+        out = self.unet(x0, psi, bottleneck_noise, pooled)
         logits = out[:, :n]
         alpha = torch.sigmoid(out[:, n : n + 1])
         painted = torch.tanh(out[:, n + 1 : n + 4])
         if n > 0:
-            copied, weights = self.mixer(logits, self.sampler(origin, height, width))
+            copied, weights = self.mixer(logits, templates)
         else:
             copied, weights = torch.zeros_like(painted), logits
             alpha = torch.ones_like(alpha)
-        return self.blend(painted, copied, alpha), alpha, weights, painted, copied
+        image = self.blend(painted, copied, alpha)
+        for refiner in self.refiners:  # repaint and reblend, seeing what the first pass made
+            again = refiner(torch.cat([x0, copied, image, painted], dim=1), psi, bottleneck_noise, pooled[:0])
+            alpha, painted = torch.sigmoid(again[:, :1]), torch.tanh(again[:, 1:4])
+            image = self.blend(painted, copied, alpha)
+        return image, alpha, weights, painted, copied
+
+
+def refine_config(config: GeneratorConfig) -> GeneratorConfig:
+    """The refine U-Net's architecture: the first one's, emitting a blend logit and a painted image."""
+    return dataclasses.replace(config, n_templates=0, blend=BlendMode.PAINT, multi_scale=False, refine=False)
+
+
+def pool_templates(templates: torch.Tensor, cell: int) -> torch.Tensor:
+    """Templates (B, N, 3, h, w) averaged over cell x cell blocks: the memory at a coarser level.
+    Windows are aligned to 2^depth, so a window's blocks are the canvas's."""
+    batch, n, channels, height, width = templates.shape
+    pooled = nn.functional.avg_pool2d(templates.reshape(batch * n, channels, height, width), cell)
+    return pooled.reshape(batch, n, channels, height // cell, width // cell)
 
 
 class CastUNet(nn.Module):
@@ -350,12 +386,21 @@ class CastUNet(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.unet = unet.to(dtype=dtype, memory_format=self.memory_format)
 
-    def forward(self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, x0: torch.Tensor, psi: List[torch.Tensor], noise: Optional[torch.Tensor], pooled: List[torch.Tensor]
+    ) -> torch.Tensor:
         cast_noise = None if noise is None else self._cast(noise)
-        return self.unet(self._cast(x0), [self._cast(p) for p in psi], cast_noise).float().contiguous()
+        cast_pooled = [p.to(dtype=self.dtype) for p in pooled]  # 5-D: no channels-last layout
+        return self.unet(self._cast(x0), [self._cast(p) for p in psi], cast_noise, cast_pooled).float().contiguous()
 
     def _cast(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(dtype=self.dtype, memory_format=self.memory_format)
+
+
+def cast_unets(model: FamosGenerator, dtype: torch.dtype, *, channels_last: bool = False) -> None:
+    """Every U-Net of ``model`` (the first, and the refine one) as a ``CastUNet``, in place."""
+    model.unet = CastUNet(model.unet, dtype, channels_last=channels_last)
+    model.refiners = nn.ModuleList([CastUNet(r, dtype, channels_last=channels_last) for r in model.refiners])
 
 
 def convolution_costs(model: nn.Module, *inputs: Optional[torch.Tensor]) -> List[Tuple[nn.Conv2d, Tuple[int, ...], int]]:

@@ -82,6 +82,8 @@ class OpenVinoRunner:
         self.compiled = _compile_on_own_thread(core, core.read_model(str(model)), config)
         self.request = self.compiled.create_infer_request()
         self.image = self.compiled.output(IMAGE_OUTPUT)
+        # the inputs the graph kept (an exporter drops one the model never reads: OnnxRunner's note)
+        self._names = {name for port in self.compiled.inputs for name in port.get_names()}
         self.inputs = inputs
         self.precision = precision
         self._turn = threading.Lock()
@@ -89,7 +91,7 @@ class OpenVinoRunner:
     def __call__(
         self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None, canvas: np.ndarray | None = None
     ) -> np.ndarray:
-        feeds = self.inputs(content, origin, noise, canvas)
+        feeds = {name: array for name, array in self.inputs(content, origin, noise, canvas).items() if name in self._names}
         with self._turn:
             try:
                 results = self.request.infer(feeds)  # copies the outputs out of the request

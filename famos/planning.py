@@ -141,8 +141,9 @@ def receptive_reach(config: GeneratorConfig) -> Reach:
     (the same graph as ``famos.generator.FamosUNet``), and records at every node which pixels
     must lie inside the input window so that no zero padding is read where the whole-canvas pass
     reads data. Stride-2 layers make the reach depend on the pixel's position modulo the alignment,
-    so every phase is tried and the worst is kept. ψ and noise are functions of global position and
-    add no reach.
+    so every phase is tried and the worst is kept. ψ, noise and the templates are functions of
+    global position and add no reach; multi-scale mixing is pointwise at its level. The refine
+    U-Net (same architecture) reads the first one's outputs over its own reach, so the reaches chain.
     """
     alignment = config.alignment
     pad = config.kernel // 2
@@ -151,6 +152,9 @@ def receptive_reach(config: GeneratorConfig) -> Reach:
     for phase in range(alignment):
         y = base + phase
         lo, hi = _output_dependencies(config, pad, y)
+        if config.refine:  # every first-pass pixel the refine U-Net reads must be exact too
+            first = [_output_dependencies(config, pad, p) for p in range(lo, hi + 1)]
+            lo, hi = min(lo, *(a for a, _ in first)), max(hi, *(b for _, b in first))
         worst_before = max(worst_before, y - lo)
         worst_after = max(worst_after, hi - y)
     return Reach(before=worst_before, after=worst_after)

@@ -219,6 +219,9 @@ class OnnxRunner:
         self.inputs = inputs
         self.device_id = device_id
         self._ort = ort
+        # the inputs the graph kept: an exporter drops one the model never reads (the canvas of a
+        # U-Net without ψ, --no-coord-copy), though the manifest names it
+        self._names = {i.name for i in self.session.get_inputs()}
         # a failing window is raised as GraphFailed, said once: not also logged by onnxruntime
         self._quiet = ort.RunOptions()
         self._quiet.log_severity_level = 4
@@ -230,7 +233,7 @@ class OnnxRunner:
     def __call__(
         self, content: np.ndarray, origin: np.ndarray, noise: np.ndarray | None, canvas: np.ndarray | None = None
     ) -> np.ndarray:
-        feeds = self.inputs(content, origin, noise, canvas)
+        feeds = {name: array for name, array in self.inputs(content, origin, noise, canvas).items() if name in self._names}
         state = self._ort.capi.onnxruntime_pybind11_state
         try:
             if self.device_id is None:

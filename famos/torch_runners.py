@@ -36,7 +36,7 @@ from famos.canvas import PIXEL_SCALES
 from famos.checkpoint import load_generator
 from famos.config import Precision
 from famos.errors import BackendUnavailable
-from famos.generator import CastUNet, FamosGenerator
+from famos.generator import FamosGenerator, cast_unets
 from famos.planning import Rect
 from famos.window import check_window
 
@@ -216,7 +216,7 @@ class EagerRunner(TorchRunner):
         channels_last = settings.channels_last if settings.channels_last is not None else True
         if settings.precision is not Precision.FP32 or channels_last:
             model = copy.deepcopy(model)  # the caller's model (a trainer's, say) keeps its U-Net
-            model.unet = CastUNet(model.unet, DTYPES[settings.precision], channels_last=channels_last)
+            cast_unets(model, DTYPES[settings.precision], channels_last=channels_last)
         self.model = model.eval().to(device)
         alignment = model.config.alignment
 

@@ -30,6 +30,22 @@ CASES = {
     # The decoder of models made before the paper's became the default.
     "head-mirror-noise": (GeneratorConfig(depth=3, width=8, n_templates=5, noise=NOISE, full_resolution_head=True),
                           Fold.MIRROR, 1.0),
+    # The seed's options: multi-scale mixing at every decoder level, the refine U-Net, and the
+    # U-Net's own switches (no skip connections, no ψ copies, a narrower bottleneck).
+    "multiscale-mirror-noise": (GeneratorConfig(depth=3, width=8, n_templates=5, noise=NOISE, multi_scale=True),
+                                Fold.MIRROR, 1.0),
+    "refine-wrap-noise": (GeneratorConfig(depth=3, width=8, n_templates=4, noise=NOISE, refine=True), Fold.WRAP, 1.0),
+    "multiscale-refine-input-noise": (
+        GeneratorConfig(depth=2, width=6, n_templates=3, multi_scale=True, refine=True, n_res_blocks=1,
+                        noise=NoiseConfig(n_local=2, placement=NoisePlacement.INPUT)),
+        Fold.MIRROR,
+        0.8,
+    ),
+    "noskip-nocoord-bottleneck": (
+        GeneratorConfig(depth=3, width=8, n_templates=4, skip=False, coord_copy=False, bottleneck_width=12, noise=NOISE),
+        Fold.MIRROR,
+        1.0,
+    ),
     "head-residual-input-noise": (
         GeneratorConfig(
             depth=2, width=8, n_templates=4, n_res_blocks=1, skip=False, full_resolution_head=True,
@@ -124,8 +140,12 @@ def empirical_reach(config: GeneratorConfig) -> tuple[int, int]:
         GeneratorConfig(depth=4, width=4, n_templates=0, blend=BlendMode.PAINT),
         GeneratorConfig(depth=3, width=4, n_templates=2, full_resolution_head=True),
         GeneratorConfig(depth=2, width=4, n_templates=2, n_res_blocks=1, skip=False, full_resolution_head=True),
+        GeneratorConfig(depth=3, width=4, n_templates=2, multi_scale=True),
+        GeneratorConfig(depth=3, width=4, n_templates=2, refine=True),
+        GeneratorConfig(depth=2, width=4, n_templates=2, n_res_blocks=1, refine=True, multi_scale=True),
     ],
-    ids=["depth3", "depth2-res", "depth4-parametric", "depth3-head", "depth2-res-noskip-head"],
+    ids=["depth3", "depth2-res", "depth4-parametric", "depth3-head", "depth2-res-noskip-head", "depth3-multiscale",
+         "depth3-refine", "depth2-res-refine-multiscale"],
 )
 def test_empirical_receptive_field_within_halo(config):
     before, after = empirical_reach(config)

@@ -97,17 +97,17 @@ def generator_update(
             keep("head", out)
 
     def noise_with_grad(module, args):
-        x0, psi, noise = args
+        x0, psi, noise, pooled = args
         if noise is None or not torch.is_grad_enabled():
             return None
         keep("noise", noise.detach().requires_grad_(True))
-        return x0, psi, seen["noise"]
+        return x0, psi, seen["noise"], pooled
 
     if silent_discriminator:
         with torch.no_grad():
             for p in t.discriminator.parameters():
                 p.zero_()
-        t._update_discriminator = lambda real, fake: {}
+        t._update_discriminator = lambda real, fake, copied=None: {}
     g = t.generator
     handles = [
         g.register_forward_hook(on_generator), g.mixer.register_forward_hook(on_mixer),

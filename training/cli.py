@@ -35,6 +35,9 @@ FIELDS: dict[str, tuple[type, str]] = {
     "templates": (GeneratorConfig, "n_templates"), "depth": (GeneratorConfig, "depth"),
     "width": (GeneratorConfig, "width"), "kernel": (GeneratorConfig, "kernel"),
     "res_blocks": (GeneratorConfig, "n_res_blocks"), "full_resolution_head": (GeneratorConfig, "full_resolution_head"),
+    "multi_scale": (GeneratorConfig, "multi_scale"), "refine": (GeneratorConfig, "refine"),
+    "skip_connections": (GeneratorConfig, "skip"), "coord_copy": (GeneratorConfig, "coord_copy"),
+    "bottleneck_width": (GeneratorConfig, "bottleneck_width"),
     "noise_local": (NoiseConfig, "n_local"), "noise_global": (NoiseConfig, "n_global"),
     "noise_periodic": (NoiseConfig, "n_periodic"), "noise_placement": (NoiseConfig, "placement"),
     "d_depth": (DiscriminatorConfig, "depth"), "d_width": (DiscriminatorConfig, "width"),
@@ -45,6 +48,7 @@ FIELDS: dict[str, tuple[type, str]] = {
     "loss": (LossConfig, "adversarial"), "d_steps": (LossConfig, "d_steps"),
     "gp_weight": (LossConfig, "gradient_penalty"), "content_weight": (LossConfig, "content_weight"),
     "copy_content_weight": (LossConfig, "copy_content_weight"), "correspondence": (LossConfig, "correspondence"),
+    "copy_adversarial_weight": (LossConfig, "copy_adversarial_weight"),
     "blur_sigma": (LossConfig, "blur_sigma"), "vgg_weights": (LossConfig, "vgg_weights"),
     **{name: (RegularizerConfig, name) for name in (
         "entropy", "entropy_schedule", "entropy_ramp_steps", "mix_tv", "alpha_norm", "alpha_tv", "diversity")},
@@ -101,10 +105,12 @@ RESUME_OPTIONS = {"out", "resume", "preset", "steps", "device", "threads", "chec
 MAX_CANVAS_PIXELS = 2**30
 
 
-def _option(group, flag: str, help: str | None = None, **kwargs) -> None:
-    """An option that sets the field FIELDS names: its type and choices are the field's, and the help
-    shows its default. argparse's own default stays None: _resolve tells given from left out."""
-    dest = flag[2:].replace("-", "_")
+def _option(group, flag: str, help: str | None = None, *, dest: str | None = None, **kwargs) -> None:
+    """An option that sets the field FIELDS names (by ``dest``, default the flag's name): its type and
+    choices are the field's, and the help shows its default. argparse's own default stays None:
+    _resolve tells given from left out."""
+    dest = dest or flag[2:].replace("-", "_")
+    kwargs["dest"] = dest
     config, name = FIELDS[dest]
     kind = typing.get_type_hints(config)[name]
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
@@ -145,6 +151,16 @@ def build_parser() -> Parser:
     _option(g, "--full-resolution-head", "a full-resolution up-block to --width channels and a head convolution "
             "after it (1.4x the paper's compute; the decoder of famos models before 2026-12)",
             action="store_const", const=True)
+    _option(g, "--multi-scale", "mix the templates at every decoder level too, average-pooled to it (the seed's "
+            "--multiScale; needs --width >= --templates)", action="store_const", const=True)
+    _option(g, "--refine", "a second U-Net repaints and reblends over the copied image, seeing the first pass "
+            "(the seed's --refine; twice the compute, a larger halo)", action="store_const", const=True)
+    _option(g, "--no-skip-connections", "a U-Net without the encoder-decoder skips (the seed's --skipConnections "
+            "False)", dest="skip_connections", action="store_const", const=False)
+    _option(g, "--no-coord-copy", "no ψ coordinates at the levels past the input (the seed's --coordCopy False)",
+            dest="coord_copy", action="store_const", const=False)
+    _option(g, "--bottleneck-width", "channels at the bottleneck (the seed's --Ubottleneck; default: the doubling "
+            "rule)", type=int, metavar="C")
     _option(g, "--noise-local")
     _option(g, "--noise-global")
     _option(g, "--noise-periodic")
@@ -169,6 +185,8 @@ def build_parser() -> Parser:
     _option(g, "--seed")
     _option(g, "--content-weight", "lambda")
     _option(g, "--copy-content-weight", "content term on I_M")
+    _option(g, "--copy-adversarial-weight", "D also judges the copied image I_M, G is scored on it with this "
+            "weight (the seed's fAdvM)")
     _option(g, "--correspondence")
     _option(g, "--blur-sigma")
     _option(g, "--vgg-weights", "local VGG-19 weights (safetensors or torch file)", type=pathlib.Path)

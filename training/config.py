@@ -70,6 +70,9 @@ class LossConfig:
     gradient_penalty: float = 10.0  # WGAN-GP only
     content_weight: float = 1.0  # lambda: content term on the final image I
     copy_content_weight: float = 0.0  # content term on the copied image I_M alone
+    # the seed's fAdvM: D also sees the copied image I_M as a fake, and G is scored on it with this
+    # weight, so that the mosaic from memory alone must look like the style too
+    copy_adversarial_weight: float = 0.0
     correspondence: CorrespondenceMap = CorrespondenceMap.BLUR
     blur_sigma: float = 3.0  # pixels; for blur and learned maps
     vgg_weights: str | None = None  # local file for the vgg map (never downloaded)
@@ -125,6 +128,8 @@ class TrainConfig:
         if 2**self.discriminator.depth > self.patch:
             raise UserError(f"--d-depth {self.discriminator.depth} needs a --patch of at least 2^d-depth = "
                             f"{2**self.discriminator.depth} px; the patch is {self.patch}")
+        if not self.losses.copy_adversarial_weight >= 0:
+            raise UserError(f"--copy-adversarial-weight {self.losses.copy_adversarial_weight} must be 0 or more")
         if self.losses.d_steps < 1:
             raise UserError(f"--d-steps {self.losses.d_steps} must be positive")
         if self.regularizers.entropy_ramp_steps < 1:

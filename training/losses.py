@@ -24,12 +24,19 @@ _LUMA = (0.299, 0.587, 0.114)
 def discriminator_loss(kind: AdversarialLoss, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """D's loss from its logits on real style patches and on generated images."""
     if kind is AdversarialLoss.DCGAN:
-        return F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
-            fake, torch.zeros_like(fake)
-        )
+        return F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + discriminator_fake_loss(kind, fake)
     if kind is AdversarialLoss.LSGAN:
-        return 0.5 * (((real - 1) ** 2).mean() + (fake**2).mean())
-    return fake.mean() - real.mean()
+        return 0.5 * ((real - 1) ** 2).mean() + discriminator_fake_loss(kind, fake)
+    return discriminator_fake_loss(kind, fake) - real.mean()
+
+
+def discriminator_fake_loss(kind: AdversarialLoss, fake: torch.Tensor) -> torch.Tensor:
+    """D's term for one more kind of generated image (the copied image I_M under fAdvM)."""
+    if kind is AdversarialLoss.DCGAN:
+        return F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+    if kind is AdversarialLoss.LSGAN:
+        return 0.5 * (fake**2).mean()
+    return fake.mean()
 
 
 def generator_loss(kind: AdversarialLoss, fake: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from famos.training.data import Batch, WindowSampler
 from famos.training.discriminator import PatchDiscriminator, dcgan_init
 from famos.training.losses import (
     ContentMap,
+    discriminator_fake_loss,
     discriminator_loss,
     entropy_weight,
     generator_loss,
@@ -121,15 +122,19 @@ class Trainer:
         batch = self.sampler.sample(self.rng).to(self.device)
         with self._autocast():
             out = self.generator(batch.content, batch.origin, batch.noise)
-        losses.update(self._update_discriminator(batch.style, out[0].detach()))
+        copied = out[4].detach() if self.config.losses.copy_adversarial_weight else None
+        losses.update(self._update_discriminator(batch.style, out[0].detach(), copied))
         losses.update(self._update_generator(batch, out))
         self.step += 1
         return losses
 
-    def _update_discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    def _update_discriminator(self, real: torch.Tensor, fake: torch.Tensor,
+                              copied: torch.Tensor | None = None) -> dict[str, float]:
         kind = self.config.losses.adversarial
         with self._autocast():
             loss = discriminator_loss(kind, self.discriminator(real).float(), self.discriminator(fake).float())
+            if copied is not None:  # fAdvM: the copied image I_M is a fake too
+                loss = loss + discriminator_fake_loss(kind, self.discriminator(copied).float())
             out = {"d": float(loss.detach())}
             if kind is AdversarialLoss.WGAN_GP:
                 penalty = gradient_penalty(self.discriminator, real, fake.float(), rng=self.rng)
@@ -146,6 +151,9 @@ class Trainer:
         losses, regs = self.config.losses, self.config.regularizers
         with self._autocast():
             terms = {"g_adv": generator_loss(losses.adversarial, self.discriminator(image).float())}
+            if losses.copy_adversarial_weight:
+                terms["g_adv_copy"] = losses.copy_adversarial_weight * generator_loss(
+                    losses.adversarial, self.discriminator(copied).float())
             if losses.content_weight or losses.copy_content_weight:
                 with torch.no_grad():
                     target = self.content_map.target(batch.content).float()

@@ -1,15 +1,24 @@
-"""`famos export RUN_DIR_OR_CHECKPOINT --out BUNDLE`: a trained generator as an artifact bundle."""
+"""`famos export RUN_DIR_OR_CHECKPOINT --out BUNDLE`: a trained generator as an artifact bundle.
+
+A run folder exports its best checkpoint (best.safetensors) when it has one, else its latest;
+--checkpoint chooses another.
+"""
 
 from __future__ import annotations
 
 import pathlib
+import sys
 
 from famos.cli_parser import Parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="famos export", description=__doc__)
-    parser.add_argument("source", type=pathlib.Path, help="checkpoint file, or a run folder (its latest checkpoint)")
+    parser.add_argument("source", type=pathlib.Path,
+                        help="checkpoint file, or a run folder (its best checkpoint when it has one, else its latest)")
+    parser.add_argument("--checkpoint", metavar="WHICH",
+                        help="of a run folder: best (the default when it has one), latest, a step number (its snapshot "
+                             "in checkpoints/) or a checkpoint file")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="bundle folder to write")
     parser.add_argument("--content", type=pathlib.Path, help="default content image (instead of the checkpoint's)")
     parser.add_argument("--fp16", action="store_true", help="also write a float16 graph for GPUs")
@@ -25,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InvalidField("preview-seed", f"{args.preview_seed}: must be 0 to 2^63 - 1")
 
     from famos.export.graph import OnnxExporter
-    from famos.export.writer import ExportOptions, export_bundle
+    from famos.export.writer import ExportOptions, choose_checkpoint, export_bundle
     from famos.canvas import load_rgb
 
     options = ExportOptions(
@@ -36,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         preview_seed=args.preview_seed,
     )
     content = load_rgb(args.content) if args.content else None
-    bundle = export_bundle(args.source, args.out, options=options, content=content)
+    chosen = choose_checkpoint(args.source, args.checkpoint)
+    if chosen.reason:
+        print(f"famos export: {chosen.reason}", file=sys.stderr)
+    bundle = export_bundle(chosen.path, args.out, options=options, content=content)
     parity = ", ".join(f"{k} {v:.1e}" for k, v in bundle.manifest.export["parity_max_abs"].items())
     print(f"wrote {bundle.path} (bundle sha256 {bundle.sha256[:16]}; parity max |diff| vs eager: {parity})")
     return 0

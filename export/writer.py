@@ -2,12 +2,18 @@
 
 The bundle is assembled in a temporary folder beside the destination and renamed into place only
 after every graph passed its parity check, so a failed or interrupted export leaves no bundle.
+
+A run folder exports its best checkpoint (RUN/best.safetensors, the best measured step of the run)
+when it has one, else its latest (RUN/checkpoint.safetensors, as run folders from before runs kept
+their best); ``choose_checkpoint`` takes another on request. The manifest's provenance says which
+kind was exported and its step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import json
 import os
 import pathlib
@@ -29,9 +35,21 @@ from famos.export.parity import (
 from famos import bundle as files
 from famos.bundle import Bundle, FileEntry, GraphInputs, Manifest, load_bundle
 from famos.canvas import to_unit_range
-from famos.checkpoint import CheckpointError, generator_tensors, load_generator, save
+from famos.checkpoint import (
+    BEST_FILE,
+    BEST_KEY,
+    BEST_RECORD_FILE,
+    LATEST_FILE,
+    SNAPSHOTS_FOLDER,
+    CheckpointError,
+    generator_tensors,
+    load_generator,
+    read_header,
+    save,
+    snapshot_name,
+)
 from famos.config import ModelSpec
-from famos.errors import BundleError, UserError
+from famos.errors import BundleError, InvalidField, UserError, quoted
 from famos.files import file_sha256
 from famos.generator import FamosGenerator
 from famos.planning import Rect, halo_for
@@ -39,7 +57,6 @@ from famos.chunk_loop import WindowInputs, plan_for, render_strips
 from famos.runners import OnnxRunner
 from famos.torch_runners import DeviceSettings, EagerRunner, TorchScriptRunner
 
-CHECKPOINT_NAME = "checkpoint.safetensors"  # the latest checkpoint inside a run folder
 PREVIEW_SIDE = 1024
 
 
@@ -59,26 +76,101 @@ class ParityError(RuntimeError):
     """An exported graph disagrees with the eager model beyond its tolerance."""
 
 
-def resolve_checkpoint(source: pathlib.Path) -> pathlib.Path:
-    """A checkpoint file, or a run folder's latest checkpoint."""
-    if source.is_dir():
-        latest = source / CHECKPOINT_NAME
+class CheckpointKind(str, enum.Enum):
+    """Which checkpoint of a run a bundle was exported from (its provenance's "checkpoint_kind")."""
+
+    BEST = "best"  # RUN/best.safetensors: the best measured step
+    LATEST = "latest"  # RUN/checkpoint.safetensors
+    SNAPSHOT = "snapshot"  # RUN/checkpoints/step_NNNNNN.safetensors
+    FILE = "file"  # a checkpoint file under another name
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointChoice:
+    path: pathlib.Path
+    kind: CheckpointKind
+    reason: str  # one line for the person exporting: which was taken and why ("" for a file given as such)
+
+
+def choose_checkpoint(source: pathlib.Path, which: str | None = None) -> CheckpointChoice:
+    """The checkpoint to export from ``source``, a checkpoint file or a run folder.
+
+    ``which`` (`--checkpoint`) chooses within a run folder: "best", "latest", a step number (its
+    snapshot in checkpoints/) or a checkpoint file's path (taken as given). None takes the run's
+    best when it has one, else its latest.
+    """
+    if not source.is_dir():
+        if which is not None:
+            raise InvalidField("--checkpoint", f"{quoted(which)} chooses within a run folder; {source} is not one")
+        if not source.exists():
+            raise CheckpointError(f"{source}: no such checkpoint or run folder")
+        return CheckpointChoice(source, _kind_of(source), "")
+    best, latest = source / BEST_FILE, source / LATEST_FILE
+    asked = which is not None
+    if which is None:
+        which = "best" if best.is_file() else "latest"
+    no_best = f"no {BEST_FILE} in the run: no step measured yet, or a run from before famos kept the best step"
+    if which == "best":
+        if not best.is_file():
+            raise CheckpointError(f"{source}: {no_best}; --checkpoint latest exports its latest")
+        header = read_header(best)
+        record = header.get(BEST_KEY)
+        why = "asked" if asked else "the default"
+        if isinstance(record, dict):
+            score, style, content = (_number(record.get(k)) for k in ("score", "style_distance", "content_error"))
+            why += (f": the lowest quality score measured in the run, {score}, at style distance {style} and content "
+                    f"error {content}; the rule in {BEST_RECORD_FILE}")
+        then = f"; --checkpoint latest for step {_step_of(latest)}" if latest.is_file() else ""
+        return CheckpointChoice(best, CheckpointKind.BEST, f"the best checkpoint, step {header.get('step')} ({why}){then}")
+    if which == "latest":
         if not latest.is_file():
-            raise CheckpointError(f"{source}: run folder without {CHECKPOINT_NAME}")
-        return latest
-    if not source.exists():
-        raise CheckpointError(f"{source}: no such checkpoint or run folder")
-    return source
+            raise CheckpointError(f"{source}: run folder without {LATEST_FILE}")
+        why = "asked" if asked else no_best
+        return CheckpointChoice(latest, CheckpointKind.LATEST, f"the latest checkpoint, step {_step_of(latest)} ({why})")
+    if which.isdigit() and len(which) <= 18:
+        snapshot = source / SNAPSHOTS_FOLDER / snapshot_name(int(which))
+        if not snapshot.is_file():
+            steps = sorted(int(p.stem[len("step_"):]) for p in (source / SNAPSHOTS_FOLDER).glob("step_*.safetensors")
+                           if _kind_of(p) is CheckpointKind.SNAPSHOT)
+            have = ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "") if steps else "none"
+            raise CheckpointError(f"{source}: no snapshot of step {int(which)} in {SNAPSHOTS_FOLDER}/ (snapshots: {have})")
+        return CheckpointChoice(snapshot, CheckpointKind.SNAPSHOT, f"the snapshot of step {int(which)} (asked)")
+    path = pathlib.Path(which)
+    if not path.is_file():
+        raise InvalidField("--checkpoint", f"{quoted(which)} is not best, latest, a step number or a checkpoint file")
+    return CheckpointChoice(path, _kind_of(path), f"{path} (asked)")
+
+
+def _kind_of(path: pathlib.Path) -> CheckpointKind:
+    """A checkpoint file's kind, told by its place in a run folder."""
+    if path.name == BEST_FILE:
+        return CheckpointKind.BEST
+    if path.name == LATEST_FILE:
+        return CheckpointKind.LATEST
+    stem = path.stem[len("step_"):]
+    if path.parent.name == SNAPSHOTS_FOLDER and stem.isdigit() and len(stem) <= 18 and path.name == snapshot_name(int(stem)):
+        return CheckpointKind.SNAPSHOT
+    return CheckpointKind.FILE
+
+
+def _step_of(checkpoint: pathlib.Path) -> Any:
+    return read_header(checkpoint).get("step")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "unknown"
 
 
 def export_bundle(
     source: pathlib.Path, out: pathlib.Path, *, options: ExportOptions, content: np.ndarray | None = None
 ) -> Bundle:
-    """Write the bundle of checkpoint ``source`` (file or run folder) to folder ``out``.
+    """Write the bundle of checkpoint ``source`` (file, or run folder: ``choose_checkpoint``'s
+    default) to folder ``out``.
 
     ``content`` (uint8 RGB) replaces the checkpoint's default content image.
     """
-    checkpoint = resolve_checkpoint(source)
+    chosen = choose_checkpoint(source)
+    checkpoint = chosen.path
     model, header, tensors = load_generator(checkpoint)
     spec = ModelSpec.from_json(header)
     if content is None:
@@ -91,7 +183,7 @@ def export_bundle(
     try:
         manifest = _write_files(staging, model=model, spec=spec, content=content, options=options)
         manifest = dataclasses.replace(
-            manifest, provenance=_provenance(checkpoint, header), files=_file_entries(staging)
+            manifest, provenance=_provenance(chosen, header), files=_file_entries(staging)
         )
         _write_json(staging / files.MANIFEST, manifest.to_json())
         load_bundle(staging)  # a bundle the loader would refuse never reaches --out (nor replaces one)
@@ -254,13 +346,17 @@ def _check_destination(out: pathlib.Path, *, overwrite: bool) -> None:
         raise BundleError(f"--out {out}: exists and is not a bundle; refusing to replace it")
 
 
-def _provenance(checkpoint: pathlib.Path, header: dict[str, Any]) -> dict[str, Any]:
+def _provenance(chosen: CheckpointChoice, header: dict[str, Any]) -> dict[str, Any]:
     training = dict(header.get("provenance") or {})
+    checkpoint = chosen.path
+    best = {"best": header[BEST_KEY]} if BEST_KEY in header else {}  # step, quality, score and rule
     return {
         "steps": training.pop("steps", header.get("step")),
         "step": header.get("step"),
         **training,  # style/content hashes and file names, as training recorded them
         "checkpoint": checkpoint.name,
+        "checkpoint_kind": chosen.kind.value,
+        **best,
         "checkpoint_sha256": file_sha256(checkpoint),
         "training_code_version": header.get("code_version"),
         "training": header.get("training"),  # the training options, when training wrote them

@@ -10,6 +10,14 @@ A checkpoint (training) and the generator part of it (export) share this layout:
 Loading needs only the file: the configs rebuild the module, then weights load into it.
 Writes are atomic (temporary file, fsync, rename) so an interrupted save never damages the
 previous checkpoint.
+
+A run folder (`famos train --out RUN` writes it, `famos export RUN` reads it) names its
+checkpoints here, its one home for both sides:
+
+    RUN/checkpoint.safetensors                the latest checkpoint
+    RUN/checkpoints/step_000500.safetensors   snapshots
+    RUN/best.safetensors, RUN/best.json       the best measured step (famos.training.best): a
+                                              checkpoint whose header holds the record under "best"
 """
 
 from __future__ import annotations
@@ -31,6 +39,16 @@ from famos.safetensors_header import METADATA_KEY, famos_metadata, read_safetens
 
 FORMAT = "famos-checkpoint/1"
 GENERATOR_PREFIX = "generator."
+LATEST_FILE = "checkpoint.safetensors"
+SNAPSHOTS_FOLDER = "checkpoints"
+BEST_FILE = "best.safetensors"
+BEST_RECORD_FILE = "best.json"
+BEST_KEY = "best"  # header key of best.safetensors' record (step, quality, score, rule)
+
+
+def snapshot_name(step: int) -> str:
+    """The file name of a run's snapshot of ``step`` in RUN/checkpoints/."""
+    return f"step_{step:06d}.safetensors"
 
 
 class CheckpointError(UserError, ValueError):
@@ -80,6 +98,22 @@ def load(path: str | pathlib.Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {header.get('format')!r}, expected {FORMAT!r}")
     return tensors, header
+
+
+def read_header(path: str | pathlib.Path) -> dict[str, Any]:
+    """The famos metadata of a checkpoint without reading its tensors (a CheckpointError if the file
+    has none); cheap at any checkpoint size. ``load`` still verifies the whole file."""
+    path = pathlib.Path(path)
+    try:
+        with open(path, "rb") as fh:
+            header = famos_metadata(read_safetensors_header(fh))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable famos checkpoint ({err})") from None
+    if header is None or header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a famos checkpoint of format {FORMAT!r}")
+    return header
 
 
 def generator_tensors(model: FamosGenerator) -> dict[str, torch.Tensor]:

@@ -12,6 +12,10 @@
     RUN_DIR/quality.csv, RUN_DIR/quality.png         content error and style distance: before training,
                                                      at each preview and at the end (a warning on
                                                      stderr when the style distance keeps rising)
+    RUN_DIR/best.safetensors, RUN_DIR/best.json      the checkpoint of the best measured step and its
+                                                     record (training/best.py: the rule), replaced
+                                                     when a measurement scores better; the default
+                                                     of `famos export RUN_DIR`
 
 Ctrl-C finishes the current step, saves the checkpoint and returns 130; a second Ctrl-C aborts
 at once (the previous checkpoint is intact either way).
@@ -28,10 +32,12 @@ import time
 
 import torch
 
+from famos.checkpoint import BEST_FILE, LATEST_FILE, SNAPSHOTS_FOLDER, snapshot_name
 from famos.errors import UserError
 from famos.files import atomic_output
 from famos.progress import ProgressLines
 from famos.units import duration
+from famos.training.best import BestCheckpoint
 from famos.training.metrics import Quality, evaluate
 from famos.previews import save_png
 from famos.training.plots import plot_losses, plot_quality
@@ -71,6 +77,9 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
     quality = QualityLog(paths.quality, resume_step=trainer.step)
     if trainer.step == 0:
         quality.append(0, _quality(trainer))
+    best = BestCheckpoint(run_dir, resume=trainer.step > 0, measured=quality.rows)
+    for warning in best.warnings:
+        print(f"famos train: warning: {warning}", file=sys.stderr)
     preview_batch = trainer.sampler.sample(torch.Generator().manual_seed(PREVIEW_SEED))
     _check_budget(trainer, run_dir, progress=progress)
     bar = _progress(trainer, enabled=progress)
@@ -91,7 +100,10 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
                 log.append(step, losses)
                 bar.update(1)
                 lines.update(step - first, time.monotonic() - started)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items() if k in ("d", "g", "content")}, refresh=False)
+                postfix = {k: f"{v:.3g}" for k, v in losses.items() if k in ("d", "g", "content")}
+                if best.record is not None:
+                    postfix["best"] = best.record.step
+                bar.set_postfix(postfix, refresh=False)
                 if step % config.checkpoint_every == 0:
                     _checkpoint(trainer, paths, snapshot=True)
                     saved_step = step
@@ -100,8 +112,11 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
                         print(f"step {step}/{config.steps} ({rate:.2f} it/s) saved {paths.checkpoint}", file=sys.stderr)
                 if step % config.preview_every == 0:
                     _previews(trainer, paths, preview_batch)
-                    warning = quality.append(step, _quality(trainer))
-                    _charts(trainer, paths)
+                    measured = _quality(trainer)
+                    warning = quality.append(step, measured)
+                    if best.consider(trainer, measured) and bar.disable:  # a terminal's bar shows best=STEP
+                        print(_best_line(best, paths), file=sys.stderr)
+                    _charts(trainer, paths, best)
                     if warning:
                         bar.write(f"famos train: warning: {warning}", file=sys.stderr)
     finally:
@@ -125,17 +140,31 @@ def run(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool = True) -> in
     if after is None:
         after = _quality(trainer)
         warning = quality.append(trainer.step, after)
+        best.consider(trainer, after)
         if warning:
             print(f"famos train: warning: {warning}", file=sys.stderr)
-    _charts(trainer, paths)
+    _charts(trainer, paths, best)
     elapsed = max(time.monotonic() - started, 1e-9)
     print(
         f"trained {trainer.step} steps ({(trainer.step - first) / elapsed:.2f} it/s); "
         f"content error {after.content_error:.5f}, style distance {after.style_distance:.5f}; "
-        f"checkpoint {paths.checkpoint}",
+        f"checkpoint {paths.checkpoint}; {_best_summary(best, paths)}",
         file=sys.stderr,
     )
     return 0
+
+
+def _best_line(best: BestCheckpoint, paths: RunPaths) -> str:
+    record = best.record
+    return (f"step {record.step}: best so far (style distance {record.quality.style_distance:.5f}, content error "
+            f"{record.quality.content_error:.5f}, score {record.score:.4f}) saved {paths.best}")
+
+
+def _best_summary(best: BestCheckpoint, paths: RunPaths) -> str:
+    record = best.record
+    if record is None:
+        return "no best step (no measurement had a finite score)"
+    return f"best step {record.step} (score {record.score:.4f}, the export default) {paths.best}"
 
 
 def _check_budget(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool) -> None:
@@ -145,7 +174,7 @@ def _check_budget(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool) ->
     parameters = sum(p.numel() * p.element_size() for m in (trainer.generator, trainer.discriminator)
                      for p in m.parameters())
     checkpoint = 3 * parameters + trainer.generator.canvas.height * trainer.generator.canvas.width * 3  # weights + Adam's two moments
-    snapshots = (config.steps - trainer.step) // config.checkpoint_every + 2
+    snapshots = (config.steps - trainer.step) // config.checkpoint_every + 3  # + the latest, the last and the best
     needs = checkpoint * snapshots
     free = shutil.disk_usage(run_dir).free
     if needs > free:
@@ -161,8 +190,9 @@ def _check_budget(trainer: Trainer, run_dir: pathlib.Path, *, progress: bool) ->
 class RunPaths:
     def __init__(self, run_dir: pathlib.Path):
         self.root = run_dir
-        self.checkpoint = run_dir / "checkpoint.safetensors"
-        self.snapshots = run_dir / "checkpoints"
+        self.checkpoint = run_dir / LATEST_FILE
+        self.snapshots = run_dir / SNAPSHOTS_FOLDER
+        self.best = run_dir / BEST_FILE  # and best.json: training/best.py
         self.previews = run_dir / "previews"
         self.losses = run_dir / "losses.csv"
         self.losses_plot = run_dir / "losses.png"
@@ -174,7 +204,7 @@ class RunPaths:
             folder.mkdir(parents=True, exist_ok=True)
 
     def snapshot(self, step: int) -> pathlib.Path:
-        return self.snapshots / f"step_{step:06d}.safetensors"
+        return self.snapshots / snapshot_name(step)
 
     def preview(self, step: int, kind: str) -> pathlib.Path:
         return self.previews / f"step_{step:06d}_{kind}.png"
@@ -202,10 +232,11 @@ def _previews(trainer: Trainer, paths: RunPaths, batch) -> None:
         generator.train()
 
 
-def _charts(trainer: Trainer, paths: RunPaths) -> None:
+def _charts(trainer: Trainer, paths: RunPaths, best: BestCheckpoint) -> None:
     title = f"{paths.root.name}, step {trainer.step} of {trainer.config.steps}"
     save_png(paths.losses_plot, plot_losses(read_log(paths.losses), title=title))
-    save_png(paths.quality_plot, plot_quality(read_log(paths.quality), title=title))
+    best_step = best.record.step if best.record else None
+    save_png(paths.quality_plot, plot_quality(read_log(paths.quality), title=title, best_step=best_step))
 
 
 def _canvas(trainer: Trainer):

@@ -4,7 +4,8 @@ quality.png, with axes, tick labels, axis titles and a legend a person can read 
     losses.png   one panel per loss term (each its own y-range: d is near 1, a weighted
                  regularizer may be near 0.001): the value at each step faint, its running mean bold
     quality.png  content error and style distance at each measurement (before training, at each
-                 preview, at the end), side by side
+                 preview, at the end), side by side; the best step (best.safetensors) marked by a
+                 vertical line and ringed points in BEST_COLOUR
 
 The arithmetic (``nice_ticks``, ``tick_labels``, ``running_mean``) is pure and unit-tested; the
 drawing only consumes it. Imports numpy and Pillow only.
@@ -25,6 +26,7 @@ PALETTE: tuple[Colour, ...] = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
 )
+BEST_COLOUR: Colour = PALETTE[2]  # the best step in quality.png: neither series' colour
 RAW_TINT = 0.3  # the raw values at 30 % of their colour over white: visible, behind the mean
 PANEL = (480, 240)  # one panel in pixels, axes and titles included
 SMOOTHING_FRACTION = 20  # the running mean spans 1/20 of the logged steps
@@ -138,6 +140,7 @@ class ChartPanel:
     y_title: str
     lines: tuple[Line, ...]
     x_title: str = "training step"
+    marked_step: float | None = None  # a vertical line in BEST_COLOUR, its points on the lines ringed
 
 
 def plot_losses(rows: list[dict[str, float]], *, title: str) -> np.ndarray:
@@ -175,16 +178,20 @@ QUALITY_PANELS = (
 )
 
 
-def plot_quality(rows: list[dict[str, float]], *, title: str) -> np.ndarray:
-    """quality.csv's rows as uint8 RGB: content error and style distance against the step."""
+def plot_quality(rows: list[dict[str, float]], *, title: str, best_step: int | None = None) -> np.ndarray:
+    """quality.csv's rows as uint8 RGB: content error and style distance against the step, the
+    ``best_step`` (the run's best.safetensors) marked."""
     if not rows:
         return _message(f"{title}: no quality measured yet")
     steps = tuple(float(r["step"]) for r in rows)
     panels = [
-        ChartPanel(caption, y_title, (Line(steps, tuple(r[name] for r in rows), PALETTE[i], width=2, markers=True),))
+        ChartPanel(caption, y_title, (Line(steps, tuple(r[name] for r in rows), PALETTE[i], width=2, markers=True),),
+                   marked_step=None if best_step is None else float(best_step))
         for i, (name, caption, y_title) in enumerate(QUALITY_PANELS)
     ]
     legend = [(PALETTE[7], 2, True, "measured on the canvas's centre: before training (step 0), at each preview, at the end")]
+    if best_step is not None:
+        legend.append((BEST_COLOUR, 2, False, f"best: step {best_step} (best.safetensors)"))
     heading = f"{title}: quality of the render, {len(rows)} measurements"
     return _figure(panels, heading=heading, legend=legend, columns=2)
 
@@ -233,7 +240,7 @@ def _draw_panel(image, draw, panel: ChartPanel, box: tuple[int, int, int, int]) 
     small = font(11)
     draw.text((x0 + _MARGIN_LEFT, y0 + 5), panel.title, fill="black", font=font(13))
     left, top, right, bottom = x0 + _MARGIN_LEFT, y0 + _MARGIN_TOP, x1 - _MARGIN_RIGHT, y1 - _MARGIN_BOTTOM
-    steps = [s for line in panel.lines for s in line.steps]
+    steps = [s for line in panel.lines for s in line.steps] + ([] if panel.marked_step is None else [panel.marked_step])
     values = [v for line in panel.lines for v in line.values if math.isfinite(v)]
     if not values:
         draw.rectangle((left, top, right, bottom), outline=(120, 120, 120))
@@ -261,6 +268,8 @@ def _draw_panel(image, draw, panel: ChartPanel, box: tuple[int, int, int, int]) 
     x_title_width = draw.textlength(panel.x_title, font=small)
     draw.text(((left + right - x_title_width) / 2, bottom + 22), panel.x_title, fill="black", font=small)
     _vertical_text(image, panel.y_title, centre=(x0 + 10, (top + bottom) // 2), font=small)
+    if panel.marked_step is not None:
+        draw.line((px(panel.marked_step), top, px(panel.marked_step), bottom), fill=BEST_COLOUR, width=2)
     for line in panel.lines:
         for segment in _finite_segments(line):
             points = [(px(s), py(v)) for s, v in segment]
@@ -269,6 +278,10 @@ def _draw_panel(image, draw, panel: ChartPanel, box: tuple[int, int, int, int]) 
             if line.markers or len(points) == 1:
                 for x, y in points:
                     _dot(draw, x, y, line.colour)
+        for step, value in zip(line.steps, line.values):
+            if step == panel.marked_step and math.isfinite(value):
+                x, y = px(step), py(value)
+                draw.ellipse((x - 6, y - 6, x + 6, y + 6), outline=BEST_COLOUR, width=2)
     draw.rectangle((left, top, right, bottom), outline=(80, 80, 80))  # over the lines' ends
 
 

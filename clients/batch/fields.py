@@ -158,22 +158,6 @@ def check_output_name(text: str) -> str:
     return name
 
 
-def unreadable_image(path: pathlib.Path) -> str:
-    """Why ``path`` is not a usable image ("" when it is); reads the header only."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.size  # noqa: B018 - the header parse is the check
-    except FileNotFoundError:
-        return f"{path}: no such image file"
-    except Image.DecompressionBombError as err:
-        return f"{path}: too large to load ({err})"
-    except (UnidentifiedImageError, OSError) as err:
-        return f"{path}: not a readable image ({err})"
-    return ""
-
-
 def _model_ref(text: str, *, base: pathlib.Path, bundles: pathlib.Path | None) -> ModelRef:
     path = pathlib.PurePath(text)
     if not path.name or path.name in (".", ".."):

@@ -8,9 +8,15 @@ list of objects, or ``{"jobs": [...]}``), with these fields:
                    looked up in DIR, so one jobs file serves any bundle store; with ``--server``
                    that name is the server's model name.
     output         file name inside ``--out`` (``.tif``/``.tiff``, ``.tif`` added when missing);
-                   no folders, no ``..``, no absolute paths.
+                   no folders, no ``..``, no absolute paths. ``{stem}`` in it stands for the content
+                   image's stem (``card-{stem}.tif``), and is required with a content folder.
     content        optional image, relative to the jobs file's folder; empty: the bundle's default
-                   content. It is resampled onto the output canvas.
+                   content. It is resampled onto the output canvas. A folder (the frames of a video)
+                   renders each of its images (png, jpg/jpeg, tif/tiff, webp, bmp; sorted by name,
+                   hidden files and subfolders left out) with the row's options, one output per
+                   image named by the output pattern: ``frame-{stem}.tif`` writes
+                   ``frame-0001.tif`` for ``0001.png``. Two images of one stem are an error, and so
+                   are a folder without images and a content folder that is ``--out`` itself.
     size, scale    optional output pixels ``WxH`` (``6000x4000``), or a scale of the model's canvas
                    (``2.5``); at most one. Empty: the model's canvas, or print_size x dpi.
     dpi            Pixels, print size and DPI: any two fix the third. ``print_size = 60x40cm``
@@ -37,7 +43,8 @@ TOML/JSON: the first job is row 1). Every row is validated, and every bad field 
 row, before anything renders. Outputs are written by ``write_tiled_tiff`` (8-bit RGB, sRGB ICC
 profile, DPI tags, classic TIFF unless the file could pass 4 GiB, atomic rename), and each finished
 output is recorded in ``OUT/batch-manifest.json`` (size, sha256 and a fingerprint of what produced
-it). A re-run skips outputs whose file still matches its manifest entry and renders the rest. One
+it). A re-run skips outputs whose file still matches its manifest entry and renders the rest (a
+folder row's images each count as a job: a re-run renders only the frames not yet done). One
 failing job does not stop the others; ``OUT/batch-report.csv`` and ``.json`` say what happened.
 
 Each field is parsed in ``fields``, and each row planned in ``planning``; none of it imports torch:
@@ -55,6 +62,7 @@ from collections.abc import Sequence
 from famos.clients.batch.fields import FieldError, parse_request
 from famos.clients.batch.planning import Canvases, PrintJob, plan_jobs
 from famos.errors import UserError
+from famos.request_args import is_folder
 from famos.tiff_options import TiffOptions
 
 DEFAULT_MIN_DPI = 100.0
@@ -97,6 +105,9 @@ def load_jobs(
         parsed = parse_request(row, values, base=base, bundles=settings.bundles)
         if isinstance(parsed, list):
             errors += parsed
+        elif _is_out(parsed.content, settings.out):
+            errors.append(FieldError(row, "content", f"{parsed.content}: is the output folder --out; its outputs "
+                                     "would be inputs of the next run: write them elsewhere"))
         else:
             requests.append(parsed)
     if not rows and not errors:
@@ -109,6 +120,11 @@ def load_jobs(
     if errors:
         raise JobsFileError(jobs_file, sorted(errors, key=lambda e: e.row))
     return jobs
+
+
+def _is_out(content: pathlib.Path | None, out: pathlib.Path) -> bool:
+    """Whether a row's content is the folder the batch writes to."""
+    return content is not None and is_folder(content) and content.resolve() == out.resolve()
 
 
 def read_rows(path: pathlib.Path) -> tuple[list[Row], list[FieldError]]:

@@ -1,5 +1,6 @@
 """Planning: each parsed row, tied to its model's canvas, becomes a ``PrintJob`` (its pixels, DPI
-and output files, one per panel).
+and output files, one per panel); a row over a content folder becomes one per image, its output
+pattern's ``{stem}`` the image's stem.
 
 ``output_resolution`` is the batch's one DPI policy: a row's pixels, print size and dpi (or the
 batch's ``--dpi``) give the output's pixel size and the TIFF's resolution tags.
@@ -13,12 +14,16 @@ import pathlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from famos.clients.batch.fields import FieldError, JobRequest, ModelRef, unreadable_image
+from famos.canvas import ImageError
+from famos.clients.batch.fields import FieldError, JobRequest, ModelRef, check_output_name
 from famos.errors import UserError
 from famos.planning import Rect
 from famos.request import RenderRequest
+from famos.request_args import content_images, is_folder, unreadable_image
 from famos.tiff_options import Compression, Intent, ResolutionUnit, TiffOptions
 from famos.units import dpi_for_print_size, panel_grid, pixels_at_dpi, scaled_canvas
+
+STEM = "{stem}"  # in a row's output: the stem of its content image (of each image, for a content folder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +98,8 @@ def plan_jobs(
     default_compression: Compression,
 ) -> tuple[list[PrintJob], list[FieldError]]:
     """Every request planned against its model's canvas (asked for once per model), and every error:
-    an unusable model or content image, a size a format-1 bundle cannot render, a file written twice."""
+    an unusable model or content image, a size a format-1 bundle cannot render, a file written twice.
+    A row over a content folder is planned once and gives one job per image (``row_images``)."""
     canvases: dict[ModelRef, tuple[int, int] | str] = {}
     jobs, errors = [], []
     for request in requests:
@@ -103,9 +109,12 @@ def plan_jobs(
         if isinstance(canvas, str):
             errors.append(FieldError(request.row, "model", canvas))
             continue
-        problem = unreadable_image(request.content) if request.content is not None else ""
-        if problem:
-            errors.append(FieldError(request.row, "content", problem))
+        images = row_images(request)
+        if isinstance(images, FieldError):
+            errors.append(images)
+            continue
+        problem = [FieldError(request.row, "content", p) for p in (unreadable_image(i) for i in images if i) if p]
+        errors += problem
         planned = plan_job(
             request, canvas=canvas, min_dpi=min_dpi, default_dpi=default_dpi, default_compression=default_compression,
         )
@@ -117,9 +126,45 @@ def plan_jobs(
                 f"(a format-1 bundle), not {planned.width}x{planned.height}: export it again",
             ))
         elif not problem:
-            jobs.append(planned)
+            jobs += [_for_image(planned, image) for image in images]
     errors += duplicate_outputs(jobs)
     return jobs, errors
+
+
+def row_images(request: JobRequest) -> list[pathlib.Path | None] | FieldError:
+    """The content images of a row: its image (None: the model's own), or every image of its content
+    folder (``famos.request_args.content_images``), whose output names need a ``{stem}``."""
+    row, pattern = request.row, request.output
+    if request.content is None:
+        if STEM in pattern:
+            return FieldError(row, "output", f"{pattern}: {STEM} stands for the content image's stem; "
+                              "this row has no content")
+        return [None]
+    if not is_folder(request.content):
+        images = [request.content]
+    elif STEM not in pattern:
+        return FieldError(row, "output", f"{pattern}: the content is a folder of images: name each one's file with "
+                          f"{STEM} (e.g. frame-{STEM}.tif)")
+    else:
+        try:
+            images = content_images(request.content)
+        except ImageError as err:
+            return FieldError(row, "content", str(err))
+    for image in images:
+        try:
+            check_output_name(pattern.replace(STEM, image.stem))
+        except ValueError as err:
+            return FieldError(row, "output", f"for {image.name}: {err}")
+    return images
+
+
+def _for_image(job: PrintJob, image: pathlib.Path | None) -> PrintJob:
+    """``job`` of one image of its row: that image as content, its stem for ``{stem}`` in the file names."""
+    if image is None:
+        return job
+    stem = image.stem
+    outputs = tuple(dataclasses.replace(output, name=output.name.replace(STEM, stem)) for output in job.outputs)
+    return dataclasses.replace(job, content=image, name=job.name.replace(STEM, stem), outputs=outputs)
 
 
 def _canvas_or_problem(engine: Canvases, model: ModelRef) -> tuple[int, int] | str:

@@ -154,7 +154,7 @@ def build_parser() -> Parser:
     _option(g, "--multi-scale", "mix the templates at every decoder level too, average-pooled to it (the seed's "
             "--multiScale; needs --width >= --templates)", action="store_const", const=True)
     _option(g, "--refine", "a second U-Net repaints and reblends over the copied image, seeing the first pass "
-            "(the seed's --refine; twice the compute, a larger halo)", action="store_const", const=True)
+            "(the seed's --refine; 1.8x the compute, a larger halo)", action="store_const", const=True)
     _option(g, "--no-skip-connections", "a U-Net without the encoder-decoder skips (the seed's --skipConnections "
             "False)", dest="skip_connections", action="store_const", const=False)
     _option(g, "--no-coord-copy", "no ψ coordinates at the levels past the input (the seed's --coordCopy False)",

@@ -36,3 +36,14 @@ def test_bench_exactness_compares_every_backend():
         assert row.count("same bytes") == 4, row
     # every backend gives the same bytes twice, across processes and at another thread count
     assert all(row.count("same bytes") >= 3 for row in rows), rows
+
+
+def test_bench_seed_variants_trains_scores_and_draws_each_variant(tmp_path):
+    out = run(str(BENCH / "bench_seed_variants.py"), "--out", str(tmp_path / "study"), "--preset", "tiny", "--steps", "2",
+              "--datasets", "samples", "--variants", "mirror (preset)", "multi-scale + refine",
+              "--sheet", str(tmp_path / "sheet.jpg"))
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| mirror (preset)", "| multi-scale + refine"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "sheet.jpg").width > 800

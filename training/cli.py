@@ -78,14 +78,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     # of the memory bandwidth per pixel for a barely visible loss in variety on one canvas).
     "default": {},
     # The README quick start: the tiny architecture trained longer for a 1800x1200 (2.16 MP) canvas
-    # of the bundled samples, about a minute on 2 CPU cores (52 s on 2026-12-06). 16 templates, a strong pull
-    # towards a wider blur of the content and a little entropy (crisp per-pixel choices) make
-    # the cat readable in gravel and brick; the styles are greyscale, so is the mosaic. Only the
-    # final preview is rendered.
+    # of the bundled samples, about a minute and a half on 2 CPU cores. 16 templates, a strong pull
+    # towards a wider blur of the content and a little entropy (crisp per-pixel choices) make the
+    # cat readable in brick and gravel. Multi-scale mixing with refine is what the seed-options
+    # study measured best on both its datasets (BENCHMARKS.md, bench/bench_seed_variants.py, which
+    # runs this preset with them and alpha-norm off); the alpha norm (prefer copying) keeps the
+    # light regions in copied gravel instead of painted grey. The colour styles are duotones of the
+    # greyscale CC0 textures (examples/colour_styles.py): dark bricks and light gravel, so the
+    # content's tones can choose the material. Only the final preview is rendered.
     "mosaic": dict(
         depth=3, width=16, kernel=3, templates=16, patch=64, batch=4, steps=1500, d_depth=4, d_width=32, d_kernel=3,
         preview_every=1500, canvas="1800x1200", content_weight=40.0, blur_sigma=6.0, entropy=0.1,
-        style=[EXAMPLES / "style" / "brick.png", EXAMPLES / "style" / "gravel.png"],
+        multi_scale=True, refine=True, alpha_norm=1.0,
+        style=[EXAMPLES / "style" / "brick_terracotta.png", EXAMPLES / "style" / "gravel_slate.png"],
         content=[EXAMPLES / "content" / "chelsea.png"],
     ),
     # The tests' reference: a small model on the bundled samples, about 15 s on CPU.
@@ -152,9 +157,10 @@ def build_parser() -> Parser:
             "after it (1.4x the paper's compute; the decoder of famos models before 2026-12)",
             action="store_const", const=True)
     _option(g, "--multi-scale", "mix the templates at every decoder level too, average-pooled to it (the seed's "
-            "--multiScale; needs --width >= --templates)", action="store_const", const=True)
+            "--multiScale; needs --width >= --templates; on in --preset mosaic)", action=argparse.BooleanOptionalAction)
     _option(g, "--refine", "a second U-Net repaints and reblends over the copied image, seeing the first pass "
-            "(the seed's --refine; 1.8x the compute, a larger halo)", action="store_const", const=True)
+            "(the seed's --refine; 1.8x the compute, a larger halo; on in --preset mosaic)",
+            action=argparse.BooleanOptionalAction)
     _option(g, "--no-skip-connections", "a U-Net without the encoder-decoder skips (the seed's --skipConnections "
             "False)", dest="skip_connections", action="store_const", const=False)
     _option(g, "--no-coord-copy", "no ψ coordinates at the levels past the input (the seed's --coordCopy False)",
@@ -315,8 +321,15 @@ def configs(options: dict[str, Any], *, given: set[str], content_size: tuple[int
         raise UserError(f"--templates {templates}: mode {mode!r} needs at least one template (or --mode parametric)")
     if mode == "copy":
         for flag in ("alpha_norm", "alpha_tv"):
-            if options[flag]:
+            if options[flag] and flag in given:
                 raise UserError(f"--mode copy has no alpha (I = I_M); --{flag.replace('_', '-')} does not apply")
+            options[flag] = 0.0  # a preset's value for alpha does not apply either
+    # a preset's multi-scale mixing needs templates and its refine a blend: they do not apply to the
+    # other modes, unless asked for by hand (then the config names the conflict)
+    if mode == "parametric" and "multi_scale" not in given:
+        options["multi_scale"] = False
+    if mode != "full" and "refine" not in given:
+        options["refine"] = False
     if options["correspondence"] == "vgg" and not options["vgg_weights"]:
         raise UserError("--correspondence vgg needs --vgg-weights PATH (a local file; nothing is downloaded)")
     if options["vgg_weights"] and options["correspondence"] != "vgg":

@@ -59,9 +59,25 @@ def _backend_message(text: str) -> str:
     server must not echo paths)."""
     text = " ".join(text.split())
     text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
-    text = re.sub(r"\S*/\S+:\d+ (\w+::)+~?\w+\(.*?\)( const)? ?", "", text)
+    # a C++ source location and the function there, an optional return type first
+    text = re.sub(r"\S*/\S+:\d+ (?:[\w:<>]+\*? )?(\w+::)+~?\w+\(.*?\)( const)? ?", "", text)
     text = re.sub(r"Exception from \S+:\d+: ?| at \S+\.(?:cpp|cc|hpp|h):\d+", "", text)  # OpenVINO's locations
-    return re.sub(r"(?<![\w.])/\S+", "<path>", text).strip()
+    # any other file path (with an extension or a line number), not a graph's node names
+    return re.sub(r"(?<![\w.'])/[^\s']+(?:\.\w+(?::\d+)?|:\d+)", "<path>", text).strip()
+
+
+# what a backend says when a window does not fit in memory: the machine's state, not the bundle's
+_OUT_OF_MEMORY = re.compile(r"failed to allocate|bad_alloc|out of memory|cannot allocate", re.IGNORECASE)
+
+
+def window_failed(backend: str, shape: tuple[int, ...], err: BaseException) -> UserError:
+    """The error a runner raises when ``backend`` fails on a window: OverLimit when it ran out of
+    memory (RESOURCE_EXHAUSTED: a smaller chunk, or later, may work), else GraphFailed."""
+    if _OUT_OF_MEMORY.search(str(err)):
+        where = f"a {shape[-1]}x{shape[-2]} window" if len(shape) >= 2 else "a window"
+        return OverLimit(f"{backend} ran out of memory on {where}: use a smaller --chunk or free memory "
+                         f"({_backend_message(str(err))[:200]})")
+    return GraphFailed(backend, shape, err)
 
 
 def _graph_failed(backend: str, shape: tuple[int, ...], first: str) -> GraphFailed:

@@ -162,7 +162,10 @@ class FamosUNet(nn.Module):
                     parts.append(psi[level])
                 if self.multi_scale and level > 0:  # copy at this scale: mix from the first N channels
                     weights = torch.softmax(x[:, : self.n_templates], dim=1)
-                    parts.append((weights[:, :, None] * pooled[level - 1]).sum(dim=1))
+                    mixed = (weights[:, :, None] * pooled[level - 1]).sum(dim=1)
+                    if x.is_contiguous(memory_format=torch.channels_last):  # CastUNet's NHWC: keep it
+                        mixed = mixed.contiguous(memory_format=torch.channels_last)
+                    parts.append(mixed)
                 x = torch.cat(parts, dim=1)
         return self.head(x)  # (B, N + 4, h, w); Identity without the full-resolution head
 
@@ -339,23 +342,29 @@ class FamosGenerator(nn.Module):
             parts.append(noise)
             bottleneck_noise = None
         n = self.n_templates
-        templates = self.sampler(origin, height, width) if n > 0 else content[:, :0, None]
-        pooled: List[torch.Tensor] = []
+        # the templates are sampled after the U-Net unless it mixes them itself (multi-scale), so
+        # that its activations and the templates are never held at once; dropped once mixed
+        templates, pooled = content[:, :0, None], torch.jit.annotate(List[torch.Tensor], [])
         if self.multi_scale:
+            templates = self.sampler(origin, height, width)
             pooled = [pool_templates(templates, 1 << level) for level in range(1, self.depth)]
         x0 = torch.cat(parts, dim=1)
         out = self.unet(x0, psi, bottleneck_noise, pooled)
+        pooled = pooled[:0]
         logits = out[:, :n]
         alpha = torch.sigmoid(out[:, n : n + 1])
         painted = torch.tanh(out[:, n + 1 : n + 4])
         if n > 0:
+            if not self.multi_scale:
+                templates = self.sampler(origin, height, width)
             copied, weights = self.mixer(logits, templates)
+            templates = content[:, :0, None]
         else:
             copied, weights = torch.zeros_like(painted), logits
             alpha = torch.ones_like(alpha)
         image = self.blend(painted, copied, alpha)
         for refiner in self.refiners:  # repaint and reblend, seeing what the first pass made
-            again = refiner(torch.cat([x0, copied, image, painted], dim=1), psi, bottleneck_noise, pooled[:0])
+            again = refiner(torch.cat([x0, copied, image, painted], dim=1), psi, bottleneck_noise, pooled)
             alpha, painted = torch.sigmoid(again[:, :1]), torch.tanh(again[:, 1:4])
             image = self.blend(painted, copied, alpha)
         return image, alpha, weights, painted, copied

@@ -29,8 +29,11 @@ DEFAULT_CHUNK_HELP = (f"on the CPU the largest whose window fits in half the ava
 
 
 def window_bytes_per_pixel(config: GeneratorConfig) -> int:
-    """Host bytes one window pixel of ``config``'s U-Net holds at the runner's peak."""
-    return WINDOW_BYTES_PER_PIXEL_CHANNEL * config.width + WINDOW_BYTES_PER_PIXEL
+    """Host bytes one window pixel of ``config``'s U-Net holds at the runner's peak. A multi-scale
+    U-Net also holds the N templates (3 float32 each) and their pooled copies (a third more)
+    through its pass, where the others sample them after it (within the calibrated constants)."""
+    templates = 16 * config.n_templates if config.multi_scale else 0
+    return WINDOW_BYTES_PER_PIXEL_CHANNEL * config.width + WINDOW_BYTES_PER_PIXEL + templates
 
 
 def machine_memory() -> int:

@@ -27,7 +27,7 @@ import numpy as np
 
 from famos.bundle import IMAGE_OUTPUT, GraphInputs
 from famos.config import Precision
-from famos.errors import BackendUnavailable, GraphFailed
+from famos.errors import BackendUnavailable, window_failed
 
 INSTALL = 'pip install "famos[openvino]"'
 # OpenVINO's names for the precisions it runs a graph in (its INFERENCE_PRECISION_HINT)
@@ -96,7 +96,7 @@ class OpenVinoRunner:
             try:
                 results = self.request.infer(feeds)  # copies the outputs out of the request
             except RuntimeError as err:  # OpenVINO's one exception type: the graph failed on this window
-                raise GraphFailed("openvino", content.shape, err) from None
+                raise window_failed("openvino", content.shape, err) from None
         return np.asarray(results[self.image], dtype=np.float32)
 
 

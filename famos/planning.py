@@ -148,13 +148,17 @@ def receptive_reach(config: GeneratorConfig) -> Reach:
     alignment = config.alignment
     pad = config.kernel // 2
     base = 64 * alignment  # far from the canvas border, so no clamping interferes
+    # one U-Net's reach by phase: pixel p depends on [p - before[p % A], p + after[p % A]]
+    one = [_output_dependencies(config, pad, base + phase) for phase in range(alignment)]
+    before = [base + phase - lo for phase, (lo, _) in enumerate(one)]
+    after = [hi - base - phase for phase, (_, hi) in enumerate(one)]
     worst_before = worst_after = 0
     for phase in range(alignment):
         y = base + phase
-        lo, hi = _output_dependencies(config, pad, y)
+        lo, hi = one[phase]
         if config.refine:  # every first-pass pixel the refine U-Net reads must be exact too
-            first = [_output_dependencies(config, pad, p) for p in range(lo, hi + 1)]
-            lo, hi = min(lo, *(a for a, _ in first)), max(hi, *(b for _, b in first))
+            lo = min(p - before[p % alignment] for p in range(lo, hi + 1))
+            hi = max(p + after[p % alignment] for p in range(one[phase][0], hi + 1))
         worst_before = max(worst_before, y - lo)
         worst_after = max(worst_after, hi - y)
     return Reach(before=worst_before, after=worst_after)

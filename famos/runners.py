@@ -24,7 +24,7 @@ import numpy as np
 
 from famos.bundle import IMAGE_OUTPUT, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, Bundle, GraphInputs
 from famos.config import Precision
-from famos.errors import BackendUnavailable, BundleError, GraphFailed, UserError
+from famos.errors import BackendUnavailable, BundleError, UserError, window_failed
 from famos.window import WindowRunner
 
 
@@ -246,7 +246,7 @@ class OnnxRunner:
             return binding.copy_outputs_to_cpu()[0]
         except (state.Fail, state.InvalidArgument, state.RuntimeException, state.NotImplemented) as err:
             # a graph that loaded but cannot compute this window: the bundle's problem, said as such
-            raise GraphFailed("onnxruntime", content.shape, err) from None
+            raise window_failed("onnxruntime", content.shape, err) from None
 
 
 def check_available(options: RunnerOptions) -> None:

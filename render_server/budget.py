@@ -14,7 +14,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from famos.errors import Cancelled
+from famos.errors import Cancelled, UserError
 from famos.memory import machine_memory
 from famos.request import Estimate
 from famos.render_server.errors import ResourceExhausted
@@ -64,9 +64,9 @@ class MemoryBudget:
     def reserved(self, n: int) -> Iterator[None]:
         """``n`` bytes for the ``with`` body, or ResourceExhausted at once: the viewer's answers
         (``famos.viewer.server.ViewerConfig.reserve``) draw from the budget the renders do."""
-        if n > self.total:
-            raise ResourceExhausted(f"the answer needs about {_mb(n)} of memory, over the server's budget of "
-                                    f"{_mb(self.total)} (--max-memory): ask for fewer pixels")
+        if n > self.total:  # never fits: not a retry (the viewer answers 400, not 503)
+            raise UserError(f"the answer needs about {_mb(n)} of memory, over the server's budget of "
+                            f"{_mb(self.total)} (--max-memory): ask for fewer pixels")
         self._take(n, wait=False, cancel=None, what="the answer")
         try:
             yield

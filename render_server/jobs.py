@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from famos.errors import Cancelled, InvalidField, quoted
 from famos.files import disk_full, file_sha256, is_disk_full
-from famos.request import Estimate, RenderRequest
+from famos.request import Admission, Estimate, RenderRequest
 from famos.tiff_size import needs_bigtiff
 from famos.values import Job, JobState
 from famos.render_server.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -34,7 +34,7 @@ from famos.render_server.job_runner import render_job
 from famos.render_server.job_store import DATABASE, JobDatabase, JobSpec
 from famos.render_server.models import ModelStore, checked_name
 from famos.render_server.spool import SPOOL, JobSpool, remove_orphans
-from famos.render_server.streaming import PreparedRender, ServerLimits, admitted, prepare
+from famos.render_server.streaming import PreparedRender, ServerLimits, admitted, prepared
 
 log = logging.getLogger("famos.server.jobs")
 
@@ -208,22 +208,29 @@ class JobManager:
             with self._changed:
                 self._changed.wait(_WATCH_POLL_SECONDS)
 
-    def prepared(
-        self, job_id: str, *, admit: Callable[[Estimate], None] | None = None
-    ) -> tuple[Job, JobSpool, PreparedRender]:
-        """A job, its spool and its stored request resolved on its model, as the runner renders it
-        (the viewer shows an unfinished job from the same strips); ``admit`` as ``prepare``'s."""
+    def admitted(self, job_id: str) -> tuple[Job, JobSpool, Admission]:
+        """A job, its spool and its stored request checked on its model, nothing decoded yet."""
         record = self.get(job_id)
         spool = JobSpool(self.spool, job_id)
         spec = JobSpec.from_json(self.db.spec_text(job_id), content=spool.content_image(),
                                  encode_workers=self.config.encode_workers)
-        prepared = prepare(self.models, spec.request, self.config.limits, admit=admit)
-        if prepared.renderer.bundle.sha256 != spec.bundle_sha256:
+        admission = admitted(self.models, spec.request, self.config.limits)
+        if admission.renderer.bundle.sha256 != spec.bundle_sha256:
             raise FailedPrecondition(
                 f"model {spec.request.model!r} was replaced since the job was submitted "
-                f"(bundle {prepared.renderer.bundle.sha256[:12]}, job {spec.bundle_sha256[:12]})"
+                f"(bundle {admission.renderer.bundle.sha256[:12]}, job {spec.bundle_sha256[:12]})"
             )
-        return record, spool, prepared
+        return record, spool, admission
+
+    def prepared(
+        self, job_id: str, *, admit: Callable[[Estimate], None] | None = None
+    ) -> tuple[Job, JobSpool, PreparedRender]:
+        """``admitted``, ``admit`` seeing the estimate (as ``prepare``'s), then the content decoded
+        and the task planned, as the runner renders it."""
+        record, spool, admission = self.admitted(job_id)
+        if admit is not None:
+            admit(admission.estimate)
+        return record, spool, prepared(admission, self.config.limits)
 
     def result_path(self, job_id: str) -> pathlib.Path:
         record = self.get(job_id)

@@ -62,10 +62,14 @@ class JobImages:
     def _live(self, identifier: str) -> LiveImage:
         """An unfinished job as its strips land in the spool (rows not rendered yet are black)."""
         try:
-            record, spool, prepared = self.jobs.prepared(identifier)
+            record, spool, admission = self.jobs.admitted(identifier)
         except FailedPrecondition:  # its model was replaced: the job will fail, there is nothing to show
             raise KeyError(identifier) from None
-        task, options = prepared.render.task, prepared.render.tiff
+        # its description names the content's pixels: decoded within the server's memory budget
+        # (busy: the viewer answers 503), and let go once the view is built
+        with self.jobs.budget.reserved(admission.content_bytes):
+            render = admission.resolved()
+        task, options = render.task, render.tiff
         return LiveImage(height=task.region.height, width=task.region.width, format=tile_format(options),
                          strips_total=record.strips_total, strip_file=spool.strip_path,
                          description=task.description, dpi=options.dpi, work=self.work)

@@ -205,6 +205,23 @@ def test_famos_render_says_a_failing_graph_in_one_line_and_leaves_no_file(folder
     assert not list(tmp_path.glob("x.tif*"))
 
 
+def test_a_backend_out_of_memory_is_over_limit_and_messages_keep_node_names():
+    """Running out of memory on a window is the machine's state (RESOURCE_EXHAUSTED: a smaller
+    chunk may fit), not a broken bundle; build paths go, a graph's node names stay."""
+    from famos.errors import BundleError, OverLimit, window_failed
+
+    arena = ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Conv node. "
+             "Name:'/generator/unet/down.0/conv/Conv' Status Message: /onnxruntime_src/onnxruntime/core/framework/"
+             "bfc_arena.cc:376 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, onnxruntime::Stream*) "
+             "Failed to allocate memory for requested buffer of size 1073741824")
+    err = window_failed("onnxruntime", (1, 3, 96, 160), RuntimeError(arena))
+    assert isinstance(err, OverLimit) and not isinstance(err, BundleError)
+    assert "ran out of memory on a 160x96 window" in str(err) and "--chunk" in str(err)
+    assert "Name:'/generator/unet/down.0/conv/Conv'" in str(err) and "bfc_arena" not in str(err)
+    other = window_failed("openvino", (1, 3, 32, 32), RuntimeError("Exception from src/x.cpp:12: [CPU] broken"))
+    assert isinstance(other, BundleError) and str(other).endswith("(openvino: [CPU] broken)")
+
+
 @pytest.mark.parametrize("scale", [1e308, 1.7976931348623157e308, 1e300])
 def test_scales_that_overflow_are_invalid_argument(models, serve, scale):
     server = serve(models)

@@ -307,6 +307,20 @@ def test_an_answer_over_the_reserved_memory_is_503_and_holds_nothing_after(serve
     assert request(server, "/iiif/3/img/info.json")[0] == 200  # info.json reads no pixels: never refused
 
 
+def test_an_answer_that_could_never_fit_is_400_not_a_retry(serve):
+    import contextlib
+
+    from famos.errors import UserError
+
+    @contextlib.contextmanager
+    def pool(n: int):
+        raise UserError(f"the answer needs about {n} bytes, over the server's budget: ask for fewer pixels")
+        yield
+
+    status, headers, body = request(serve(reserve=pool), "/iiif/3/img/full/max/0/default.png")
+    assert status == 400 and "Retry-After" not in dict(headers) and b"ask for fewer pixels" in body
+
+
 def _famos_view(argv: list[str], capsys) -> str:
     """The one error line `famos view` prints for ``argv`` (it must fail with exit code 2)."""
     from famos.cli import main

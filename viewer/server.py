@@ -45,7 +45,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
-from famos.errors import OverLimit
+from famos.errors import OverLimit, UserError
 from famos.viewer import iiif, page, presentation
 from famos.viewer.sources import DamagedImage, ImageSource
 
@@ -271,6 +271,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._text(err.status, str(err))
         except OverLimit as err:  # the server's memory is held by its renders: a moment later it may not be
             self._text(503, str(err), {"Retry-After": "1"})
+        except UserError as err:  # e.g. an answer that could never fit the server's memory
+            self._text(400, str(err))
         except DamagedImage as err:  # the file changed under the server: its fault, not the client's
             log.warning("GET %s: %s", self.path, err)
             self._text(500, f"the image's file is damaged: {err}")

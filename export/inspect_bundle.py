@@ -119,7 +119,8 @@ def summary(bundle: Bundle) -> str:
     provenance = manifest.provenance
     lines.append(
         f"provenance  {provenance.get('steps')} training steps, checkpoint {provenance.get('checkpoint')} "
-        f"(sha256 {str(provenance.get('checkpoint_sha256'))[:16]}), exported {manifest.export.get('created')}"
+        f"({str(provenance.get('checkpoint_kind', 'latest'))[:16]}, sha256 {str(provenance.get('checkpoint_sha256'))[:16]}), "
+        f"exported {manifest.export.get('created')}"
     )
     for kind in ("style", "content"):
         names, hashes = _list(provenance.get(f"{kind}_files")), _list(provenance.get(f"{kind}_hashes"))

@@ -45,12 +45,16 @@ class GraphFailed(BundleError):
 
     def __init__(self, backend: str, shape: tuple[int, ...], err: BaseException):
         said = _backend_message(str(err)) or type(err).__name__
-        where = f"a {shape[-1]}x{shape[-2]} window" if len(shape) >= 2 else "a window"
-        super().__init__(f"the model's graph failed on {where} ({backend}: {said[:400]})")
+        super().__init__(f"the model's graph failed on {_window(shape)} ({backend}: {said[:400]})")
         self.backend, self.shape, self.first = backend, shape, said
 
     def __reduce__(self):  # errors travel back from cluster workers
         return _graph_failed, (self.backend, self.shape, self.first)
+
+
+def _window(shape: tuple[int, ...]) -> str:
+    """A window as errors name it, from its (batch, channels, height, width) shape."""
+    return f"a {shape[-1]}x{shape[-2]} window" if len(shape) >= 2 else "a window"
 
 
 def _backend_message(text: str) -> str:
@@ -74,8 +78,7 @@ def window_failed(backend: str, shape: tuple[int, ...], err: BaseException) -> U
     """The error a runner raises when ``backend`` fails on a window: OverLimit when it ran out of
     memory (RESOURCE_EXHAUSTED: a smaller chunk, or later, may work), else GraphFailed."""
     if _OUT_OF_MEMORY.search(str(err)):
-        where = f"a {shape[-1]}x{shape[-2]} window" if len(shape) >= 2 else "a window"
-        return OverLimit(f"{backend} ran out of memory on {where}: use a smaller --chunk or free memory "
+        return OverLimit(f"{backend} ran out of memory on {_window(shape)}: use a smaller --chunk or free memory "
                          f"({_backend_message(str(err))[:200]})")
     return GraphFailed(backend, shape, err)
 

@@ -115,6 +115,12 @@ class ProgressLines:
         if self.terminal:
             print(file=self.stream, flush=True)
 
+    def __enter__(self) -> ProgressLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # the terminal's line ends however the work ends
+
     def _draw(self) -> None:
         share = self.eta.done / self.eta.total if self.eta.total else 1.0
         filled = round(BAR_WIDTH * min(1.0, share))

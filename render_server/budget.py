@@ -61,13 +61,14 @@ class MemoryBudget:
             reservation.release()
 
     @contextlib.contextmanager
-    def reserved(self, n: int) -> Iterator[None]:
+    def reserved(self, n: int, *, what: str = "the answer") -> Iterator[None]:
         """``n`` bytes for the ``with`` body, or ResourceExhausted at once: the viewer's answers
-        (``famos.viewer.server.ViewerConfig.reserve``) draw from the budget the renders do."""
+        (``famos.viewer.server.ViewerConfig.reserve``), a job submission's decode of its content
+        and a live job view's draw from the budget the renders do."""
         if n > self.total:  # never fits: not a retry (the viewer answers 400, not 503)
-            raise UserError(f"the answer needs about {_mb(n)} of memory, over the server's budget of "
+            raise UserError(f"{what} needs about {_mb(n)} of memory, over the server's budget of "
                             f"{_mb(self.total)} (--max-memory): ask for fewer pixels")
-        self._take(n, wait=False, cancel=None, what="the answer")
+        self._take(n, wait=False, cancel=None, what=what)
         try:
             yield
         finally:

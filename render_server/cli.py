@@ -108,11 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{e.tiff_bytes / 1e6:,.0f} MB ({render.tiff.compression.value}), {free / 1e6:,.0f} MB free at "
                   f"{args.out.parent}", file=sys.stderr)
         lines = ProgressLines("famos render", render.estimate.pixels, unit="MP", scale=1e6, enabled=not args.quiet)
-        try:
+        with lines:
             report = render_tiff_task(renderer, args.out, render.task, render.tiff, preview=args.preview,
                                       progress=lambda done: lines.update(done.pixels_done, done.seconds))
-        finally:
-            lines.close()
     finally:
         if pool is not None:
             pool.close()

@@ -212,13 +212,10 @@ def render_folder(
             notes(render, renderer)  # the same options for every image: said once
         render.estimate.check_disk(item.output)
         task = dataclasses.replace(render.task, description={**render.task.description, RECORD: record})
-        lines = ProgressLines(f"famos render {item.image.name}", render.estimate.pixels, unit="MP", scale=1e6,
-                              enabled=not quiet)
-        try:
+        with ProgressLines(f"famos render {item.image.name}", render.estimate.pixels, unit="MP", scale=1e6,
+                           enabled=not quiet) as lines:
             report = render_tiff_task(renderer, item.output, task, render.tiff, preview=item.preview,
                                       progress=lambda done: lines.update(done.pixels_done, done.seconds))
-        finally:
-            lines.close()
         del render, task, asked  # the next image is decoded only once this one is let go
         rendered += 1
         print(f"{counter}: rendered {item.output} ({report.width}x{report.height}, {report.seconds:.2f} s)",

@@ -115,8 +115,7 @@ class JobManager:
         admission = admitted(self.models, request, self.config.limits)
         self.budget.check_fits(admission.estimate)
         if admission.content_pixels:  # a broken content image is refused now, decoded within the budget
-            with self.budget.holding(wait=False) as memory:
-                memory.take(dataclasses.replace(admission.estimate, memory_bytes=admission.content_bytes))
+            with self.budget.reserved(admission.content_bytes, what="decoding the content image"):
                 admission.decoded_content()
         plan = admission.plan
         # a classic TIFF that cannot hold the result must fail now, not after rendering

@@ -3,8 +3,9 @@
 Shared by streamed renders and jobs: ``admitted`` checks a ``famos.request.RenderRequest`` on the
 model it names, within the server's limits (``famos.request.admission``: the same resolution,
 checks and defaults as `famos render`), and estimates its cost before anything is decoded;
-``prepared`` then decodes it (``prepare`` does both); ``stream_render`` yields ``Started``, then
-each strip as ``Piece``s of bounded size and a ``Progress``.
+``prepared`` then decodes it, within the memory the door reserved between the two;
+``stream_render`` yields ``Started``, then each strip as ``Piece``s of bounded size and a
+``Progress``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from famos.errors import InvalidField, quoted
 from famos.pipeline import ProgressCallback
 from famos.renderer import Renderer
-from famos.request import Admission, AdmissionLimits, Estimate, RenderRequest, ResolvedRender, admission
+from famos.request import Admission, AdmissionLimits, RenderRequest, ResolvedRender, admission
 from famos.values import Piece, Progress, Started
 from famos.render_server.errors import FailedPrecondition
 from famos.render_server.models import ModelStore
@@ -54,17 +55,6 @@ def prepared(checked: Admission, limits: ServerLimits) -> PreparedRender:
     """The admitted request with its content decoded and its task planned: call it holding the
     memory ``checked.estimate`` names."""
     return PreparedRender(checked.renderer, checked.resolved(), limits.meter() if limits.meter is not None else None)
-
-
-def prepare(
-    models: ModelStore, request: RenderRequest, limits: ServerLimits, *, admit: Callable[[Estimate], None] | None = None
-) -> PreparedRender:
-    """``admitted`` then ``prepared``, with ``admit`` seeing the estimate between them (a job
-    reserves its memory there)."""
-    checked = admitted(models, request, limits)
-    if admit is not None:
-        admit(checked.estimate)
-    return prepared(checked, limits)
 
 
 def stream_render(prepared: PreparedRender, *, cancel: threading.Event, piece_bytes: int) -> Iterator[object]:

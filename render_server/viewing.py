@@ -67,7 +67,7 @@ class JobImages:
             raise KeyError(identifier) from None
         # its description names the content's pixels: decoded within the server's memory budget
         # (busy: the viewer answers 503), and let go once the view is built
-        with self.jobs.budget.reserved(admission.content_bytes):
+        with self.jobs.budget.reserved(admission.content_bytes, what="the job's view"):
             render = admission.resolved()
         task, options = render.task, render.tiff
         return LiveImage(height=task.region.height, width=task.region.width, format=tile_format(options),
